@@ -1,0 +1,1 @@
+"""Persistence: SQLModel tables and plain functions over a caller-owned Session."""

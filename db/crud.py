@@ -1,0 +1,94 @@
+"""Plain functions over a Session the caller owns (``with Session(engine) as s``)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, select
+
+from db.models import Candidate, Conversation, Review, Turn, TurnResult, TurnResultBase
+
+
+def create_conversation(
+    *, session: Session, conversation: Conversation, turns: Sequence[Turn]
+) -> Conversation:
+    """Store a submitted conversation and its questions in one commit."""
+    session.add(conversation)
+    session.add_all(turns)
+    session.commit()
+    session.refresh(conversation)
+    return conversation
+
+
+def get_conversation(*, session: Session, conversation_id: str) -> Conversation | None:
+    return session.get(Conversation, conversation_id)
+
+
+def list_turns(*, session: Session, conversation_id: str) -> list[Turn]:
+    query = select(Turn).where(Turn.conversation_id == conversation_id).order_by(col(Turn.turn_index))
+    return list(session.exec(query))
+
+
+def list_results(*, session: Session, conversation_id: str) -> list[TurnResult]:
+    query = (
+        select(TurnResult)
+        .where(TurnResult.conversation_id == conversation_id)
+        .order_by(col(TurnResult.turn_index))
+    )
+    return list(session.exec(query))
+
+
+def get_result(*, session: Session, conversation_id: str, turn_index: int) -> TurnResult | None:
+    query = select(TurnResult).where(
+        TurnResult.conversation_id == conversation_id, TurnResult.turn_index == turn_index
+    )
+    return session.exec(query).first()
+
+
+def list_candidates(*, session: Session, conversation_id: str) -> list[Candidate]:
+    query = (
+        select(Candidate)
+        .where(Candidate.conversation_id == conversation_id)
+        .order_by(col(Candidate.turn_index), col(Candidate.id))
+    )
+    return list(session.exec(query))
+
+
+def list_reviews(*, session: Session, conversation_id: str) -> list[Review]:
+    query = (
+        select(Review)
+        .where(Review.conversation_id == conversation_id)
+        .order_by(col(Review.turn_index), col(Review.id))
+    )
+    return list(session.exec(query))
+
+
+def save_turn(
+    *,
+    session: Session,
+    result: TurnResultBase,
+    candidates: Sequence[Candidate],
+    reviews: Sequence[Review],
+) -> tuple[TurnResult, bool]:
+    """Store a turn's candidates, reviews and result in one commit, at most once.
+
+    Returns (stored result, created). A redelivered task finds the stored result
+    and writes nothing: (conversation, turn) is unique in every table.
+    """
+    key = {"conversation_id": result.conversation_id, "turn_index": result.turn_index}
+    existing = get_result(session=session, **key)
+    if existing is not None:
+        return existing, False
+    row = TurnResult.model_validate(result)
+    session.add_all([*candidates, *reviews, row])
+    try:
+        session.commit()
+    except IntegrityError:
+        session.rollback()  # another delivery of the same task won the race
+        stored = get_result(session=session, **key)
+        if stored is None:
+            raise
+        return stored, False
+    session.refresh(row)
+    return row, True

@@ -1,0 +1,94 @@
+"""Tables for conversations, their turns, candidates, reviews and results.
+
+Shapes split by role, as in full-stack-fastapi-template: a ``*Base`` with the
+fields a caller provides, one ``table=True`` class, and public read shapes.
+JSON columns hold short lists and maps (member names, scores, timings).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, Column, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class ConversationBase(SQLModel):
+    external_id: str | None = Field(default=None, index=True)  # the dataset's id
+    source: str | None = None
+    committee: str
+    method: str  # "select" (top Borda candidate) or "fuse" (aggregator model)
+    policy: str = "full"
+    run: str | None = Field(default=None, index=True)  # replay run name
+    n_turns: int
+    passage: str | None = Field(default=None, sa_column=Column(Text))
+
+
+class Conversation(ConversationBase, table=True):
+    id: str = Field(primary_key=True)
+    created_at: datetime = Field(default_factory=_now)
+
+
+class TurnBase(SQLModel):
+    conversation_id: str = Field(foreign_key="conversation.id", index=True)
+    turn_index: int  # 0-based
+    question: str = Field(sa_column=Column(Text, nullable=False))
+    gold: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+
+
+class Turn(TurnBase, table=True):
+    __table_args__ = (UniqueConstraint("conversation_id", "turn_index"),)
+    id: int | None = Field(default=None, primary_key=True)
+
+
+class Candidate(SQLModel, table=True):
+    __table_args__ = (UniqueConstraint("conversation_id", "turn_index", "member"),)
+    id: int | None = Field(default=None, primary_key=True)
+    conversation_id: str = Field(foreign_key="conversation.id", index=True)
+    turn_index: int
+    member: str
+    text: str = Field(default="", sa_column=Column(Text, nullable=False))
+    error: str | None = Field(default=None, sa_column=Column(Text))
+    seconds: float = 0.0
+
+
+class Review(SQLModel, table=True):
+    __table_args__ = (UniqueConstraint("conversation_id", "turn_index", "reviewer"),)
+    id: int | None = Field(default=None, primary_key=True)
+    conversation_id: str = Field(foreign_key="conversation.id", index=True)
+    turn_index: int
+    reviewer: str
+    method: str  # "ranking" or "likelihood"
+    status: str  # pipeline.ballot.ParseStatus value, or "error"
+    ranking: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    shown_order: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    seed: int = 0
+    raw: str = Field(default="", sa_column=Column(Text, nullable=False))
+    error: str | None = Field(default=None, sa_column=Column(Text))
+    seconds: float = 0.0
+
+
+class TurnResultBase(SQLModel):
+    conversation_id: str = Field(foreign_key="conversation.id", index=True)
+    turn_index: int
+    answer: str = Field(sa_column=Column(Text, nullable=False))
+    chosen: str | None = None  # member whose answer was taken; None when fused or none
+    status: str  # "ok", "fused", "no_ballots", "no_candidates", "fusion_failed"
+    method: str
+    policy: str = "full"
+    ranking: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    scores: dict[str, float] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    timings: dict[str, float] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    decision: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+
+
+class TurnResult(TurnResultBase, table=True):
+    __tablename__ = "turn_result"
+    __table_args__ = (UniqueConstraint("conversation_id", "turn_index"),)
+    id: int | None = Field(default=None, primary_key=True)
+    created_at: datetime = Field(default_factory=_now)

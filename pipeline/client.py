@@ -1,0 +1,186 @@
+"""The Python client: submit conversations, wait for or iterate their turns, fetch them.
+
+    with workers.connect() as client:          # embedded, or Redis + PostgreSQL
+        handle = client.submit({"turns": ["Who wrote Dune?", "When was it published?"]})
+        for turn in handle.turns():
+            print(turn.turn_index, turn.answer)
+
+The client stores the conversation, sends turn 0's canvas, and waits on each
+turn's predictable aggregate task id; each turn's aggregate task sends the next.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from celery import Celery
+from celery.exceptions import TimeoutError as CeleryTimeout
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from db import crud
+from db.models import Conversation as ConversationRow
+from db.models import Turn
+from pipeline.canvas import final_task_id, turn_signature
+from pipeline.committee import Committee
+from pipeline.conversation import Conversation, conversation_from_json
+from pipeline.errors import BlendError, InputError
+from pipeline.plan import check_mode, check_policy, plan_turn
+from pipeline.records import TurnContext
+
+
+@dataclass(frozen=True)
+class TurnOutcome:
+    """A finished turn as the aggregate task reports it."""
+
+    conversation_id: str
+    turn_index: int
+    answer: str
+    chosen: str | None  # member whose answer was taken (None when fused or none usable)
+    status: str
+    ranking: list[str] = field(default_factory=list)
+    scores: dict[str, float] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> TurnOutcome:
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class StoredTurn:
+    turn_index: int
+    question: str
+    gold: list[str]
+    result: dict[str, Any] | None  # None while the turn is not finished
+    candidates: list[dict[str, Any]]
+    reviews: list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class StoredConversation:
+    id: str
+    external_id: str | None
+    source: str | None
+    committee: str
+    method: str
+    policy: str
+    run: str | None
+    turns: list[StoredTurn]
+
+    @property
+    def finished(self) -> bool:
+        return all(t.result is not None for t in self.turns)
+
+
+class BlendHandle:
+    """A submitted conversation; its turns finish in order."""
+
+    def __init__(self, client: BlendClient, conversation_id: str, n_turns: int) -> None:
+        self.client = client
+        self.conversation_id = conversation_id
+        self.n_turns = n_turns
+
+    def turns(self, timeout: float | None = None) -> Iterator[TurnOutcome]:
+        """Yield each turn's outcome as it finishes; ``timeout`` (s) bounds the whole wait."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for index in range(self.n_turns):
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            yield self.client.wait_turn(self.conversation_id, index, timeout=remaining)
+
+    def wait(self, timeout: float | None = None) -> list[TurnOutcome]:
+        """All turns' outcomes, once the last one has finished."""
+        return list(self.turns(timeout=timeout))
+
+
+class BlendClient:
+    def __init__(self, app: Celery, engine: Engine, committee: Committee, *, poll_interval: float = 0.005):
+        self.app = app
+        self.engine = engine
+        self.committee = committee
+        self.poll_interval = poll_interval
+
+    def submit(
+        self,
+        conversation: Conversation | dict[str, Any] | list[Any],
+        *,
+        method: str = "select",
+        policy: str = "full",
+        run: str | None = None,
+        options: dict[str, Any] | None = None,
+    ) -> BlendHandle:
+        """Validate and store ``conversation``, then send its first turn.
+
+        Raises InputError (nothing stored, nothing sent) for a malformed
+        conversation, an unknown method or policy.
+        """
+        if not isinstance(conversation, Conversation):
+            if not isinstance(conversation, (dict, list)):
+                raise InputError(f"a conversation must be a Conversation, dict or list, got {type(conversation).__name__}")
+            conversation = conversation_from_json(conversation)
+        mode = check_mode(method, self.committee)
+        check_policy(policy)
+        conversation_id = uuid.uuid4().hex
+        row = ConversationRow(
+            id=conversation_id, external_id=conversation.id, source=conversation.source,
+            committee=self.committee.name, method=mode, policy=policy, run=run,
+            n_turns=len(conversation.questions), passage=conversation.passage,
+        )
+        turns = [
+            Turn(conversation_id=conversation_id, turn_index=i, question=q.text, gold=list(q.gold))
+            for i, q in enumerate(conversation.questions)
+        ]
+        with Session(self.engine) as session:
+            crud.create_conversation(session=session, conversation=row, turns=turns)
+        first = TurnContext(
+            conversation_id=conversation_id, turn_index=0, question=conversation.questions[0].text,
+            passage=conversation.passage, enqueued_at=time.time(),
+        )
+        plan = plan_turn(self.committee, first, mode=mode, policy=policy)
+        turn_signature(plan, app=self.app, options=options).apply_async()
+        return BlendHandle(self, conversation_id, len(turns))
+
+    def handle(self, conversation_id: str) -> BlendHandle:
+        """Re-attach to a conversation submitted earlier (by any client)."""
+        with Session(self.engine) as session:
+            row = crud.get_conversation(session=session, conversation_id=conversation_id)
+        if row is None:
+            raise InputError(f"no conversation with id {conversation_id!r}")
+        return BlendHandle(self, conversation_id, row.n_turns)
+
+    def wait_turn(self, conversation_id: str, turn_index: int, *, timeout: float | None = None) -> TurnOutcome:
+        result = self.app.AsyncResult(final_task_id(conversation_id, turn_index))
+        try:
+            data = result.get(timeout=timeout, interval=self.poll_interval, propagate=True)
+        except CeleryTimeout:
+            raise BlendError(
+                f"turn {turn_index} of conversation {conversation_id} did not finish within {timeout:.0f} s"
+            ) from None
+        return TurnOutcome.from_json(data)
+
+    def fetch(self, conversation_id: str) -> StoredConversation:
+        """Everything stored about a conversation: questions, candidates, reviews, results."""
+        with Session(self.engine) as session:
+            row = crud.get_conversation(session=session, conversation_id=conversation_id)
+            if row is None:
+                raise InputError(f"no conversation with id {conversation_id!r}")
+            results = {r.turn_index: r.model_dump(mode="json") for r in crud.list_results(session=session, conversation_id=conversation_id)}
+            candidates = crud.list_candidates(session=session, conversation_id=conversation_id)
+            reviews = crud.list_reviews(session=session, conversation_id=conversation_id)
+            turns = [
+                StoredTurn(
+                    turn_index=t.turn_index, question=t.question, gold=list(t.gold),
+                    result=results.get(t.turn_index),
+                    candidates=[c.model_dump(mode="json") for c in candidates if c.turn_index == t.turn_index],
+                    reviews=[r.model_dump(mode="json") for r in reviews if r.turn_index == t.turn_index],
+                )
+                for t in crud.list_turns(session=session, conversation_id=conversation_id)
+            ]
+            return StoredConversation(
+                id=row.id, external_id=row.external_id, source=row.source, committee=row.committee,
+                method=row.method, policy=row.policy, run=row.run, turns=turns,
+            )

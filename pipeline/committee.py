@@ -1,0 +1,191 @@
+"""The committee: who answers, who reviews, who fuses, and on which queue.
+
+Read from a TOML, YAML or JSON file (``load_committee``) or built in code; the
+default offline committee (``default_committee``) runs the two small models
+that ship as PyPI packages.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from pipeline.errors import ConfigError
+
+BackendName = Literal["transformers", "scripted"]
+ReviewMethod = Literal["ranking", "likelihood"]
+Role = Literal["generator", "reviewer", "aggregator"]
+AnswerStyle = Literal["concise", "terse"]
+
+
+class FewShot(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    question: str
+    answer: str
+
+
+class Generation(BaseModel):
+    """How a member generates: answer length, style, few-shot examples."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    max_new_tokens: int = Field(default=48, ge=1, le=4096)
+    style: AnswerStyle = "concise"
+    few_shot: tuple[FewShot, ...] = ()
+    review_max_new_tokens: int = Field(default=16, ge=4, le=256)
+
+
+class Member(BaseModel):
+    """One committee member: a model behind a backend, served from one queue."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    backend: BackendName
+    model: str = Field(min_length=1)
+    queue: str = ""  # default: "peerblend.<name>"
+    device: str = "cpu"
+    dtype: str = "auto"
+    roles: tuple[Role, ...] = ("generator", "reviewer")
+    review_method: ReviewMethod = "likelihood"
+    generation: Generation = Generation()
+    options: dict[str, object] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _default_queue(self) -> Member:
+        if not self.queue:
+            object.__setattr__(self, "queue", f"peerblend.{self.name}")
+        return self
+
+    @field_validator("roles")
+    @classmethod
+    def _roles_not_empty(cls, roles: tuple[Role, ...]) -> tuple[Role, ...]:
+        if not roles:
+            raise ValueError("a member needs at least one role")
+        return tuple(dict.fromkeys(roles))
+
+
+class Committee(BaseModel):
+    """The members, and how their reviews are aggregated."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str = "default"
+    members: tuple[Member, ...]
+    aggregator: str | None = None  # member that fuses the top-K, when fusing
+    top_k: int = Field(default=1, ge=1)  # candidates given to the aggregator
+    exclude_self_votes: bool = False
+    context_budget_tokens: int = Field(default=512, ge=0)  # earlier turns, estimated tokens
+    passage_budget_tokens: int = Field(default=768, ge=0)  # grounding passage, estimated tokens
+
+    @model_validator(mode="after")
+    def _check(self) -> Committee:
+        names = [m.name for m in self.members]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"member names must be unique; repeated: {', '.join(duplicates)}")
+        if len(self.generators) < 2:
+            raise ValueError(f"a committee needs at least two generators, got {len(self.generators)}")
+        if not self.reviewers:
+            raise ValueError("a committee needs at least one reviewer")
+        if self.aggregator is not None and self.aggregator not in names:
+            raise ValueError(f"aggregator {self.aggregator!r} is not a member ({', '.join(names)})")
+        return self
+
+    @property
+    def generators(self) -> list[str]:
+        return [m.name for m in self.members if "generator" in m.roles]
+
+    @property
+    def reviewers(self) -> list[str]:
+        return [m.name for m in self.members if "reviewer" in m.roles]
+
+    @property
+    def queues(self) -> list[str]:
+        return sorted({m.queue for m in self.members})
+
+    def member(self, name: str) -> Member:
+        for member in self.members:
+            if member.name == name:
+                return member
+        raise ConfigError(
+            f"unknown member {name!r}; committee {self.name!r} has {', '.join(m.name for m in self.members)}"
+        )
+
+
+def committee_from_dict(data: object, *, where: str = "committee") -> Committee:
+    """Validate a parsed config; errors name the field that is wrong."""
+    try:
+        return Committee.model_validate(data)
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or '(top level)'}: {e['msg']}" for e in error.errors()
+        )
+        raise ConfigError(f"{where}: {problems}") from None
+
+
+def load_committee(path: str | Path) -> Committee:
+    """Load a committee from a .toml, .yaml/.yml or .json file."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as error:
+        raise ConfigError(f"cannot read committee file {path}: {error.strerror}") from None
+    try:
+        if path.suffix == ".toml":
+            data: object = tomllib.loads(text)
+        elif path.suffix in (".yaml", ".yml"):
+            data = yaml.safe_load(text)
+        elif path.suffix == ".json":
+            data = json.loads(text)
+        else:
+            raise ConfigError(f"committee file {path}: use .toml, .yaml, .yml or .json")
+    except (tomllib.TOMLDecodeError, yaml.YAMLError, json.JSONDecodeError) as error:
+        raise ConfigError(f"committee file {path} is not valid {path.suffix[1:]}: {error}") from None
+    return committee_from_dict(data, where=str(path))
+
+
+# Few-shot examples for the base model: general-knowledge pairs written for this
+# project (not taken from any evaluation set), short answers on purpose.
+_FEW_SHOT_A = (
+    FewShot(question="Who painted the Mona Lisa?", answer="Leonardo da Vinci"),
+    FewShot(question="In which year did it become famous after a theft?", answer="1911"),
+    FewShot(question="What is the capital of Australia?", answer="Canberra"),
+)
+_FEW_SHOT_B = (
+    FewShot(question="Which planet is known as the Red Planet?", answer="Mars"),
+    FewShot(question="How many moons does it have?", answer="Two"),
+    FewShot(question="Who wrote the play Hamlet?", answer="William Shakespeare"),
+)
+
+
+def default_committee() -> Committee:
+    """Four members over the two offline models, named for what differs between them."""
+    return Committee(
+        name="offline-4",
+        members=(
+            Member(name="smollm2-concise", backend="transformers", model="smollm2-135m"),
+            Member(
+                name="smollm2-terse",
+                backend="transformers",
+                model="smollm2-135m",
+                review_method="ranking",
+                generation=Generation(style="terse", max_new_tokens=24),
+            ),
+            Member(
+                name="gemma3-fewshot-a",
+                backend="transformers",
+                model="gemma3-270m",
+                generation=Generation(style="terse", max_new_tokens=24, few_shot=_FEW_SHOT_A),
+            ),
+            Member(
+                name="gemma3-fewshot-b",
+                backend="transformers",
+                model="gemma3-270m",
+                generation=Generation(style="terse", max_new_tokens=24, few_shot=_FEW_SHOT_B),
+            ),
+        ),
+        aggregator="smollm2-concise",
+    )

@@ -1,0 +1,87 @@
+"""Conversations as users submit them, validated before anything is enqueued."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipeline.errors import InputError
+
+
+@dataclass(frozen=True)
+class Question:
+    """One user turn: the question and, when known, its gold answers (for scoring)."""
+
+    text: str
+    gold: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Conversation:
+    """A multi-turn conversation: questions in order, an optional grounding passage."""
+
+    questions: tuple[Question, ...]
+    id: str | None = None  # the dataset's own id, if any
+    passage: str | None = None
+    source: str | None = None  # dataset name or file, for reports
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.questions:
+            raise InputError(f"conversation {self.id or ''!s} has no questions".replace("  ", " "))
+        for index, question in enumerate(self.questions, start=1):
+            if not isinstance(question.text, str) or not question.text.strip():
+                raise InputError(f"question {index} of conversation {self.id!r} is empty")
+
+
+def conversation_from_json(data: object, *, where: str = "conversation") -> Conversation:
+    """Build a Conversation from user JSON.
+
+    Accepted shapes: ``{"turns": ["q1", "q2"]}``, ``{"turns": [{"question": "q1",
+    "answers": ["gold"]}]}`` (``questions`` is accepted as a synonym of ``turns``),
+    with optional ``id``, ``passage`` and ``source``; or a bare list of turns.
+    ``where`` names the input in error messages (a file name, a record number).
+    """
+    if isinstance(data, list):
+        data = {"turns": data}
+    if not isinstance(data, dict):
+        raise InputError(f"{where}: expected an object with 'turns', got {type(data).__name__}")
+    turns = data.get("turns", data.get("questions"))
+    if turns is None:
+        raise InputError(f"{where}: missing 'turns' (a list of questions)")
+    if not isinstance(turns, list):
+        raise InputError(f"{where}: 'turns' must be a list, got {type(turns).__name__}")
+    questions = tuple(_question_from_json(t, where=f"{where}, turn {i}") for i, t in enumerate(turns, 1))
+    passage = data.get("passage")
+    if passage is not None and not isinstance(passage, str):
+        raise InputError(f"{where}: 'passage' must be a string")
+    conv_id = data.get("id")
+    if conv_id is not None and not isinstance(conv_id, (str, int)):
+        raise InputError(f"{where}: 'id' must be a string or an integer")
+    if not questions:
+        raise InputError(f"{where}: 'turns' is empty; a conversation needs at least one question")
+    return Conversation(
+        questions=questions,
+        id=None if conv_id is None else str(conv_id),
+        passage=passage,
+        source=data.get("source") if isinstance(data.get("source"), str) else None,
+    )
+
+
+def _question_from_json(turn: object, *, where: str) -> Question:
+    if isinstance(turn, str):
+        text, gold = turn, []
+    elif isinstance(turn, dict):
+        text = turn.get("question")
+        gold = turn.get("answers", turn.get("gold", []))
+        if isinstance(gold, str):
+            gold = [gold]
+    else:
+        raise InputError(f"{where}: expected a string or an object with 'question', got {type(turn).__name__}")
+    if not isinstance(text, str):
+        raise InputError(f"{where}: 'question' must be a string")
+    if not text.strip():
+        raise InputError(f"{where}: the question is empty")
+    if not isinstance(gold, list) or not all(isinstance(g, str) for g in gold):
+        raise InputError(f"{where}: 'answers' must be a list of strings")
+    return Question(text=text.strip(), gold=tuple(g for g in gold if g.strip()))

@@ -1,0 +1,21 @@
+"""The error tree. Every error says what is wrong in words a user can act on."""
+
+
+class BlendError(Exception):
+    """Base of every error peerblend raises on purpose."""
+
+
+class InputError(BlendError):
+    """A conversation, question or request is malformed."""
+
+
+class ConfigError(BlendError):
+    """A committee or settings file is malformed or names something unknown."""
+
+
+class BackendError(BlendError):
+    """A model backend could not load or run."""
+
+
+class DatasetError(InputError):
+    """A dataset file or one of its records cannot be read."""

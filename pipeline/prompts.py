@@ -1,0 +1,124 @@
+"""Prompts for the three roles: generator, reviewer, aggregator.
+
+Written for small models as much as large ones: short instructions, anonymous
+labels, and never an example ranking order (small models copy it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from pipeline.committee import AnswerStyle, FewShot
+from pipeline.context import Exchange
+from pipeline.prompt import Message, Prompt
+
+_STYLE = {
+    "concise": "Give a concise, accurate answer in one short sentence.",
+    "terse": "Reply with only the answer itself: a name, a number, a date or a few words.",
+}
+_STOP = {"concise": ("\nUser:", "\n\n"), "terse": ("\n",)}
+
+RANKING_PREFIX = "Ranking:"
+CONTENT_FREE_QUESTION = "N/A"
+
+
+def _system(instruction: str, passage: str | None) -> Message:
+    if passage:
+        instruction += f"\n\nUse this passage to answer:\n{passage}"
+    return Message("system", instruction)
+
+
+def _history_messages(history: Sequence[Exchange]) -> list[Message]:
+    messages: list[Message] = []
+    for exchange in history:
+        messages += [Message("user", exchange.question), Message("assistant", exchange.answer)]
+    return messages
+
+
+def generator_prompt(
+    question: str,
+    history: Sequence[Exchange],
+    *,
+    style: AnswerStyle = "concise",
+    few_shot: Sequence[FewShot] = (),
+    passage: str | None = None,
+    max_new_tokens: int = 48,
+) -> Prompt:
+    """Ask a member to answer ``question`` given the conversation so far."""
+    system = _system(
+        "You answer questions in a conversation. Follow-up questions refer to "
+        f"earlier turns. {_STYLE[style]}",
+        passage,
+    )
+    shots = [Exchange(s.question, s.answer) for s in few_shot]
+    messages = [system, *_history_messages([*shots, *history]), Message("user", question)]
+    return Prompt(tuple(messages), max_new_tokens=max_new_tokens, stop=_STOP[style])
+
+
+def _transcript(history: Sequence[Exchange]) -> str:
+    return "\n".join(f"User: {e.question}\nAssistant: {e.answer}" for e in history)
+
+
+def ranking_prompt(
+    question: str,
+    history: Sequence[Exchange],
+    labelled: Sequence[tuple[str, str]],
+    *,
+    passage: str | None = None,
+    max_new_tokens: int = 16,
+) -> Prompt:
+    """Ask a reviewer to rank labelled candidates; the answer starts with RANKING_PREFIX.
+
+    ``labelled``: (label, answer text) in the order this reviewer is shown them.
+    """
+    parts = []
+    if history:
+        parts.append("Conversation so far:\n" + _transcript(history))
+    parts.append(f"Question: {question}")
+    parts.append("Candidate answers:\n" + "\n".join(f"[{label}] {text}" for label, text in labelled))
+    parts.append(
+        f"Rank all {len(labelled)} candidates from best to worst by accuracy, relevance, "
+        "completeness and coherence. Reply with the labels only, best first, separated by '>'."
+    )
+    system = _system("You are a careful, impartial judge of answers.", passage)
+    messages = (system, Message("user", "\n\n".join(parts)))
+    return Prompt(messages, prefill=RANKING_PREFIX, max_new_tokens=max_new_tokens, stop=("\n",))
+
+
+def likelihood_prompts(
+    question: str, history: Sequence[Exchange], *, passage: str | None = None
+) -> tuple[Prompt, Prompt]:
+    """(conditional, content-free) prompts for PMI scoring of candidate answers.
+
+    A candidate's score is its mean log-probability as the answer to the real
+    question minus that under a content-free question, which removes how likely
+    the text is in itself (short, common or self-generated phrasing).
+    """
+    instruction = "You answer questions in a conversation accurately."
+    conditional = Prompt(
+        (_system(instruction, passage), *_history_messages(history), Message("user", question))
+    )
+    content_free = Prompt((_system(instruction, None), Message("user", CONTENT_FREE_QUESTION)))
+    return conditional, content_free
+
+
+def fusion_prompt(
+    question: str,
+    history: Sequence[Exchange],
+    candidates: Sequence[str],
+    *,
+    style: AnswerStyle = "concise",
+    passage: str | None = None,
+    max_new_tokens: int = 48,
+) -> Prompt:
+    """Ask the aggregator to write one answer from the top-ranked candidates (best first)."""
+    listed = "\n".join(f"- {text}" for text in candidates)
+    parts = []
+    if history:
+        parts.append("Conversation so far:\n" + _transcript(history))
+    parts.append(f"Question: {question}")
+    parts.append(f"Answers proposed by other assistants, best-rated first:\n{listed}")
+    parts.append(f"Write the single best answer, correcting mistakes. {_STYLE[style]}")
+    system = _system("You combine several answers into one accurate answer.", passage)
+    messages = (system, Message("user", "\n\n".join(parts)))
+    return Prompt(messages, max_new_tokens=max_new_tokens, stop=_STOP[style])

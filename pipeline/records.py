@@ -1,0 +1,96 @@
+"""The small JSON records that travel between the tasks of a turn.
+
+Everything here round-trips through Celery's JSON serializer: ids, names,
+short texts and numbers, never models or tensors. The member <-> candidate
+mapping is explicit in every record; nothing is inferred from completion order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from pipeline.context import Exchange
+
+
+@dataclass(frozen=True)
+class TurnContext:
+    """What every task of a turn needs to know about it."""
+
+    conversation_id: str
+    turn_index: int  # 0-based
+    question: str
+    history: tuple[Exchange, ...] = ()
+    passage: str | None = None
+    enqueued_at: float = 0.0  # epoch seconds when the turn's canvas was sent
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["history"] = [[e.question, e.answer] for e in self.history]
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> TurnContext:
+        history = tuple(Exchange(q, a) for q, a in data.get("history", ()))
+        return cls(**{**data, "history": history})
+
+
+@dataclass(frozen=True)
+class CandidateRecord:
+    """One member's answer to a turn, or the error that kept it from answering."""
+
+    member: str
+    text: str = ""
+    error: str | None = None
+    seconds: float = 0.0  # time in the backend
+    finished_at: float = 0.0  # epoch seconds
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and bool(self.text.strip())
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> CandidateRecord:
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class ReviewRecord:
+    """One reviewer's ballot over the candidates it was shown.
+
+    ``ranking`` is by member name, best first; empty when the reviewer gave no
+    ballot (``status`` says why). ``raw`` is the reviewer's text, or its scores.
+    ``candidates`` carries the turn's candidates on to the aggregation step.
+    """
+
+    reviewer: str
+    method: str
+    status: str
+    ranking: tuple[str, ...] = ()
+    shown_order: tuple[str, ...] = ()
+    seed: int = 0
+    raw: str = ""
+    error: str | None = None
+    seconds: float = 0.0
+    finished_at: float = 0.0
+    candidates: tuple[CandidateRecord, ...] = field(default_factory=tuple)
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["candidates"] = [c.to_json() for c in self.candidates]
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ReviewRecord:
+        candidates = tuple(CandidateRecord.from_json(c) for c in data.get("candidates", ()))
+        return cls(
+            **{
+                **data,
+                "ranking": tuple(data.get("ranking", ())),
+                "shown_order": tuple(data.get("shown_order", ())),
+                "candidates": candidates,
+            }
+        )

@@ -1,0 +1,63 @@
+"""Settings read from the environment (prefix ``PEERBLEND_``).
+
+Read only at the edges: the CLI, worker start-up, ``workers.connect``. Pipeline
+functions receive plain values, never this object.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from pipeline.errors import ConfigError
+
+
+def _home() -> Path:
+    return Path.home() / ".peerblend"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PEERBLEND_", extra="ignore")
+
+    environment: Literal["development", "production"] = "development"
+    home: Path = Field(default_factory=_home)  # embedded database, model cache
+    broker_url: str | None = None  # e.g. redis://127.0.0.1:6379/0; unset = embedded
+    result_backend: str | None = None  # e.g. redis://127.0.0.1:6379/1
+    database_url: str | None = None  # e.g. postgresql+psycopg://user@host/db; unset = SQLite
+    committee_file: Path | None = None  # unset = the default offline committee
+    default_queue: str = "peerblend"  # aggregation and control tasks
+    visibility_timeout_s: int = Field(default=4 * 3600, ge=60)  # above the longest task
+    generation_time_limit_s: float = Field(default=600.0, gt=0)  # a member's answer or review
+    embedded_concurrency: int = Field(default=8, ge=1)  # threads of the in-process worker
+    model_cache_dir: Path | None = None  # unset = <home>/models
+    torch_threads: int | None = None  # per worker process; unset = torch's default
+
+    @model_validator(mode="after")
+    def _distributed_needs_all(self) -> Settings:
+        given = [self.broker_url, self.result_backend, self.database_url]
+        if self.broker_url and not self.result_backend:
+            raise ConfigError(
+                "PEERBLEND_BROKER_URL is set but PEERBLEND_RESULT_BACKEND is not; "
+                "set it to a Redis URL (other backends unlock chords by polling)"
+            )
+        if self.environment == "production" and not all(given):
+            raise ConfigError(
+                "production needs PEERBLEND_BROKER_URL, PEERBLEND_RESULT_BACKEND and "
+                "PEERBLEND_DATABASE_URL"
+            )
+        return self
+
+    @property
+    def embedded(self) -> bool:
+        return self.broker_url is None
+
+    @property
+    def database(self) -> str:
+        return self.database_url or f"sqlite:///{self.home / 'peerblend.db'}"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.model_cache_dir or self.home / "models"

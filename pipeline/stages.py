@@ -1,0 +1,132 @@
+"""The three model stages of a turn, over any ``Backend``: answer, review, fuse.
+
+Each stage returns a record and never raises: a failure becomes an error record
+(a chord header task that raises would leave the turn pending forever).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+
+from pipeline.aggregate import usable
+from pipeline.ballot import (
+    ParseStatus,
+    label_map,
+    parse_ranking,
+    ranking_from_scores,
+    review_seed,
+    shuffled,
+)
+from pipeline.committee import Committee, Member
+from pipeline.context import fit_history, fit_passage
+from pipeline.prompt import Backend, ScoreRequest
+from pipeline.prompts import fusion_prompt, generator_prompt, likelihood_prompts, ranking_prompt
+from pipeline.records import CandidateRecord, ReviewRecord, TurnContext
+
+log = logging.getLogger(__name__)
+
+
+def _describe(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}"[:500]
+
+
+def _fitted(committee: Committee, context: TurnContext) -> tuple[list, str | None]:
+    history = fit_history(context.history, committee.context_budget_tokens)
+    return history, fit_passage(context.passage, committee.passage_budget_tokens)
+
+
+def answer(backend: Backend, member: Member, committee: Committee, context: TurnContext) -> CandidateRecord:
+    """``member``'s answer to the turn's question, or the error that prevented it."""
+    history, passage = _fitted(committee, context)
+    settings = member.generation
+    prompt = generator_prompt(
+        context.question,
+        history,
+        style=settings.style,
+        few_shot=settings.few_shot,
+        passage=passage,
+        max_new_tokens=settings.max_new_tokens,
+    )
+    start = time.perf_counter()
+    try:
+        (text,) = backend.generate([prompt])
+    except Exception as error:  # noqa: BLE001 - any failure excludes the member, recorded
+        log.warning("member %s failed to answer: %s", member.name, _describe(error))
+        return CandidateRecord(member.name, error=_describe(error), seconds=time.perf_counter() - start, finished_at=time.time())
+    text = text.strip()
+    return CandidateRecord(
+        member.name,
+        text=text,
+        error=None if text else "empty answer",
+        seconds=time.perf_counter() - start,
+        finished_at=time.time(),
+    )
+
+
+def review(
+    backend: Backend,
+    reviewer: Member,
+    committee: Committee,
+    context: TurnContext,
+    candidates: Sequence[CandidateRecord],
+) -> ReviewRecord:
+    """``reviewer``'s ballot over the usable candidates, shown shuffled and anonymous."""
+    pool = usable(candidates)
+    seed = review_seed(context.conversation_id, context.turn_index, reviewer.name)
+    shown = tuple(shuffled([c.member for c in pool], seed))
+    base = {"reviewer": reviewer.name, "method": reviewer.review_method, "shown_order": shown,
+            "seed": seed, "candidates": tuple(candidates)}
+    if len(pool) < 2:  # nothing to rank
+        return ReviewRecord(status="skipped", finished_at=time.time(), **base)
+    start = time.perf_counter()
+    try:
+        if reviewer.review_method == "ranking":
+            status, ranking, raw = _rank_by_text(backend, reviewer, committee, context, pool, shown)
+        else:
+            status, ranking, raw = _rank_by_likelihood(backend, committee, context, pool, shown)
+    except Exception as error:  # noqa: BLE001 - a failed reviewer gives no ballot, recorded
+        log.warning("reviewer %s failed: %s", reviewer.name, _describe(error))
+        return ReviewRecord(status="error", error=_describe(error), seconds=time.perf_counter() - start,
+                            finished_at=time.time(), **base)
+    return ReviewRecord(status=status, ranking=ranking, raw=raw, seconds=time.perf_counter() - start,
+                        finished_at=time.time(), **base)
+
+
+def _rank_by_text(backend, reviewer, committee, context, pool, shown):
+    history, passage = _fitted(committee, context)
+    labels = label_map(shown)
+    text_of = {c.member: c.text for c in pool}
+    prompt = ranking_prompt(
+        context.question, history, [(label, text_of[m]) for label, m in labels.items()],
+        passage=passage, max_new_tokens=reviewer.generation.review_max_new_tokens,
+    )
+    (raw,) = backend.generate([prompt])
+    parsed = parse_ranking(raw, list(labels))
+    ranking = tuple(labels[label] for label in parsed.labels)
+    return parsed.status.value, ranking, raw
+
+
+def _rank_by_likelihood(backend, committee, context, pool, shown):
+    history, passage = _fitted(committee, context)
+    conditional, content_free = likelihood_prompts(context.question, history, passage=passage)
+    text_of = {c.member: c.text for c in pool}
+    requests = [ScoreRequest(p, text_of[m]) for m in shown for p in (conditional, content_free)]
+    values = backend.score(requests)
+    pmi = {m: values[2 * i] - values[2 * i + 1] for i, m in enumerate(shown)}
+    raw = " ".join(f"{m}={v:.4f}" for m, v in pmi.items())
+    return ParseStatus.SCORED.value, ranking_from_scores(pmi, shown), raw
+
+
+def fuse(
+    backend: Backend, aggregator: Member, committee: Committee, context: TurnContext, texts: Sequence[str]
+) -> str:
+    """The aggregator's answer written from the top-ranked texts; raises on failure."""
+    history, passage = _fitted(committee, context)
+    prompt = fusion_prompt(
+        context.question, history, texts, style=aggregator.generation.style, passage=passage,
+        max_new_tokens=aggregator.generation.max_new_tokens,
+    )
+    (text,) = backend.generate([prompt])
+    return text.strip()

@@ -1,0 +1,79 @@
+"""The Celery app, ``workers.app``: ``celery -A workers.app worker -Q <queue>``.
+
+Configured from ``PEERBLEND_*`` settings. With no broker configured it is the
+embedded app (memory broker, in-process result cache) that ``workers.connect``
+runs with an in-process worker.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+from celery.signals import worker_process_init
+
+from db.engine import reset_engines
+from pipeline.committee import Committee
+from pipeline.settings import Settings
+from workers.runtime import Runtime, committee_from_settings
+
+
+def create_app(settings: Settings, committee: Committee) -> Celery:
+    app = Celery("peerblend", set_as_current=False)
+    app.peerblend = Runtime(settings=settings, committee=committee)  # type: ignore[attr-defined]
+    app.conf.update(
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        result_accept_content=["json"],
+        task_default_queue=settings.default_queue,
+        task_routes=(_router(committee, settings.default_queue),),
+        # Long GPU tasks: ack after the work, redeliver if the worker dies, take one at a time.
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        broker_transport_options={"visibility_timeout": settings.visibility_timeout_s},
+        result_backend_transport_options={"visibility_timeout": settings.visibility_timeout_s},
+        result_expires=7 * 24 * 3600,
+        result_extended=False,
+        broker_connection_retry_on_startup=True,
+        worker_hijack_root_logger=False,
+    )
+    if settings.embedded:
+        app.conf.update(
+            broker_url="memory://",
+            result_backend="cache+memory://",
+            # The memory transport polls; keep it short or a turn takes seconds.
+            broker_transport_options={"polling_interval": 0.01},
+            result_chord_retry_interval=0.02,
+        )
+    else:
+        app.conf.update(broker_url=settings.broker_url, result_backend=settings.result_backend)
+    import workers.tasks  # noqa: F401  (registers the shared tasks on this app)
+
+    app.finalize()
+    return app
+
+
+def _router(committee: Committee, default_queue: str) -> Any:
+    """Route each task to the queue of the member it names (config, not code paths)."""
+
+    def route(name: str, args: Any, kwargs: dict[str, Any], options: Any, task: Any = None, **kw: Any) -> dict[str, str]:
+        member = kwargs.get("member") or kwargs.get("reviewer")
+        if member is None and kwargs.get("mode") == "fuse":
+            member = committee.aggregator
+        if member is None:
+            return {"queue": default_queue}
+        return {"queue": committee.member(member).queue}
+
+    return route
+
+
+@worker_process_init.connect
+def _fresh_connections(**_: Any) -> None:
+    """A forked pool child must not share the parent's database connections."""
+    reset_engines()
+
+
+_settings = Settings()
+app = create_app(_settings, committee_from_settings(_settings))

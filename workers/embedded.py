@@ -1,0 +1,39 @@
+"""``connect()``: a BlendClient for the configured deployment.
+
+With no broker configured (the embedded default) it starts, in this process, a
+Celery worker on the memory broker that consumes every queue of the committee,
+and a SQLite store; with ``PEERBLEND_BROKER_URL`` etc. set it only connects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+
+from celery.contrib.testing.worker import start_worker
+
+from db.engine import get_engine
+from db.migrate import upgrade
+from pipeline.client import BlendClient
+from pipeline.committee import Committee
+from pipeline.settings import Settings
+from workers.app import create_app
+from workers.runtime import committee_from_settings
+
+
+@contextmanager
+def connect(settings: Settings | None = None, committee: Committee | None = None) -> Iterator[BlendClient]:
+    settings = settings or Settings()
+    committee = committee or committee_from_settings(settings)
+    app = create_app(settings, committee)
+    upgrade(settings.database)
+    with ExitStack() as stack:
+        if settings.embedded:
+            queues = sorted({settings.default_queue, *committee.queues})
+            stack.enter_context(
+                start_worker(
+                    app, pool="threads", concurrency=settings.embedded_concurrency, queues=queues,
+                    perform_ping_check=False, shutdown_timeout=30.0, loglevel="WARNING",
+                )
+            )
+        yield BlendClient(app, get_engine(settings.database), committee)

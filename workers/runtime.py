@@ -1,0 +1,55 @@
+"""What a worker process holds: settings, committee, and the resident backends."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from pipeline.committee import Committee, Member, default_committee, load_committee
+from pipeline.prompt import Backend
+from pipeline.settings import Settings
+from workers.backends.base import BackendSpec, create_backend
+
+if TYPE_CHECKING:
+    from celery import Celery
+
+log = logging.getLogger(__name__)
+
+# Backends live once per process, shared by every task thread and app in it.
+_backends: dict[str, Backend] = {}
+_backends_lock = threading.Lock()
+
+
+@dataclass(frozen=True)
+class Runtime:
+    settings: Settings
+    committee: Committee
+
+    def backend(self, member: Member) -> Backend:
+        """The member's backend, built on first use and then kept resident."""
+        options = {"cache_dir": str(self.settings.models_dir), **member.options}
+        spec = BackendSpec(model=member.model, device=member.device, dtype=member.dtype, options=options)
+        key = json.dumps([member.backend, spec.model, spec.device, spec.dtype, options], sort_keys=True, default=str)
+        backend = _backends.get(key)
+        if backend is not None:
+            return backend
+        with _backends_lock:  # one load per model, even when several threads ask at once
+            backend = _backends.get(key)
+            if backend is None:
+                log.info("loading %s backend for %s (%s on %s)", member.backend, member.name, member.model, member.device)
+                backend = _backends[key] = create_backend(member.backend, spec)
+        return backend
+
+
+def committee_from_settings(settings: Settings) -> Committee:
+    if settings.committee_file is None:
+        return default_committee()
+    return load_committee(settings.committee_file)
+
+
+def runtime_of(app: Celery) -> Runtime:
+    runtime: Runtime = app.peerblend  # type: ignore[attr-defined]
+    return runtime
