@@ -74,8 +74,10 @@ def parse_ranking(text: str, labels: Sequence[str]) -> ParsedRanking:
             return ParsedRanking(found, ParseStatus.OK)
     for line in lines:
         found = _dedupe(_LABEL.findall(line), known)
-        if len(found) >= 2:
-            return ParsedRanking(found, ParseStatus.FALLBACK)
+        if found:  # the first line naming any label decides; one label is not a ranking
+            if len(found) >= 2:
+                return ParsedRanking(found, ParseStatus.FALLBACK)
+            break
     return ParsedRanking((), ParseStatus.UNPARSABLE)
 
 

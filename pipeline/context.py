@@ -42,7 +42,7 @@ def fit_history(history: Sequence[Exchange], budget_tokens: int) -> list[Exchang
 
 def fit_passage(passage: str | None, budget_tokens: int) -> str | None:
     """The passage, cut at a word boundary to about ``budget_tokens`` tokens."""
-    if not passage:
+    if not passage or budget_tokens <= 0:
         return None
     limit = budget_tokens * 4
     if len(passage) <= limit:

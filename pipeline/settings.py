@@ -32,7 +32,7 @@ class Settings(BaseSettings):
     visibility_timeout_s: int = Field(default=4 * 3600, ge=60)  # above the longest task
     generation_time_limit_s: float = Field(default=600.0, gt=0)  # a member's answer or review
     embedded_concurrency: int = Field(default=8, ge=1)  # threads of the in-process worker
-    model_cache_dir: Path | None = None  # unset = <home>/models
+    model_cache_dir: Path | None = None  # unset = ~/.cache/peerblend/models (shared by every home)
     torch_threads: int | None = None  # per worker process; unset = torch's default
 
     @model_validator(mode="after")
@@ -60,4 +60,4 @@ class Settings(BaseSettings):
 
     @property
     def models_dir(self) -> Path:
-        return self.model_cache_dir or self.home / "models"
+        return self.model_cache_dir or Path.home() / ".cache" / "peerblend" / "models"

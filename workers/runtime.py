@@ -44,6 +44,17 @@ class Runtime:
         return backend
 
 
+    def preload(self, queues: set[str] | None = None) -> list[str]:
+        """Load the backends of the members served on ``queues`` (all when None) now,
+        so a bad model path fails at start and the first turn is not slowed by it."""
+        loaded = []
+        for member in self.committee.members:
+            if queues is None or member.queue in queues:
+                self.backend(member)
+                loaded.append(member.name)
+        return loaded
+
+
 def committee_from_settings(settings: Settings) -> Committee:
     if settings.committee_file is None:
         return default_committee()

@@ -1,0 +1,98 @@
+"""Shared fixtures: scripted committees, the embedded client, the real services."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pipeline.client import BlendClient
+from pipeline.committee import Committee, Member
+from pipeline.settings import Settings
+from workers.backends.scripted import ScriptedBackend
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+REDIS_URL = os.environ.get("PEERBLEND_TEST_REDIS", "redis://127.0.0.1:6379")
+POSTGRES_URL = os.environ.get("PEERBLEND_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432")
+
+
+def scripted_committee(
+    n: int = 3, *, name: str = "scripted", queue_prefix: str = "", member_options: dict[str, dict[str, Any]] | None = None,
+    **committee_fields: Any,
+) -> Committee:
+    """``n`` scripted members m0..m(n-1); odd members review by ranking, even by likelihood."""
+    member_options = member_options or {}
+    members = tuple(
+        Member(
+            name=f"m{i}", backend="scripted", model=f"model{i}",
+            queue=f"{queue_prefix}peerblend.m{i}" if queue_prefix else "",
+            review_method="ranking" if i % 2 else "likelihood",
+            options=member_options.get(f"m{i}", {}),
+        )
+        for i in range(n)
+    )
+    return Committee(name=name, members=members, **committee_fields)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_script_log() -> None:
+    ScriptedBackend.reset()
+
+
+@pytest.fixture(scope="session")
+def _deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """The embedded deployment in use: kept while tests ask for the same committee.
+
+    Starting and stopping an in-process worker takes seconds, so consecutive tests
+    with the same committee share one. Only one runs at a time: Celery resolves
+    some signatures through the process's *current* app, so two embedded apps in
+    one process would route each other's tasks.
+    """
+    state: dict[str, Any] = {}
+    yield state
+    if state:
+        state["manager"].__exit__(None, None, None)
+
+
+@pytest.fixture
+def embedded(
+    _deployment: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
+) -> Callable[..., BlendClient]:
+    """A client of an embedded deployment (in-process worker, memory broker, SQLite) for a committee."""
+    from workers.embedded import connect
+
+    def start(committee: Committee | None = None) -> BlendClient:
+        committee = committee or scripted_committee()
+        key = committee.model_dump_json()
+        if _deployment.get("key") != key:
+            if _deployment:
+                _deployment.pop("manager").__exit__(None, None, None)
+            settings = Settings(home=tmp_path_factory.mktemp("home"))
+            manager = connect(settings, committee)
+            _deployment.update(key=key, manager=manager, client=manager.__enter__())
+        client: BlendClient = _deployment["client"]
+        return client
+
+    return start
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A fresh PostgreSQL database for this test session, dropped at the end."""
+    sqlalchemy = pytest.importorskip("sqlalchemy")
+    name = f"peerblend_test_{uuid.uuid4().hex[:8]}"
+    admin = sqlalchemy.create_engine(f"{POSTGRES_URL}/postgres", isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    yield f"{POSTGRES_URL}/{name}"
+    from db.engine import reset_engines
+
+    reset_engines()
+    with admin.connect() as connection:
+        connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    admin.dispose()

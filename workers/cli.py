@@ -1,0 +1,146 @@
+"""The ``peerblend`` command: demo, submit, show, db upgrade."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from pipeline.conversation import Conversation, conversation_from_json
+from pipeline.errors import BlendError, InputError
+from pipeline.settings import Settings
+
+console = Console()
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # models come from local packages only
+    args = _parser().parse_args(argv)
+    try:
+        return int(args.run(args) or 0)
+    except BlendError as error:
+        console.print(f"[bold red]error:[/] {error}")
+        return 2
+    except KeyboardInterrupt:
+        console.print("interrupted; stored turns are kept")
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="peerblend", description=__doc__)
+    sub = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    demo = sub.add_parser("demo", help="blend one real conversation with the offline committee")
+    demo.add_argument("--dataset", type=Path, help="a dataset file (ConvQuestions, CoQA, QuAC, DoQA, JSONL)")
+    demo.add_argument("--index", type=int, default=0, help="which conversation of the dataset")
+    demo.add_argument("--turns", type=int, default=3, help="how many turns to blend (default 3)")
+    _run_options(demo)
+    demo.set_defaults(run=_demo)
+
+    submit = sub.add_parser("submit", help="blend a conversation from a JSON file")
+    submit.add_argument("file", type=Path, help='JSON: {"turns": ["question", ...]} or a list of questions')
+    _run_options(submit)
+    submit.set_defaults(run=_submit)
+
+    show = sub.add_parser("show", help="print a stored conversation")
+    show.add_argument("id", help="conversation id printed by submit")
+    show.set_defaults(run=_show)
+
+    db = sub.add_parser("db", help="database schema")
+    db.add_argument("action", choices=["upgrade"], help="create or migrate the schema (Alembic)")
+    db.set_defaults(run=_db)
+    return parser
+
+
+def _run_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--method", default="select", help="select (top Borda candidate) or fuse")
+    parser.add_argument("--policy", default="full", help="shortlist policy (full)")
+    parser.add_argument("--timeout", type=float, default=1800.0, help="seconds to wait for the whole conversation")
+
+
+def _demo(args: argparse.Namespace) -> int:
+    conversation = _demo_conversation(args.dataset, args.index)
+    questions = conversation.questions[: max(1, args.turns)]
+    conversation = Conversation(questions, id=conversation.id, passage=conversation.passage, source=conversation.source)
+    return _blend(conversation, args, preload=True)
+
+
+def _demo_conversation(dataset: Path | None, index: int) -> Conversation:
+    if dataset is None:
+        text = resources.files("pipeline").joinpath("data/demo_conversation.json").read_text()
+        return conversation_from_json(json.loads(text), where="demo conversation")
+    from pipeline.datasets import load_conversations
+
+    conversations = load_conversations(dataset, limit=index + 1)
+    if index >= len(conversations):
+        raise InputError(f"{dataset} has {len(conversations)} conversations; --index {index} is out of range")
+    return conversations[index]
+
+
+def _submit(args: argparse.Namespace) -> int:
+    try:
+        data = json.loads(args.file.read_text())
+    except OSError as error:
+        raise InputError(f"cannot read {args.file}: {error.strerror}") from None
+    except json.JSONDecodeError as error:
+        raise InputError(f"{args.file} is not valid JSON: {error}") from None
+    return _blend(conversation_from_json(data, where=str(args.file)), args, preload=False)
+
+
+def _blend(conversation: Conversation, args: argparse.Namespace, *, preload: bool) -> int:
+    from workers.embedded import connect
+    from workers.report import print_turn
+
+    settings = Settings()
+    with connect(settings) as client:
+        if preload and settings.embedded:
+            with console.status("loading the committee's models (the first run converts them: ~1 min)"):
+                client.app.peerblend.preload()  # type: ignore[attr-defined]
+        handle = client.submit(conversation, method=args.method, policy=args.policy)
+        console.print(f"conversation [bold]{handle.conversation_id}[/] ({handle.n_turns} turns, committee "
+                      f"{client.committee.name}, method {args.method}, policy {args.policy})")
+        for outcome in handle.turns(timeout=args.timeout):
+            stored = client.fetch(handle.conversation_id).turns[outcome.turn_index]
+            print_turn(console, stored)
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    from workers.embedded import connect
+    from workers.report import print_turn
+
+    with connect(Settings()) as client:
+        stored = client.fetch(args.id)
+        console.print(f"conversation [bold]{stored.id}[/] ({stored.source or 'submitted'}; method {stored.method}, "
+                      f"policy {stored.policy}, committee {stored.committee})")
+        for turn in stored.turns:
+            print_turn(console, turn)
+    return 0
+
+
+def _db(args: argparse.Namespace) -> int:
+    from db.migrate import upgrade
+
+    settings = Settings()
+    upgrade(settings.database)
+    console.print(f"schema at head on {_redact(settings.database)}")
+    return 0
+
+
+def _redact(url: str) -> str:
+    head, sep, tail = url.rpartition("@")
+    return f"{head.split('//')[0]}//***@{tail}" if sep else url
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
