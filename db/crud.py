@@ -1,4 +1,8 @@
-"""Plain functions over a Session the caller owns (``with Session(engine) as s``)."""
+"""Plain functions over a Session the caller owns (``with Session(engine) as s``).
+
+Writers commit; callers that keep using returned rows open the session with
+``expire_on_commit=False`` so that reading them costs no extra query.
+"""
 
 from __future__ import annotations
 
@@ -17,7 +21,6 @@ def create_conversation(
     session.add(conversation)
     session.add_all(turns)
     session.commit()
-    session.refresh(conversation)
     return conversation
 
 
@@ -73,22 +76,27 @@ def save_turn(
 ) -> tuple[TurnResult, bool]:
     """Store a turn's candidates, reviews and result in one commit, at most once.
 
-    Returns (stored result, created). A redelivered task finds the stored result
-    and writes nothing: (conversation, turn) is unique in every table.
+    Returns (stored result, created). A redelivered task writes nothing:
+    (conversation, turn) is unique in every table, so the second insert fails
+    as a whole and the result stored first is returned. One round trip when new.
     """
-    key = {"conversation_id": result.conversation_id, "turn_index": result.turn_index}
-    existing = get_result(session=session, **key)
-    if existing is not None:
-        return existing, False
     row = TurnResult.model_validate(result)
     session.add_all([*candidates, *reviews, row])
     try:
         session.commit()
     except IntegrityError:
-        session.rollback()  # another delivery of the same task won the race
-        stored = get_result(session=session, **key)
+        session.rollback()  # stored before: by an earlier delivery of the same task
+        stored = get_result(
+            session=session, conversation_id=result.conversation_id, turn_index=result.turn_index
+        )
         if stored is None:
             raise
         return stored, False
-    session.refresh(row)
     return row, True
+
+
+def get_question(*, session: Session, conversation_id: str, turn_index: int) -> str | None:
+    query = select(Turn.question).where(
+        Turn.conversation_id == conversation_id, Turn.turn_index == turn_index
+    )
+    return session.exec(query).first()

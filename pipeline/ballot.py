@@ -13,12 +13,12 @@ import re
 import string
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 LABELS = string.ascii_uppercase
 
 
-class ParseStatus(str, Enum):
+class ParseStatus(StrEnum):
     OK = "ok"  # strict form: labels separated by '>' (or ',') and nothing else
     FALLBACK = "fallback"  # labels recovered from looser text
     UNPARSABLE = "unparsable"  # fewer than two distinct labels: no ballot

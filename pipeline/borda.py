@@ -72,9 +72,7 @@ def first_places(
     """Weighted count of ballots that put each candidate first."""
     counts = dict.fromkeys(candidates, 0.0)
     for ballot in ballots:
-        ranked = [
-            c for c in ballot.ranking if c in counts and not (exclude_self and c == ballot.reviewer)
-        ]
+        ranked = [c for c in ballot.ranking if c in counts and not (exclude_self and c == ballot.reviewer)]
         if ranked:
             counts[ranked[0]] += 1.0 if weights is None else weights.get(ballot.reviewer, 1.0)
     return counts

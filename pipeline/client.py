@@ -120,25 +120,37 @@ class BlendClient:
         """
         if not isinstance(conversation, Conversation):
             if not isinstance(conversation, (dict, list)):
-                raise InputError(f"a conversation must be a Conversation, dict or list, got {type(conversation).__name__}")
+                raise InputError(
+                    f"a conversation must be a Conversation, dict or list, got {type(conversation).__name__}"
+                )
             conversation = conversation_from_json(conversation)
         mode = check_mode(method, self.committee)
         check_policy(policy)
         conversation_id = uuid.uuid4().hex
         row = ConversationRow(
-            id=conversation_id, external_id=conversation.id, source=conversation.source,
-            committee=self.committee.name, method=mode, policy=policy, run=run,
-            n_turns=len(conversation.questions), passage=conversation.passage,
+            id=conversation_id,
+            external_id=conversation.id,
+            source=conversation.source,
+            committee=self.committee.name,
+            method=mode,
+            policy=policy,
+            run=run,
+            n_turns=len(conversation.questions),
+            passage=conversation.passage,
         )
         turns = [
             Turn(conversation_id=conversation_id, turn_index=i, question=q.text, gold=list(q.gold))
             for i, q in enumerate(conversation.questions)
         ]
-        with Session(self.engine) as session:
+        with Session(self.engine, expire_on_commit=False) as session:
             crud.create_conversation(session=session, conversation=row, turns=turns)
         first = TurnContext(
-            conversation_id=conversation_id, turn_index=0, question=conversation.questions[0].text,
-            passage=conversation.passage, enqueued_at=time.time(),
+            conversation_id=conversation_id,
+            turn_index=0,
+            question=conversation.questions[0].text,
+            n_turns=len(turns),
+            passage=conversation.passage,
+            enqueued_at=time.time(),
         )
         plan = plan_turn(self.committee, first, mode=mode, policy=policy)
         turn_signature(plan, app=self.app, options=options).apply_async()
@@ -152,7 +164,9 @@ class BlendClient:
             raise InputError(f"no conversation with id {conversation_id!r}")
         return BlendHandle(self, conversation_id, row.n_turns)
 
-    def wait_turn(self, conversation_id: str, turn_index: int, *, timeout: float | None = None) -> TurnOutcome:
+    def wait_turn(
+        self, conversation_id: str, turn_index: int, *, timeout: float | None = None
+    ) -> TurnOutcome:
         result = self.app.AsyncResult(final_task_id(conversation_id, turn_index))
         try:
             data = result.get(timeout=timeout, interval=self.poll_interval, propagate=True)
@@ -168,19 +182,32 @@ class BlendClient:
             row = crud.get_conversation(session=session, conversation_id=conversation_id)
             if row is None:
                 raise InputError(f"no conversation with id {conversation_id!r}")
-            results = {r.turn_index: r.model_dump(mode="json") for r in crud.list_results(session=session, conversation_id=conversation_id)}
+            results = {
+                r.turn_index: r.model_dump(mode="json")
+                for r in crud.list_results(session=session, conversation_id=conversation_id)
+            }
             candidates = crud.list_candidates(session=session, conversation_id=conversation_id)
             reviews = crud.list_reviews(session=session, conversation_id=conversation_id)
             turns = [
                 StoredTurn(
-                    turn_index=t.turn_index, question=t.question, gold=list(t.gold),
+                    turn_index=t.turn_index,
+                    question=t.question,
+                    gold=list(t.gold),
                     result=results.get(t.turn_index),
-                    candidates=[c.model_dump(mode="json") for c in candidates if c.turn_index == t.turn_index],
+                    candidates=[
+                        c.model_dump(mode="json") for c in candidates if c.turn_index == t.turn_index
+                    ],
                     reviews=[r.model_dump(mode="json") for r in reviews if r.turn_index == t.turn_index],
                 )
                 for t in crud.list_turns(session=session, conversation_id=conversation_id)
             ]
             return StoredConversation(
-                id=row.id, external_id=row.external_id, source=row.source, committee=row.committee,
-                method=row.method, policy=row.policy, run=row.run, turns=turns,
+                id=row.id,
+                external_id=row.external_id,
+                source=row.source,
+                committee=row.committee,
+                method=row.method,
+                policy=row.policy,
+                run=row.run,
+                turns=turns,
             )

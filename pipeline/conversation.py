@@ -28,7 +28,7 @@ class Conversation:
 
     def __post_init__(self) -> None:
         if not self.questions:
-            raise InputError(f"conversation {self.id or ''!s} has no questions".replace("  ", " "))
+            raise InputError(f"conversation {self.id or '(no id)'} has no questions")
         for index, question in enumerate(self.questions, start=1):
             if not isinstance(question.text, str) or not question.text.strip():
                 raise InputError(f"question {index} of conversation {self.id!r} is empty")
@@ -69,6 +69,8 @@ def conversation_from_json(data: object, *, where: str = "conversation") -> Conv
 
 
 def _question_from_json(turn: object, *, where: str) -> Question:
+    text: object
+    gold: object
     if isinstance(turn, str):
         text, gold = turn, []
     elif isinstance(turn, dict):
@@ -77,7 +79,9 @@ def _question_from_json(turn: object, *, where: str) -> Question:
         if isinstance(gold, str):
             gold = [gold]
     else:
-        raise InputError(f"{where}: expected a string or an object with 'question', got {type(turn).__name__}")
+        raise InputError(
+            f"{where}: expected a string or an object with 'question', got {type(turn).__name__}"
+        )
     if not isinstance(text, str):
         raise InputError(f"{where}: 'question' must be a string")
     if not text.strip():

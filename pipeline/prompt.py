@@ -7,8 +7,9 @@ transcript (``render_transcript``).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, Sequence
+from typing import Literal, Protocol
 
 Role = Literal["system", "user", "assistant"]
 

@@ -20,6 +20,7 @@ class TurnContext:
     conversation_id: str
     turn_index: int  # 0-based
     question: str
+    n_turns: int = 1  # questions in the conversation
     history: tuple[Exchange, ...] = ()
     passage: str | None = None
     enqueued_at: float = 0.0  # epoch seconds when the turn's canvas was sent

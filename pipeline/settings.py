@@ -45,8 +45,7 @@ class Settings(BaseSettings):
             )
         if self.environment == "production" and not all(given):
             raise ConfigError(
-                "production needs PEERBLEND_BROKER_URL, PEERBLEND_RESULT_BACKEND and "
-                "PEERBLEND_DATABASE_URL"
+                "production needs PEERBLEND_BROKER_URL, PEERBLEND_RESULT_BACKEND and PEERBLEND_DATABASE_URL"
             )
         return self
 

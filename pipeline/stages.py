@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 
 from pipeline.aggregate import usable
 from pipeline.ballot import (
@@ -20,7 +21,7 @@ from pipeline.ballot import (
     shuffled,
 )
 from pipeline.committee import Committee, Member
-from pipeline.context import fit_history, fit_passage
+from pipeline.context import Exchange, fit_history, fit_passage
 from pipeline.prompt import Backend, ScoreRequest
 from pipeline.prompts import fusion_prompt, generator_prompt, likelihood_prompts, ranking_prompt
 from pipeline.records import CandidateRecord, ReviewRecord, TurnContext
@@ -32,7 +33,7 @@ def _describe(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}"[:500]
 
 
-def _fitted(committee: Committee, context: TurnContext) -> tuple[list, str | None]:
+def _fitted(committee: Committee, context: TurnContext) -> tuple[list[Exchange], str | None]:
     history = fit_history(context.history, committee.context_budget_tokens)
     return history, fit_passage(context.passage, committee.passage_budget_tokens)
 
@@ -54,7 +55,9 @@ def answer(backend: Backend, member: Member, committee: Committee, context: Turn
         (text,) = backend.generate([prompt])
     except Exception as error:  # noqa: BLE001 - any failure excludes the member, recorded
         log.warning("member %s failed to answer: %s", member.name, _describe(error))
-        return CandidateRecord(member.name, error=_describe(error), seconds=time.perf_counter() - start, finished_at=time.time())
+        return CandidateRecord(
+            member.name, error=_describe(error), seconds=time.perf_counter() - start, finished_at=time.time()
+        )
     text = text.strip()
     return CandidateRecord(
         member.name,
@@ -76,11 +79,19 @@ def review(
     pool = usable(candidates)
     seed = review_seed(context.conversation_id, context.turn_index, reviewer.name)
     shown = tuple(shuffled([c.member for c in pool], seed))
-    base = {"reviewer": reviewer.name, "method": reviewer.review_method, "shown_order": shown,
-            "seed": seed, "candidates": tuple(candidates)}
+    record = ReviewRecord(
+        reviewer=reviewer.name,
+        method=reviewer.review_method,
+        status="skipped",
+        shown_order=shown,
+        seed=seed,
+        candidates=tuple(candidates),
+        finished_at=time.time(),
+    )
     if len(pool) < 2:  # nothing to rank
-        return ReviewRecord(status="skipped", finished_at=time.time(), **base)
+        return record
     start = time.perf_counter()
+    failure: str | None = None
     try:
         if reviewer.review_method == "ranking":
             status, ranking, raw = _rank_by_text(backend, reviewer, committee, context, pool, shown)
@@ -88,32 +99,58 @@ def review(
             status, ranking, raw = _rank_by_likelihood(backend, committee, context, pool, shown)
     except Exception as error:  # noqa: BLE001 - a failed reviewer gives no ballot, recorded
         log.warning("reviewer %s failed: %s", reviewer.name, _describe(error))
-        return ReviewRecord(status="error", error=_describe(error), seconds=time.perf_counter() - start,
-                            finished_at=time.time(), **base)
-    return ReviewRecord(status=status, ranking=ranking, raw=raw, seconds=time.perf_counter() - start,
-                        finished_at=time.time(), **base)
+        status, ranking, raw, failure = "error", (), "", _describe(error)
+    return replace(
+        record,
+        status=status,
+        ranking=ranking,
+        raw=raw,
+        error=failure,
+        seconds=time.perf_counter() - start,
+        finished_at=time.time(),
+    )
 
 
-def _rank_by_text(backend, reviewer, committee, context, pool, shown):
+_Ballot = tuple[str, tuple[str, ...], str]  # (status, ranking by member best first, raw text)
+
+
+def _rank_by_text(
+    backend: Backend,
+    reviewer: Member,
+    committee: Committee,
+    context: TurnContext,
+    pool: Sequence[CandidateRecord],
+    shown: Sequence[str],
+) -> _Ballot:
     history, passage = _fitted(committee, context)
     labels = label_map(shown)
     text_of = {c.member: c.text for c in pool}
     prompt = ranking_prompt(
-        context.question, history, [(label, text_of[m]) for label, m in labels.items()],
-        passage=passage, max_new_tokens=reviewer.generation.review_max_new_tokens,
+        context.question,
+        history,
+        [(label, text_of[m]) for label, m in labels.items()],
+        passage=passage,
+        max_new_tokens=reviewer.generation.review_max_new_tokens,
     )
     (raw,) = backend.generate([prompt])
     parsed = parse_ranking(raw, list(labels))
-    ranking = tuple(labels[label] for label in parsed.labels)
-    return parsed.status.value, ranking, raw
+    return parsed.status.value, tuple(labels[label] for label in parsed.labels), raw
 
 
-def _rank_by_likelihood(backend, committee, context, pool, shown):
+def _rank_by_likelihood(
+    backend: Backend,
+    committee: Committee,
+    context: TurnContext,
+    pool: Sequence[CandidateRecord],
+    shown: Sequence[str],
+) -> _Ballot:
     history, passage = _fitted(committee, context)
     conditional, content_free = likelihood_prompts(context.question, history, passage=passage)
     text_of = {c.member: c.text for c in pool}
     requests = [ScoreRequest(p, text_of[m]) for m in shown for p in (conditional, content_free)]
     values = backend.score(requests)
+    if len(values) != len(requests):
+        raise ValueError(f"backend returned {len(values)} scores for {len(requests)} requests")
     pmi = {m: values[2 * i] - values[2 * i + 1] for i, m in enumerate(shown)}
     raw = " ".join(f"{m}={v:.4f}" for m, v in pmi.items())
     return ParseStatus.SCORED.value, ranking_from_scores(pmi, shown), raw
@@ -125,7 +162,11 @@ def fuse(
     """The aggregator's answer written from the top-ranked texts; raises on failure."""
     history, passage = _fitted(committee, context)
     prompt = fusion_prompt(
-        context.question, history, texts, style=aggregator.generation.style, passage=passage,
+        context.question,
+        history,
+        texts,
+        style=aggregator.generation.style,
+        passage=passage,
         max_new_tokens=aggregator.generation.max_new_tokens,
     )
     (text,) = backend.generate([prompt])

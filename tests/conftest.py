@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,14 +21,20 @@ POSTGRES_URL = os.environ.get("PEERBLEND_TEST_POSTGRES", "postgresql+psycopg://p
 
 
 def scripted_committee(
-    n: int = 3, *, name: str = "scripted", queue_prefix: str = "", member_options: dict[str, dict[str, Any]] | None = None,
+    n: int = 3,
+    *,
+    name: str = "scripted",
+    queue_prefix: str = "",
+    member_options: dict[str, dict[str, Any]] | None = None,
     **committee_fields: Any,
 ) -> Committee:
     """``n`` scripted members m0..m(n-1); odd members review by ranking, even by likelihood."""
     member_options = member_options or {}
     members = tuple(
         Member(
-            name=f"m{i}", backend="scripted", model=f"model{i}",
+            name=f"m{i}",
+            backend="scripted",
+            model=f"model{i}",
             queue=f"{queue_prefix}peerblend.m{i}" if queue_prefix else "",
             review_method="ranking" if i % 2 else "likelihood",
             options=member_options.get(f"m{i}", {}),

@@ -143,19 +143,38 @@ def test_a_redelivered_aggregate_stores_nothing_twice(embedded):
     task = client.app.tasks["workers.aggregate"]
     from pipeline.records import CandidateRecord, ReviewRecord, TurnContext
 
-    candidates = tuple(CandidateRecord(c["member"], c["text"], c["error"], c["seconds"]) for c in stored.candidates)
+    candidates = tuple(
+        CandidateRecord(c["member"], c["text"], c["error"], c["seconds"]) for c in stored.candidates
+    )
     records = [
-        ReviewRecord(r["reviewer"], r["method"], r["status"], tuple(r["ranking"]), tuple(r["shown_order"]),
-                     r["seed"], r["raw"], r["error"], r["seconds"], 0.0, candidates).to_json()
+        ReviewRecord(
+            r["reviewer"],
+            r["method"],
+            r["status"],
+            tuple(r["ranking"]),
+            tuple(r["shown_order"]),
+            r["seed"],
+            r["raw"],
+            r["error"],
+            r["seconds"],
+            0.0,
+            candidates,
+        ).to_json()
         for r in reviews
     ]
     context = TurnContext(outcome.conversation_id, 0, "Who wrote Dune?").to_json()
-    again = task.apply(args=(records,), kwargs={"turn": context, "mode": "select", "policy": "full", "options": {}}).get()
+    again = task.apply(
+        args=(records,), kwargs={"turn": context, "mode": "select", "policy": "full", "options": {}}
+    ).get()
 
     # Then: the stored result is returned and there is still one result row.
     assert again["answer"] == outcome.answer
     with Session(client.engine) as session:
-        count = select(func.count()).select_from(TurnResult).where(TurnResult.conversation_id == outcome.conversation_id)
+        count = (
+            select(func.count())
+            .select_from(TurnResult)
+            .where(TurnResult.conversation_id == outcome.conversation_id)
+        )
         assert session.exec(count).one() == 1
 
 

@@ -58,7 +58,9 @@ def create_app(settings: Settings, committee: Committee) -> Celery:
 def _router(committee: Committee, default_queue: str) -> Any:
     """Route each task to the queue of the member it names (config, not code paths)."""
 
-    def route(name: str, args: Any, kwargs: dict[str, Any], options: Any, task: Any = None, **kw: Any) -> dict[str, str]:
+    def route(
+        name: str, args: Any, kwargs: dict[str, Any], options: Any, task: Any = None, **kw: Any
+    ) -> dict[str, str]:
         member = kwargs.get("member") or kwargs.get("reviewer")
         if member is None and kwargs.get("mode") == "fuse":
             member = committee.aggregator

@@ -61,13 +61,17 @@ def _parser() -> argparse.ArgumentParser:
 def _run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--method", default="select", help="select (top Borda candidate) or fuse")
     parser.add_argument("--policy", default="full", help="shortlist policy (full)")
-    parser.add_argument("--timeout", type=float, default=1800.0, help="seconds to wait for the whole conversation")
+    parser.add_argument(
+        "--timeout", type=float, default=1800.0, help="seconds to wait for the whole conversation"
+    )
 
 
 def _demo(args: argparse.Namespace) -> int:
     conversation = _demo_conversation(args.dataset, args.index)
     questions = conversation.questions[: max(1, args.turns)]
-    conversation = Conversation(questions, id=conversation.id, passage=conversation.passage, source=conversation.source)
+    conversation = Conversation(
+        questions, id=conversation.id, passage=conversation.passage, source=conversation.source
+    )
     return _blend(conversation, args, preload=True)
 
 
@@ -103,8 +107,10 @@ def _blend(conversation: Conversation, args: argparse.Namespace, *, preload: boo
             with console.status("loading the committee's models (the first run converts them: ~1 min)"):
                 client.app.peerblend.preload()  # type: ignore[attr-defined]
         handle = client.submit(conversation, method=args.method, policy=args.policy)
-        console.print(f"conversation [bold]{handle.conversation_id}[/] ({handle.n_turns} turns, committee "
-                      f"{client.committee.name}, method {args.method}, policy {args.policy})")
+        console.print(
+            f"conversation [bold]{handle.conversation_id}[/] ({handle.n_turns} turns, committee "
+            f"{client.committee.name}, method {args.method}, policy {args.policy})"
+        )
         for outcome in handle.turns(timeout=args.timeout):
             stored = client.fetch(handle.conversation_id).turns[outcome.turn_index]
             print_turn(console, stored)
@@ -117,8 +123,10 @@ def _show(args: argparse.Namespace) -> int:
 
     with connect(Settings()) as client:
         stored = client.fetch(args.id)
-        console.print(f"conversation [bold]{stored.id}[/] ({stored.source or 'submitted'}; method {stored.method}, "
-                      f"policy {stored.policy}, committee {stored.committee})")
+        console.print(
+            f"conversation [bold]{stored.id}[/] ({stored.source or 'submitted'}; method {stored.method}, "
+            f"policy {stored.policy}, committee {stored.committee})"
+        )
         for turn in stored.turns:
             print_turn(console, turn)
     return 0

@@ -32,8 +32,13 @@ def connect(settings: Settings | None = None, committee: Committee | None = None
             queues = sorted({settings.default_queue, *committee.queues})
             stack.enter_context(
                 start_worker(
-                    app, pool="threads", concurrency=settings.embedded_concurrency, queues=queues,
-                    perform_ping_check=False, shutdown_timeout=30.0, loglevel="WARNING",
+                    app,
+                    pool="threads",
+                    concurrency=settings.embedded_concurrency,
+                    queues=queues,
+                    perform_ping_check=False,
+                    shutdown_timeout=30.0,
+                    loglevel="WARNING",
                 )
             )
         yield BlendClient(app, get_engine(settings.database), committee)

@@ -22,11 +22,25 @@ def print_turn(console: Console, turn: StoredTurn) -> None:
         candidates.add_row(c["member"], text, f"{c['seconds']:.2f}", "" if score is None else f"{score:g}")
     console.print(candidates)
     if turn.reviews:
-        ballots = Table("reviewer", "method", "status", "shown as A, B, ...", "ballot (best first)", "s",
-                        title="ballots", title_justify="left")
+        ballots = Table(
+            "reviewer",
+            "method",
+            "status",
+            "shown as A, B, ...",
+            "ballot (best first)",
+            "s",
+            title="ballots",
+            title_justify="left",
+        )
         for r in turn.reviews:
-            ballots.add_row(r["reviewer"], r["method"], r["status"], ", ".join(r["shown_order"]),
-                            " > ".join(r["ranking"]) or f"[dim]{(r['error'] or r['raw'])[:60]!r}[/]", f"{r['seconds']:.2f}")
+            ballots.add_row(
+                r["reviewer"],
+                r["method"],
+                r["status"],
+                ", ".join(r["shown_order"]),
+                " > ".join(r["ranking"]) or f"[dim]{(r['error'] or r['raw'])[:60]!r}[/]",
+                f"{r['seconds']:.2f}",
+            )
         console.print(ballots)
     if not result:
         console.print("[yellow]not finished yet[/]")

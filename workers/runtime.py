@@ -32,17 +32,24 @@ class Runtime:
         """The member's backend, built on first use and then kept resident."""
         options = {"cache_dir": str(self.settings.models_dir), **member.options}
         spec = BackendSpec(model=member.model, device=member.device, dtype=member.dtype, options=options)
-        key = json.dumps([member.backend, spec.model, spec.device, spec.dtype, options], sort_keys=True, default=str)
+        key = json.dumps(
+            [member.backend, spec.model, spec.device, spec.dtype, options], sort_keys=True, default=str
+        )
         backend = _backends.get(key)
         if backend is not None:
             return backend
         with _backends_lock:  # one load per model, even when several threads ask at once
             backend = _backends.get(key)
             if backend is None:
-                log.info("loading %s backend for %s (%s on %s)", member.backend, member.name, member.model, member.device)
+                log.info(
+                    "loading %s backend for %s (%s on %s)",
+                    member.backend,
+                    member.name,
+                    member.model,
+                    member.device,
+                )
                 backend = _backends[key] = create_backend(member.backend, spec)
         return backend
-
 
     def preload(self, queues: set[str] | None = None) -> list[str]:
         """Load the backends of the members served on ``queues`` (all when None) now,

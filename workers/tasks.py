@@ -44,7 +44,9 @@ def review_task(self: Task, candidates: Any, *, turn: dict[str, Any], reviewer: 
         backend = runtime.backend(config)
     except Exception as error:  # noqa: BLE001
         message = f"{type(error).__name__}: {error}"[:500]
-        return ReviewRecord(reviewer, config.review_method, "error", error=message, candidates=tuple(pool)).to_json()
+        return ReviewRecord(
+            reviewer, config.review_method, "error", error=message, candidates=tuple(pool)
+        ).to_json()
     return review(backend, config, runtime.committee, context, pool).to_json()
 
 

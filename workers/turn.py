@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from celery import Celery
@@ -37,34 +38,65 @@ def finish_turn(
     runtime = runtime_of(app)
     committee = runtime.committee
     decision = decide(
-        candidates, reviews, committee_order=[m.name for m in committee.members],
+        candidates,
+        reviews,
+        committee_order=[m.name for m in committee.members],
         exclude_self=committee.exclude_self_votes,
     )
     ranked_at = time.time()
     answer, chosen, status, fusion_error = _select_or_fuse(runtime, context, candidates, decision, mode)
     timings = _timings(context, candidates, reviews, ranked_at)
     result = TurnResultBase(
-        conversation_id=context.conversation_id, turn_index=context.turn_index, answer=answer,
-        chosen=chosen, status=status, method=mode, policy=policy, ranking=list(decision.ranking),
-        scores=decision.scores, timings=timings,
-        decision={"generators": [c.member for c in candidates], "reviewers": [r.reviewer for r in reviews],
-                  "excluded": decision.excluded, "ballots": decision.ballots_used,
-                  "fusion_error": fusion_error, "ranking_status": decision.status},
+        conversation_id=context.conversation_id,
+        turn_index=context.turn_index,
+        answer=answer,
+        chosen=chosen,
+        status=status,
+        method=mode,
+        policy=policy,
+        ranking=list(decision.ranking),
+        scores=decision.scores,
+        timings=timings,
+        decision={
+            "generators": [c.member for c in candidates],
+            "reviewers": [r.reviewer for r in reviews],
+            "excluded": decision.excluded,
+            "ballots": decision.ballots_used,
+            "fusion_error": fusion_error,
+            "ranking_status": decision.status,
+        },
     )
-    engine = get_engine(runtime.settings.database)
-    with Session(engine) as session:
+    with Session(get_engine(runtime.settings.database), expire_on_commit=False) as session:
         stored, created = crud.save_turn(
-            session=session, result=result, candidates=_candidate_rows(context, candidates),
+            session=session,
+            result=result,
+            candidates=_candidate_rows(context, candidates),
             reviews=_review_rows(context, reviews),
         )
         if not created:
-            log.info("turn %s/%s already stored; not written again", context.conversation_id, context.turn_index)
-        _send_next_turn(app, runtime, session, context, mode=mode, policy=policy, options=options)
-        return _outcome(stored)
+            log.info(
+                "turn %s/%s was stored before; not written again", context.conversation_id, context.turn_index
+            )
+        if context.turn_index + 1 < context.n_turns:
+            _send_next_turn(
+                app,
+                session,
+                context,
+                stored.answer,
+                created=created,
+                mode=mode,
+                policy=policy,
+                options=options,
+            )
+    return _outcome(stored)
 
 
 def _select_or_fuse(
-    runtime: Runtime, context: TurnContext, candidates: Sequence[CandidateRecord], decision: Decision, mode: str
+    runtime: Runtime,
+    context: TurnContext,
+    candidates: Sequence[CandidateRecord],
+    decision: Decision,
+    mode: str,
 ) -> tuple[str, str | None, str, str | None]:
     """(answer, chosen member or None, status, fusion error or None)."""
     if decision.chosen is None:
@@ -86,7 +118,10 @@ def _select_or_fuse(
 
 
 def _timings(
-    context: TurnContext, candidates: Sequence[CandidateRecord], reviews: Sequence[ReviewRecord], ranked_at: float
+    context: TurnContext,
+    candidates: Sequence[CandidateRecord],
+    reviews: Sequence[ReviewRecord],
+    ranked_at: float,
 ) -> dict[str, float]:
     """Stage durations in seconds, from the turn's send time and each record's finish time."""
     now = time.time()
@@ -106,46 +141,75 @@ def _timings(
 
 def _candidate_rows(context: TurnContext, candidates: Sequence[CandidateRecord]) -> list[Candidate]:
     return [
-        Candidate(conversation_id=context.conversation_id, turn_index=context.turn_index, member=c.member,
-                  text=c.text, error=c.error, seconds=c.seconds)
+        Candidate(
+            conversation_id=context.conversation_id,
+            turn_index=context.turn_index,
+            member=c.member,
+            text=c.text,
+            error=c.error,
+            seconds=c.seconds,
+        )
         for c in candidates
     ]
 
 
 def _review_rows(context: TurnContext, reviews: Sequence[ReviewRecord]) -> list[Review]:
     return [
-        Review(conversation_id=context.conversation_id, turn_index=context.turn_index, reviewer=r.reviewer,
-               method=r.method, status=r.status, ranking=list(r.ranking), shown_order=list(r.shown_order),
-               seed=r.seed, raw=r.raw, error=r.error, seconds=r.seconds)
+        Review(
+            conversation_id=context.conversation_id,
+            turn_index=context.turn_index,
+            reviewer=r.reviewer,
+            method=r.method,
+            status=r.status,
+            ranking=list(r.ranking),
+            shown_order=list(r.shown_order),
+            seed=r.seed,
+            raw=r.raw,
+            error=r.error,
+            seconds=r.seconds,
+        )
         for r in reviews
     ]
 
 
 def _send_next_turn(
-    app: Celery, runtime: Runtime, session: Session, context: TurnContext, *, mode: str, policy: str,
+    app: Celery,
+    session: Session,
+    context: TurnContext,
+    answer: str,
+    *,
+    created: bool,
+    mode: str,
+    policy: str,
     options: dict[str, Any],
 ) -> None:
-    """Send turn t+1 with the blended answers so far, unless it is stored already."""
-    turns = crud.list_turns(session=session, conversation_id=context.conversation_id)
+    """Send turn t+1, which sees this turn's blended answer; once, even if this task is redelivered."""
     following = context.turn_index + 1
-    if following >= len(turns):
-        return
-    if crud.get_result(session=session, conversation_id=context.conversation_id, turn_index=following):
-        return
-    answers = {r.turn_index: r.answer for r in crud.list_results(session=session, conversation_id=context.conversation_id)}
-    history = tuple(Exchange(t.question, answers.get(t.turn_index, "")) for t in turns[:following])
-    conversation = crud.get_conversation(session=session, conversation_id=context.conversation_id)
-    next_context = TurnContext(
-        conversation_id=context.conversation_id, turn_index=following, question=turns[following].question,
-        history=history, passage=conversation.passage if conversation else None, enqueued_at=time.time(),
+    key = {"conversation_id": context.conversation_id}
+    if not created and crud.get_result(session=session, turn_index=following, **key) is not None:
+        return  # a redelivery: the next turn was sent (and finished) already
+    question = crud.get_question(session=session, turn_index=following, **key)
+    if question is None:
+        raise RuntimeError(f"conversation {context.conversation_id} has no question {following}")
+    next_context = replace(
+        context,
+        turn_index=following,
+        question=question,
+        enqueued_at=time.time(),
+        history=(*context.history, Exchange(context.question, answer)),
     )
-    plan = plan_turn(runtime.committee, next_context, mode=mode, policy=policy)  # type: ignore[arg-type]
+    plan = plan_turn(runtime_of(app).committee, next_context, mode=mode, policy=policy)  # type: ignore[arg-type]
     turn_signature(plan, app=app, options=options).apply_async()
 
 
 def _outcome(row: Any) -> dict[str, Any]:
     return {
-        "conversation_id": row.conversation_id, "turn_index": row.turn_index, "answer": row.answer,
-        "chosen": row.chosen, "status": row.status, "ranking": row.ranking, "scores": row.scores,
+        "conversation_id": row.conversation_id,
+        "turn_index": row.turn_index,
+        "answer": row.answer,
+        "chosen": row.chosen,
+        "status": row.status,
+        "ranking": row.ranking,
+        "scores": row.scores,
         "timings": row.timings,
     }

@@ -39,9 +39,7 @@ def create_backend(name: str, spec: BackendSpec) -> Backend:
     try:
         target = _REGISTRY[name]
     except KeyError:
-        raise ConfigError(
-            f"unknown backend {name!r}; known backends: {', '.join(backend_names())}"
-        ) from None
+        raise ConfigError(f"unknown backend {name!r}; known backends: {', '.join(backend_names())}") from None
     module_name, _, factory_name = target.partition(":")
     factory = getattr(importlib.import_module(module_name), factory_name)
     backend: Backend = factory(spec)

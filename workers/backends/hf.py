@@ -119,8 +119,8 @@ def _model_source(spec: BackendSpec) -> str:
     """The folder or hub id to load, converting an offline alias's GGUF first if needed."""
     if spec.model not in OFFLINE_ALIASES:
         return spec.model
-    default = Path.home() / ".cache" / "peerblend" / "models" / spec.model
-    cache_dir = Path(str(spec.options.get("cache_dir") or default)).expanduser()
+    root = spec.options.get("cache_dir") or Path.home() / ".cache" / "peerblend" / "models"
+    cache_dir = Path(str(root)).expanduser() / spec.model  # one folder per alias
     if not (cache_dir / "config.json").exists():
         convert_gguf(spec.model, cache_dir)
     return str(cache_dir)
@@ -261,6 +261,9 @@ class TransformersBackend:
 class _StopOnText(StoppingCriteria):
     """Finishes each row once its new text holds one of that row's stop strings.
 
+    Leading whitespace is skipped first: a model that opens with a newline before
+    its answer is not cut to nothing by a "\\n" stop.
+
     Cheaper than generate(stop_strings=...), which preprocesses the whole
     vocabulary on every call (about 1.3 s for Gemma's 262k tokens on 2 cores).
     """
@@ -272,11 +275,14 @@ class _StopOnText(StoppingCriteria):
         self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: object
     ) -> torch.BoolTensor:
         texts = self.tokenizer.batch_decode(input_ids[:, self.start :], skip_special_tokens=True)
-        done = [any(s and s in text for s in stop) for text, stop in zip(texts, self.stops, strict=True)]
+        done = [
+            any(s and s in text.lstrip() for s in stop) for text, stop in zip(texts, self.stops, strict=True)
+        ]
         return torch.tensor(done, dtype=torch.bool, device=input_ids.device)  # type: ignore[return-value]
 
 
 def _cut_at_stop(text: str, stop: tuple[str, ...]) -> str:
-    """Text before the first occurrence of any stop string, stripped."""
+    """Text before the first stop string that follows the leading whitespace, stripped."""
+    text = text.lstrip()
     cut = min((i for s in stop if s and (i := text.find(s)) >= 0), default=len(text))
     return text[:cut].strip()

@@ -1,0 +1,150 @@
+"""Integration: real `celery worker` processes on the real Redis and PostgreSQL.
+
+Two workers, as on two machines: one serves the aggregation queue and members
+m0, m1; the other serves m2 and m3. The client blends conversations through them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlmodel import Session, select
+
+from db.engine import get_engine
+from db.migrate import upgrade
+from db.models import Candidate, TurnResult
+from pipeline.client import BlendClient
+from pipeline.settings import Settings
+from tests.conftest import REDIS_URL, scripted_committee
+from workers.app import create_app
+
+pytestmark = pytest.mark.services
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def cluster(postgres_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[BlendClient]:
+    tag = uuid.uuid4().hex[:8]
+    prefix = f"it{tag}."
+    committee = scripted_committee(
+        4,
+        name=f"it-{tag}",
+        queue_prefix=prefix,
+        member_options={"m3": {"fail": "model server unreachable"}, "m2": {"delay_s": 0.05}},
+    )
+    home = tmp_path_factory.mktemp("cluster")
+    committee_file = home / "committee.json"
+    committee_file.write_text(committee.model_dump_json())
+    env = {
+        **os.environ,
+        "PEERBLEND_BROKER_URL": f"{REDIS_URL}/0",
+        "PEERBLEND_RESULT_BACKEND": f"{REDIS_URL}/1",
+        "PEERBLEND_DATABASE_URL": postgres_url,
+        "PEERBLEND_COMMITTEE_FILE": str(committee_file),
+        "PEERBLEND_DEFAULT_QUEUE": f"{prefix}peerblend",
+        "PEERBLEND_HOME": str(home),
+    }
+    settings = Settings(
+        **{k.removeprefix("PEERBLEND_").lower(): v for k, v in env.items() if k.startswith("PEERBLEND_")}
+    )
+    upgrade(settings.database)
+    queues = {
+        "w1": [settings.default_queue, *(committee.member(m).queue for m in ("m0", "m1"))],
+        "w2": [committee.member(m).queue for m in ("m2", "m3")],
+    }
+    workers = {}
+    for name, served in queues.items():
+        log = open(home / f"{name}.log", "w")  # noqa: SIM115 - closed at teardown
+        command = [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "workers.app",
+            "worker",
+            "-Q",
+            ",".join(served),
+            "-n",
+            f"{name}-{tag}@%h",
+            "-c",
+            "2",
+            "--pool",
+            "prefork",
+            "--without-gossip",
+            "--without-mingle",
+            "-l",
+            "INFO",
+        ]
+        workers[name] = (
+            subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT),
+            log,
+        )
+    app = create_app(settings, committee)
+    _wait_until_ready(app, [f"{name}-{tag}@" for name in workers], home)
+    yield BlendClient(app, get_engine(settings.database), committee)
+    for process, _ in workers.values():
+        process.send_signal(signal.SIGTERM)  # warm shutdown: finish running tasks
+    for process, log in workers.values():
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log.close()
+
+
+def _wait_until_ready(app, prefixes: list[str], home: Path, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        replies = app.control.ping(timeout=0.5) or []
+        names = {name for reply in replies for name in reply}
+        if all(any(n.startswith(p) for n in names) for p in prefixes):
+            return
+    logs = "\n".join(p.read_text()[-2000:] for p in home.glob("*.log"))
+    raise RuntimeError(f"workers did not start within {timeout} s:\n{logs}")
+
+
+def test_a_conversation_is_blended_by_real_workers(cluster: BlendClient):
+    questions = ["Who wrote Dune?", "When was it published?", "What is the sequel called?"]
+
+    outcomes = cluster.submit({"id": "dune", "turns": questions}).wait(timeout=60)
+
+    assert [o.turn_index for o in outcomes] == [0, 1, 2]
+    assert all(o.status == "ok" and o.chosen in {"m0", "m1", "m2"} for o in outcomes)
+    # Then: PostgreSQL holds every turn once, with the failed member's error recorded.
+    with Session(cluster.engine) as session:
+        conversation_id = outcomes[0].conversation_id
+        results = session.exec(select(TurnResult).where(TurnResult.conversation_id == conversation_id)).all()
+        assert sorted(r.turn_index for r in results) == [0, 1, 2]
+        failed = session.exec(
+            select(Candidate).where(Candidate.conversation_id == conversation_id, Candidate.member == "m3")
+        ).all()
+        assert len(failed) == 3 and all("model server unreachable" in c.error for c in failed)
+    stored = cluster.fetch(conversation_id)
+    assert [t.result["answer"] for t in stored.turns] == [o.answer for o in outcomes]
+    assert stored.external_id == "dune"
+
+
+def test_concurrent_conversations_get_their_own_answers(cluster: BlendClient):
+    handles = [cluster.submit([f"c{i} q{t}?" for t in range(2)]) for i in range(6)]
+
+    for i, handle in enumerate(handles):
+        answers = [o.answer for o in handle.wait(timeout=90)]
+        assert [a.split(": ", 1)[1] for a in answers] == [f"c{i} q0?", f"c{i} q1?"]
+
+
+def test_turns_record_stage_timings(cluster: BlendClient):
+    (outcome,) = cluster.submit(["How long does this take?"]).wait(timeout=60)
+
+    timings = outcome.timings
+    assert timings["generation_s"] >= 0.05  # m2 sleeps 50 ms
+    assert timings["total_s"] >= timings["generation_s"] + timings["review_s"]
+    assert json.dumps(timings)  # plain JSON numbers
