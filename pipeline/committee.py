@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from pipeline.errors import ConfigError
 
-BackendName = Literal["transformers", "scripted"]
+BackendName = Literal["transformers", "scripted", "openai"]
 ReviewMethod = Literal["ranking", "likelihood"]
 Role = Literal["generator", "reviewer", "aggregator"]
 AnswerStyle = Literal["concise", "terse"]

@@ -27,6 +27,7 @@ class BackendSpec:
 _REGISTRY: dict[str, str] = {
     "transformers": "workers.backends.hf:TransformersBackend",
     "scripted": "workers.backends.scripted:ScriptedBackend",
+    "openai": "workers.backends.openai:OpenAIBackend",
 }
 
 

@@ -1,0 +1,91 @@
+"""The store: Alembic migrations and at-most-once turn persistence, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+
+import pytest
+from sqlalchemy import inspect
+from sqlmodel import Session, func, select
+
+from db import crud
+from db.engine import get_engine
+from db.migrate import upgrade
+from db.models import Candidate, Conversation, Review, Turn, TurnResult, TurnResultBase
+
+TABLES = {"conversation", "turn", "candidate", "review", "turn_result", "alembic_version"}
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.services)])
+def database(request, tmp_path) -> str:
+    url = f"sqlite:///{tmp_path / 'store.db'}" if request.param == "sqlite" else request.getfixturevalue("postgres_url")
+    upgrade(url)
+    upgrade(url)  # a second upgrade is a no-op
+    return url
+
+
+def _conversation(session: Session) -> str:
+    conversation_id = uuid.uuid4().hex
+    crud.create_conversation(
+        session=session,
+        conversation=Conversation(id=conversation_id, committee="c", method="select", n_turns=1),
+        turns=[Turn(conversation_id=conversation_id, turn_index=0, question="q?", gold=["a"])],
+    )
+    return conversation_id
+
+
+def _turn(conversation_id: str, answer: str = "a") -> dict:
+    return {
+        "result": TurnResultBase(conversation_id=conversation_id, turn_index=0, answer=answer, chosen="m0",
+                                 status="ok", method="select", scores={"m0": 1.0, "m1": 0.0}),
+        "candidates": [Candidate(conversation_id=conversation_id, turn_index=0, member=m, text=m) for m in ("m0", "m1")],
+        "reviews": [Review(conversation_id=conversation_id, turn_index=0, reviewer="m0", method="likelihood",
+                           status="scored", ranking=["m0", "m1"], shown_order=["m1", "m0"])],
+    }
+
+
+def test_migrations_create_every_table(database):
+    assert TABLES <= set(inspect(get_engine(database)).get_table_names())
+
+
+def test_a_turn_is_stored_once_even_when_saved_twice(database):
+    engine = get_engine(database)
+    with Session(engine) as session:
+        conversation_id = _conversation(session)
+        first, created = crud.save_turn(session=session, **_turn(conversation_id))
+        again, created_again = crud.save_turn(session=session, **_turn(conversation_id, answer="other"))
+
+        assert (created, created_again) == (True, False)
+        assert again.answer == "a" and again.scores == {"m0": 1.0, "m1": 0.0}
+        for table in (TurnResult, Candidate, Review):
+            count = select(func.count()).select_from(table).where(table.conversation_id == conversation_id)
+            assert session.exec(count).one() == {TurnResult: 1, Candidate: 2, Review: 1}[table]
+
+
+@pytest.mark.services
+def test_concurrent_deliveries_store_one_result(postgres_url):
+    # Given: eight deliveries of the same aggregate task racing to store the turn
+    upgrade(postgres_url)
+    engine = get_engine(postgres_url)
+    with Session(engine) as session:
+        conversation_id = _conversation(session)
+    outcomes: list[bool] = []
+    barrier = threading.Barrier(8)
+
+    def deliver() -> None:
+        with Session(engine) as session:
+            barrier.wait()
+            outcomes.append(crud.save_turn(session=session, **_turn(conversation_id))[1])
+
+    threads = [threading.Thread(target=deliver) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    # Then: exactly one created the rows; the others returned the stored result
+    assert sorted(outcomes) == [False] * 7 + [True]
+    with Session(engine) as session:
+        assert len(crud.list_results(session=session, conversation_id=conversation_id)) == 1
+        assert len(crud.list_candidates(session=session, conversation_id=conversation_id)) == 2

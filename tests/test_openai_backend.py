@@ -1,0 +1,394 @@
+"""OpenAIBackend against a real HTTP server on 127.0.0.1, scripted per test.
+
+The server answers from a queue of ``Reply``s (then from ``default``) and records
+every request, so a test can check what was sent and how often.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pipeline.committee import Member, load_committee
+from pipeline.errors import BackendError, ConfigError
+from pipeline.prompt import Message, Prompt, ScoreRequest, render_transcript
+from pipeline.settings import Settings
+from workers.backends.base import BackendSpec, create_backend
+from workers.backends.openai import OpenAIBackend
+from workers.runtime import Runtime
+
+QUESTION = Prompt(messages=(Message("user", "What is the capital of France?"),), max_new_tokens=8)
+
+
+def chat(content: str) -> dict[str, Any]:
+    return {"choices": [{"index": 0, "message": {"role": "assistant", "content": content}}]}
+
+
+@dataclass
+class Reply:
+    status: int = 200
+    body: dict[str, Any] | str | Callable[[dict[str, Any]], dict[str, Any]] = field(
+        default_factory=lambda: chat("Paris")
+    )
+    headers: dict[str, str] = field(default_factory=dict)
+    delay: float = 0.0
+
+
+@dataclass
+class Request:
+    path: str
+    headers: dict[str, str]
+    body: dict[str, Any]
+
+
+class FakeServer:
+    """Scripted replies, recorded requests, and the most requests ever in flight at once."""
+
+    def __init__(self) -> None:
+        self.replies: list[Reply] = []
+        self.default = Reply()
+        self.requests: list[Request] = []
+        self.active = self.max_active = 0
+        self.lock = threading.Lock()
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+
+    def script(self, *replies: Reply) -> None:
+        self.replies.extend(replies)
+
+    def _next(self, request: Request) -> Reply:
+        with self.lock:
+            self.requests.append(request)
+            self.active += 1
+            self.max_active = max(self.max_active, self.active)
+            return self.replies.pop(0) if self.replies else self.default
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive, as real servers do
+
+            def do_POST(self) -> None:
+                raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                request = Request(self.path, {k.lower(): v for k, v in self.headers.items()}, json.loads(raw))
+                reply = server._next(request)
+                try:
+                    time.sleep(reply.delay)
+                    body = reply.body(request.body) if callable(reply.body) else reply.body
+                    data = (body if isinstance(body, str) else json.dumps(body)).encode()
+                    self.send_response(reply.status)
+                    for name, value in {"Content-Type": "application/json", **reply.headers}.items():
+                        self.send_header(name, value)
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                except OSError:
+                    pass  # the client gave up (timeout test)
+                finally:
+                    with server.lock:
+                        server.active -= 1
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        return Handler
+
+
+@pytest.fixture
+def server() -> Iterator[FakeServer]:
+    fake = FakeServer()
+    thread = threading.Thread(target=fake.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    yield fake
+    fake.httpd.shutdown()
+    fake.httpd.server_close()
+
+
+def backend(server: FakeServer, model: str = "served-model", **options: Any) -> OpenAIBackend:
+    quick = {"base_url": server.url, "backoff_s": 0.01, "timeout_s": 5.0}
+    return OpenAIBackend(BackendSpec(model=model, options=quick | options))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+# --- generate ---------------------------------------------------------------
+
+
+def test_generate_sends_the_chat_request_and_returns_the_content(
+    server: FakeServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TEST_OPENAI_KEY", "sk-test")
+    server.script(Reply(body=chat("  Paris\n")))
+    prompt = Prompt(
+        messages=(Message("system", "Be brief."), Message("user", "Capital of France?")),
+        max_new_tokens=12,
+        stop=("\n", "###", "Q:", "User:", "A:"),
+    )
+
+    [answer] = backend(server, api_key_env="TEST_OPENAI_KEY", temperature=0.3).generate([prompt])
+
+    assert answer == "Paris"
+    [request] = server.requests
+    assert request.path == "/v1/chat/completions"
+    assert request.headers["authorization"] == "Bearer sk-test"
+    assert request.body == {
+        "model": "served-model",
+        "messages": [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "Capital of France?"},
+        ],
+        "max_tokens": 12,
+        "temperature": 0.3,
+        "stop": ["\n", "###", "Q:", "User:"],  # servers take at most four
+    }
+
+
+def test_no_api_key_env_sends_no_authorization_and_extra_body_is_merged(server: FakeServer) -> None:
+    [_] = backend(server, extra_body={"top_p": 0.5, "seed": 7}).generate([QUESTION])
+
+    [request] = server.requests
+    assert "authorization" not in request.headers
+    assert "stop" not in request.body
+    assert request.body["top_p"] == 0.5 and request.body["seed"] == 7
+
+
+def test_prefill_is_sent_as_a_final_assistant_message_and_stripped_when_repeated(server: FakeServer) -> None:
+    # Given a server that answers afresh, repeating the prefill, and one that continues it
+    server.script(Reply(body=chat("Ranking: B > A")), Reply(body=chat(" B > A")))
+    prompt = Prompt(messages=(Message("user", "Rank [A] and [B]."),), prefill="Ranking:", stop=("\n",))
+    member = backend(server)
+
+    # When both are asked
+    repeated = member.generate([prompt])
+    continued = member.generate([prompt])
+
+    # Then the answer is the text after the prefill either way
+    assert repeated == continued == ["B > A"]
+    messages = server.requests[0].body["messages"]
+    assert messages[-1] == {"role": "assistant", "content": "Ranking:"}
+    assert "continue_final_message" not in server.requests[0].body
+
+
+def test_continue_final_message_asks_vllm_to_continue_only_prompts_with_a_prefill(server: FakeServer) -> None:
+    prefilled = Prompt(messages=QUESTION.messages, prefill="The answer is")
+    member = backend(server, continue_final_message=True)
+
+    member.generate([prefilled])
+    member.generate([QUESTION])
+
+    with_prefill, without = (r.body for r in server.requests)
+    assert with_prefill["continue_final_message"] is True
+    assert with_prefill["add_generation_prompt"] is False
+    assert "continue_final_message" not in without
+
+
+def test_stops_beyond_the_fourth_are_applied_to_the_reply(server: FakeServer) -> None:
+    server.script(Reply(body=chat("\nParis|France")))
+    prompt = Prompt(messages=QUESTION.messages, stop=("1", "2", "3", "4", "|"))
+
+    assert backend(server).generate([prompt]) == ["Paris"]
+
+
+def test_a_batch_runs_concurrently_and_keeps_prompt_order(server: FakeServer) -> None:
+    server.default = Reply(body=lambda body: chat(body["messages"][-1]["content"].upper()), delay=0.1)
+    prompts = [Prompt(messages=(Message("user", f"q{i}"),)) for i in range(4)]
+
+    answers = backend(server, max_concurrency=4).generate(prompts)
+
+    assert answers == ["Q0", "Q1", "Q2", "Q3"]
+    assert server.max_active > 1
+
+
+# --- retries and failures -----------------------------------------------------
+
+
+def test_429_with_retry_after_is_retried(server: FakeServer) -> None:
+    server.script(Reply(429, {"error": "slow down"}, {"Retry-After": "0"}), Reply(body=chat("Paris")))
+
+    assert backend(server, backoff_s=5.0).generate([QUESTION]) == ["Paris"]  # Retry-After wins
+    assert len(server.requests) == 2
+
+
+def test_503_twice_then_success(server: FakeServer) -> None:
+    server.script(Reply(503, "busy"), Reply(503, "busy"), Reply(body=chat("Paris")))
+
+    assert backend(server).generate([QUESTION]) == ["Paris"]
+    assert len(server.requests) == 3
+
+
+def test_500_always_fails_after_all_attempts(server: FakeServer) -> None:
+    server.default = Reply(500, {"error": "boom"})
+
+    with pytest.raises(BackendError) as error:
+        backend(server, max_retries=2).generate([QUESTION])
+
+    assert len(server.requests) == 3
+    message = str(error.value)
+    assert f"{server.url}/chat/completions" in message
+    assert "HTTP 500" in message and "served-model" in message
+
+
+def test_400_fails_at_once_with_the_server_text(server: FakeServer) -> None:
+    server.script(Reply(400, {"error": {"message": "max_tokens too large"}}))
+
+    with pytest.raises(BackendError, match="max_tokens too large"):
+        backend(server).generate([QUESTION])
+
+    assert len(server.requests) == 1
+
+
+def test_a_slow_server_times_out(server: FakeServer) -> None:
+    server.default = Reply(delay=1.0)
+    started = time.perf_counter()
+
+    with pytest.raises(BackendError, match="Timeout"):
+        backend(server, timeout_s=0.2, max_retries=1).generate([QUESTION])
+
+    assert len(server.requests) == 2
+    assert time.perf_counter() - started < 1.0
+
+
+def test_connection_refused() -> None:
+    url = f"http://127.0.0.1:{free_port()}/v1"
+    member = OpenAIBackend(
+        BackendSpec(model="m", options={"base_url": url, "max_retries": 1, "backoff_s": 0.01})
+    )
+
+    with pytest.raises(BackendError, match="ConnectError"):
+        member.generate([QUESTION])
+
+
+def test_max_concurrency_bounds_simultaneous_requests_across_threads(server: FakeServer) -> None:
+    # Given a server that takes 0.2 s per request and a member limited to two at once
+    server.default = Reply(delay=0.2)
+    member = backend(server, max_concurrency=2)
+    answers: list[list[str]] = []
+
+    # When six threads ask at the same time
+    threads = [threading.Thread(target=lambda: answers.append(member.generate([QUESTION]))) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    # Then all are answered, never more than two in flight
+    assert answers == [["Paris"]] * 6
+    assert server.max_active == 2
+
+
+# --- configuration --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("options", "named"),
+    [
+        ({}, "base_url"),
+        ({"base_url": "http://x/v1", "retries": 2}, "retries"),
+        ({"base_url": "http://x/v1", "timeout_s": 0}, "timeout_s"),
+        ({"base_url": "http://x/v1", "max_concurrency": "many"}, "max_concurrency"),
+        ({"base_url": "not a url"}, "base_url"),
+        ({"base_url": "http://x/v1", "api_key_env": "PEERBLEND_TEST_UNSET_KEY"}, "PEERBLEND_TEST_UNSET_KEY"),
+    ],
+)
+def test_bad_options_raise_config_error_naming_the_field(
+    options: dict[str, object], named: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("PEERBLEND_TEST_UNSET_KEY", raising=False)
+
+    with pytest.raises(ConfigError, match=named):
+        OpenAIBackend(BackendSpec(model="m", options=options))
+
+
+def test_construction_does_not_contact_the_server(server: FakeServer) -> None:
+    backend(server)
+
+    assert server.requests == []
+
+
+def test_create_backend_and_member_validation(server: FakeServer) -> None:
+    member = Member(name="remote", backend="openai", model="served-model", options={"base_url": server.url})
+
+    built = create_backend(member.backend, BackendSpec(model=member.model, options=member.options))
+
+    assert isinstance(built, OpenAIBackend)
+    assert built.generate([QUESTION]) == ["Paris"]
+
+
+def test_a_committee_file_member_is_built_by_the_worker_runtime(server: FakeServer, tmp_path: Path) -> None:
+    # Given the TOML a user writes (the runtime adds cache_dir to every member's options)
+    path = tmp_path / "committee.toml"
+    path.write_text(
+        f"""
+name = "remote"
+[[members]]
+name = "vllm-qwen"
+backend = "openai"
+model = "Qwen/Qwen2.5-7B-Instruct"
+review_method = "ranking"
+options = {{ base_url = "{server.url}", max_concurrency = 8, extra_body = {{ top_p = 1.0 }} }}
+[[members]]
+name = "scripted"
+backend = "scripted"
+model = "s"
+"""
+    )
+    committee = load_committee(path)
+
+    built = Runtime(Settings(home=tmp_path), committee).backend(committee.member("vllm-qwen"))
+
+    assert built.generate([QUESTION]) == ["Paris"]
+
+
+# --- score ------------------------------------------------------------------------
+
+
+def echo_logprobs(body: dict[str, Any]) -> dict[str, Any]:
+    """Two context tokens, then " Par" and "is", split where a tokenizer would."""
+    text = body["prompt"]
+    cut = text.rindex(" Par")
+    tokens = [text[:5], text[5:cut], " Par", "is"]
+    offsets = [0, 5, cut, cut + 4]
+    logprobs = {"tokens": tokens, "token_logprobs": [None, -3.0, -0.5, -1.5], "text_offset": offsets}
+    return {"choices": [{"text": text, "logprobs": logprobs}]}
+
+
+def test_score_is_the_mean_logprob_of_the_continuation_tokens(server: FakeServer) -> None:
+    server.default = Reply(body=echo_logprobs)
+    request = ScoreRequest(QUESTION, "Paris")
+
+    [score] = backend(server).score([request])
+
+    assert score == pytest.approx(-1.0)  # (-0.5 + -1.5) / 2; the context's -3.0 is left out
+    [sent] = server.requests
+    assert sent.path == "/v1/completions"
+    assert sent.body["prompt"] == render_transcript(QUESTION) + " Paris"
+    assert sent.body["echo"] is True and sent.body["logprobs"] == 1 and sent.body["max_tokens"] == 0
+
+
+def test_an_empty_continuation_scores_low_without_a_request(server: FakeServer) -> None:
+    assert backend(server).score([ScoreRequest(QUESTION, "")]) == [-100.0]
+    assert server.requests == []
+
+
+@pytest.mark.parametrize("reply", [Reply(404, "Not Found"), Reply(body={"choices": [{"text": "x"}]})])
+def test_a_server_that_cannot_score_says_to_use_ranking(server: FakeServer, reply: Reply) -> None:
+    server.script(reply)
+
+    with pytest.raises(BackendError, match="ranking"):
+        backend(server).score([ScoreRequest(QUESTION, "Paris")])
+
+    assert len(server.requests) == 1

@@ -1,0 +1,33 @@
+"""One short turn end to end with a real offline model (SmolLM2-135M) behind both members."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipeline.committee import Committee, Generation, Member
+
+pytestmark = pytest.mark.real_model
+
+
+def test_a_real_model_committee_blends_a_short_turn(embedded):
+    short = Generation(max_new_tokens=8, style="terse")
+    committee = Committee(
+        name="real-smollm2",
+        members=(
+            Member(name="smol-a", backend="transformers", model="smollm2-135m", generation=short),
+            Member(name="smol-b", backend="transformers", model="smollm2-135m", generation=short,
+                   review_method="ranking"),
+        ),
+    )
+    client = embedded(committee)
+
+    (outcome,) = client.submit(["What is the capital of France?"]).wait(timeout=300)
+
+    stored = client.fetch(outcome.conversation_id).turns[0]
+    assert all(c["error"] is None and c["text"] for c in stored.candidates)
+    assert outcome.answer in {c["text"] for c in stored.candidates}
+    likelihood = next(r for r in stored.reviews if r["method"] == "likelihood")
+    assert likelihood["status"] == "scored" and sorted(likelihood["ranking"]) == ["smol-a", "smol-b"]
+    ranking = next(r for r in stored.reviews if r["method"] == "ranking")
+    assert ranking["status"] in {"ok", "fallback", "unparsable", "skipped"}  # recorded whatever it wrote
+    assert outcome.timings["generation_s"] > 0 and outcome.timings["review_s"] > 0
