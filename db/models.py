@@ -22,8 +22,9 @@ class ConversationBase(SQLModel):
     external_id: str | None = Field(default=None, index=True)  # the dataset's id
     source: str | None = None
     committee: str
-    method: str  # "select" (top Borda candidate) or "fuse" (aggregator model)
+    method: str  # "peer", "pairwise" or "single:<member>" (pipeline.plan)
     policy: str = "full"
+    top_k: int = 1  # 1: the best candidate is the answer; > 1: the aggregator fuses the best top_k
     run: str | None = Field(default=None, index=True)  # replay run name
     n_turns: int
     passage: str | None = Field(default=None, sa_column=Column(Text))
@@ -78,12 +79,13 @@ class TurnResultBase(SQLModel):
     turn_index: int
     answer: str = Field(sa_column=Column(Text, nullable=False))
     chosen: str | None = None  # member whose answer was taken; None when fused or none
-    status: str  # "ok", "fused", "no_ballots", "no_candidates", "fusion_failed"
+    status: str  # "ok", "single", "unranked", "fused", "no_ballots", "no_candidates", "fusion_failed"
     method: str
     policy: str = "full"
     ranking: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     scores: dict[str, float] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     timings: dict[str, float] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    # The policy's decision (who answered, who reviewed, who sat out and why), ballots used.
     decision: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
 
 
@@ -92,3 +94,12 @@ class TurnResult(TurnResultBase, table=True):
     __table_args__ = (UniqueConstraint("conversation_id", "turn_index"),)
     id: int | None = Field(default=None, primary_key=True)
     created_at: datetime = Field(default_factory=_now)
+
+
+class PolicyState(SQLModel, table=True):
+    """Policy state in embedded mode (Redis holds it in distributed mode): a JSON value per key."""
+
+    __tablename__ = "policy_state"
+    key: str = Field(primary_key=True)
+    value: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    version: int = 0  # optimistic concurrency: an update applies only to the version it read

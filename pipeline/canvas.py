@@ -2,26 +2,30 @@
 
     chain(group(generate per member), chord(group(review per reviewer), aggregate))
 
-A turn without a review stage is ``chain(group(generate ...), aggregate)``. The
+The pairwise baseline has one judge task per ordered pair of generators in the
+chord instead; a turn without a review stage is ``chain(group(generate ...), aggregate)``. The
 aggregate task of turn t sends the canvas of turn t+1, so turn t+1 sees turn t's
 blended answer. Every aggregate task gets a predictable id (``final_task_id``)
 so a client can wait for each turn without knowing when it was sent.
 
-Queues are not chosen here: the app's router maps the ``member``, ``reviewer``
-or ``aggregator`` kwarg to that member's queue (``workers.app``).
+Queues are not chosen here: the app's router (``workers.app``) sends each task to
+the queue of the member ``task_member`` names.
 """
 
 from __future__ import annotations
 
+from itertools import permutations
 from typing import Any
 
 from celery import chain, chord, group, signature
 from celery.canvas import Signature
 
-from pipeline.plan import TurnPlan
+from pipeline.committee import Committee
+from pipeline.plan import RunConfig, TurnPlan
 
 GENERATE = "workers.generate"
 REVIEW = "workers.review"
+JUDGE = "workers.judge"
 AGGREGATE = "workers.aggregate"
 
 
@@ -30,8 +34,8 @@ def final_task_id(conversation_id: str, turn_index: int) -> str:
     return f"peerblend-{conversation_id}-turn-{turn_index}"
 
 
-def turn_signature(plan: TurnPlan, *, app: Any, options: dict[str, Any] | None = None) -> Signature:
-    """The canvas of one turn, bound to ``app``; ``options`` go to the aggregate task."""
+def turn_signature(plan: TurnPlan, *, app: Any) -> Signature:
+    """The canvas of one turn, bound to ``app``."""
     context = plan.context.to_json()
     generate = group(
         [
@@ -40,19 +44,26 @@ def turn_signature(plan: TurnPlan, *, app: Any, options: dict[str, Any] | None =
         ],
         app=app,
     )
-    aggregate_kwargs: dict[str, Any] = {
-        "turn": context,
-        "mode": plan.mode,
-        "policy": plan.policy,
-        "options": options or {},
-    }
+    aggregate_kwargs = {"turn": context, "run": plan.run.to_json(), "decision": plan.decision.to_json()}
     aggregate = signature(AGGREGATE, kwargs=aggregate_kwargs, app=app).set(
         task_id=final_task_id(plan.context.conversation_id, plan.context.turn_index)
     )
     if not plan.reviewers:
         return chain(generate, aggregate, app=app)
-    review = group(
-        [signature(REVIEW, kwargs={"turn": context, "reviewer": r}, app=app) for r in plan.reviewers],
-        app=app,
-    )
-    return chain(generate, chord(review, aggregate, app=app), app=app)
+    if plan.run.method == "pairwise":
+        (judge,) = plan.reviewers
+        header = [
+            signature(JUDGE, kwargs={"turn": context, "judge": judge, "pair": [a, b]}, app=app)
+            for a, b in permutations(plan.generators, 2)
+        ]
+    else:
+        header = [signature(REVIEW, kwargs={"turn": context, "reviewer": r}, app=app) for r in plan.reviewers]
+    return chain(generate, chord(group(header, app=app), aggregate, app=app), app=app)
+
+
+def task_member(kwargs: dict[str, Any], committee: Committee) -> str | None:
+    """The member whose queue a task goes to, from its kwargs; None for the default queue."""
+    member = kwargs.get("member") or kwargs.get("reviewer") or kwargs.get("judge")
+    if member is None and "run" in kwargs and RunConfig.from_json(kwargs["run"]).fuses:
+        member = committee.aggregator
+    return member

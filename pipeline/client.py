@@ -29,8 +29,10 @@ from pipeline.canvas import final_task_id, turn_signature
 from pipeline.committee import Committee
 from pipeline.conversation import Conversation, conversation_from_json
 from pipeline.errors import BlendError, InputError
-from pipeline.plan import check_mode, check_policy, plan_turn
+from pipeline.plan import TurnPlan, check_run
+from pipeline.policy import PolicyStore
 from pipeline.records import TurnContext
+from pipeline.shortlist import begin
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,7 @@ class StoredConversation:
     committee: str
     method: str
     policy: str
+    top_k: int
     run: str | None
     turns: list[StoredTurn]
 
@@ -98,25 +101,36 @@ class BlendHandle:
 
 
 class BlendClient:
-    def __init__(self, app: Celery, engine: Engine, committee: Committee, *, poll_interval: float = 0.005):
+    def __init__(
+        self,
+        app: Celery,
+        engine: Engine,
+        committee: Committee,
+        *,
+        policy_store: PolicyStore | None = None,
+        poll_interval: float = 0.005,
+    ):
         self.app = app
         self.engine = engine
         self.committee = committee
+        self.policy_store = policy_store  # needed by the p1, p2, p3 policies
         self.poll_interval = poll_interval
 
     def submit(
         self,
         conversation: Conversation | dict[str, Any] | list[Any],
         *,
-        method: str = "select",
+        method: str = "peer",
         policy: str = "full",
+        top_k: int | None = None,
         run: str | None = None,
-        options: dict[str, Any] | None = None,
     ) -> BlendHandle:
         """Validate and store ``conversation``, then send its first turn.
 
-        Raises InputError (nothing stored, nothing sent) for a malformed
-        conversation, an unknown method or policy.
+        ``method``: "peer", "pairwise" or "single:<member>"; ``policy``: "full",
+        "p1", "p2", "p3"; ``top_k``: 1 takes the best candidate, more fuses the
+        best ``top_k`` with the aggregator (default: the committee's). Raises
+        InputError, with nothing stored or sent, for anything malformed or unknown.
         """
         if not isinstance(conversation, Conversation):
             if not isinstance(conversation, (dict, list)):
@@ -124,18 +138,19 @@ class BlendClient:
                     f"a conversation must be a Conversation, dict or list, got {type(conversation).__name__}"
                 )
             conversation = conversation_from_json(conversation)
-        mode = check_mode(method, self.committee)
-        check_policy(policy)
+        config = check_run(self.committee, method=method, policy=policy, top_k=top_k)
         conversation_id = uuid.uuid4().hex
+        n_turns = len(conversation.questions)
         row = ConversationRow(
             id=conversation_id,
             external_id=conversation.id,
             source=conversation.source,
             committee=self.committee.name,
-            method=mode,
-            policy=policy,
+            method=config.method,
+            policy=config.policy,
+            top_k=config.top_k,
             run=run,
-            n_turns=len(conversation.questions),
+            n_turns=n_turns,
             passage=conversation.passage,
         )
         turns = [
@@ -144,17 +159,19 @@ class BlendClient:
         ]
         with Session(self.engine, expire_on_commit=False) as session:
             crud.create_conversation(session=session, conversation=row, turns=turns)
+        decision = begin(
+            self.policy_store, self.committee, config, conversation_id=conversation_id, n_turns=n_turns
+        )
         first = TurnContext(
             conversation_id=conversation_id,
             turn_index=0,
             question=conversation.questions[0].text,
-            n_turns=len(turns),
+            n_turns=n_turns,
             passage=conversation.passage,
             enqueued_at=time.time(),
         )
-        plan = plan_turn(self.committee, first, mode=mode, policy=policy)
-        turn_signature(plan, app=self.app, options=options).apply_async()
-        return BlendHandle(self, conversation_id, len(turns))
+        turn_signature(TurnPlan(first, config, decision), app=self.app).apply_async()
+        return BlendHandle(self, conversation_id, n_turns)
 
     def handle(self, conversation_id: str) -> BlendHandle:
         """Re-attach to a conversation submitted earlier (by any client)."""
@@ -208,6 +225,7 @@ class BlendClient:
                 committee=row.committee,
                 method=row.method,
                 policy=row.policy,
+                top_k=row.top_k,
                 run=row.run,
                 turns=turns,
             )

@@ -75,6 +75,7 @@ class Committee(BaseModel):
     name: str = "default"
     members: tuple[Member, ...]
     aggregator: str | None = None  # member that fuses the top-K, when fusing
+    pairwise_judge: str | None = None  # member judging pairs for method "pairwise" (default: first reviewer)
     top_k: int = Field(default=1, ge=1)  # candidates given to the aggregator
     exclude_self_votes: bool = False
     context_budget_tokens: int = Field(default=512, ge=0)  # earlier turns, estimated tokens
@@ -90,9 +91,15 @@ class Committee(BaseModel):
             raise ValueError(f"a committee needs at least two generators, got {len(self.generators)}")
         if not self.reviewers:
             raise ValueError("a committee needs at least one reviewer")
-        if self.aggregator is not None and self.aggregator not in names:
-            raise ValueError(f"aggregator {self.aggregator!r} is not a member ({', '.join(names)})")
+        for role, name in (("aggregator", self.aggregator), ("pairwise_judge", self.pairwise_judge)):
+            if name is not None and name not in names:
+                raise ValueError(f"{role} {name!r} is not a member ({', '.join(names)})")
         return self
+
+    @property
+    def judge(self) -> str | None:
+        """The member that judges candidate pairs for the pairwise baseline."""
+        return self.pairwise_judge or (self.reviewers[0] if self.reviewers else None)
 
     @property
     def generators(self) -> list[str]:

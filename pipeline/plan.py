@@ -1,49 +1,97 @@
-"""What a turn will do: which members generate, who reviews, select or fuse."""
+"""What a turn will do: its method, who answers, who reviews, how the answer is chosen.
+
+Methods:
+- ``peer``: the committee reviews itself; Borda count over the ballots.
+- ``pairwise``: the LLM-Blender baseline; a judge compares every ordered pair of
+  candidates (N(N-1) judgements) and "max logits" ranks them.
+- ``single:<member>``: one member answers alone (a baseline; no review).
+
+``top_k`` = 1 takes the best candidate; ``top_k`` > 1 has the committee's
+aggregator fuse the best ``top_k`` (fewer if fewer are usable).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any
 
 from pipeline.committee import Committee
 from pipeline.errors import InputError
+from pipeline.policy import Policy, TurnDecision, check_policy
 from pipeline.records import TurnContext
 
-Mode = Literal["select", "fuse"]
-MODES: tuple[Mode, ...] = ("select", "fuse")
-POLICIES = ("full",)
+METHODS = ("peer", "pairwise", "single:<member>")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """How every turn of a conversation is run, fixed at submit time."""
+
+    method: str = "peer"
+    policy: Policy = "full"
+    top_k: int = 1
+
+    def to_json(self) -> dict[str, Any]:
+        return {"method": self.method, "policy": self.policy, "top_k": self.top_k}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RunConfig:
+        return cls(method=data["method"], policy=data["policy"], top_k=int(data["top_k"]))
+
+    @property
+    def single(self) -> str | None:
+        """The member of a ``single:<member>`` run, else None."""
+        return self.method.partition(":")[2] if self.method.startswith("single:") else None
+
+    @property
+    def fuses(self) -> bool:
+        return self.top_k > 1 and self.single is None
+
+
+def check_run(committee: Committee, *, method: str, policy: str, top_k: int | None) -> RunConfig:
+    """Refuse an unknown method, policy or member, or fusion without an aggregator, before anything runs."""
+    checked = check_policy(policy)
+    k = committee.top_k if top_k is None else top_k
+    if not isinstance(k, int) or k < 1:
+        raise InputError(f"top_k must be a positive integer, got {k!r}")
+    run = RunConfig(method=method, policy=checked, top_k=k)
+    if run.single is not None:
+        if run.single not in committee.generators:
+            raise InputError(
+                f"method {method!r}: {run.single!r} is not a generator of committee {committee.name!r}"
+            )
+        if checked != "full":
+            raise InputError(f"method {method!r} answers with one member; policy {policy!r} does not apply")
+    elif method not in ("peer", "pairwise"):
+        raise InputError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    if run.fuses and committee.aggregator is None:
+        raise InputError(f"top_k={k} fuses candidates, but committee {committee.name!r} names no aggregator")
+    if method == "pairwise" and committee.judge is None:
+        raise InputError(f"method 'pairwise' needs a judge; committee {committee.name!r} has no reviewer")
+    return run
 
 
 @dataclass(frozen=True)
 class TurnPlan:
     context: TurnContext
-    generators: tuple[str, ...]
-    reviewers: tuple[str, ...]  # empty: no review stage this turn
-    mode: Mode = "select"
-    policy: str = "full"
+    run: RunConfig
+    decision: TurnDecision
+
+    @property
+    def generators(self) -> tuple[str, ...]:
+        return self.decision.generators
+
+    @property
+    def reviewers(self) -> tuple[str, ...]:
+        return self.decision.reviewers
 
 
-def check_mode(mode: str, committee: Committee) -> Mode:
-    """Refuse an unknown mode, or fusion without an aggregator, before anything runs."""
-    if mode not in MODES:
-        raise InputError(f"unknown method {mode!r}; choose one of {', '.join(MODES)}")
-    if mode == "fuse" and committee.aggregator is None:
-        raise InputError(f"method 'fuse' needs an aggregator; committee {committee.name!r} names none")
-    return mode  # type: ignore[return-value]
+def single_decision(member: str) -> TurnDecision:
+    return TurnDecision((member,), (), f"single member {member}")
 
 
-def check_policy(policy: str) -> str:
-    if policy not in POLICIES:
-        raise InputError(f"unknown policy {policy!r}; choose one of {', '.join(POLICIES)}")
-    return policy
-
-
-def plan_turn(committee: Committee, context: TurnContext, *, mode: Mode, policy: str = "full") -> TurnPlan:
-    """The full-ranking plan: every generator answers, every reviewer ranks."""
-    return TurnPlan(
-        context=context,
-        generators=tuple(committee.generators),
-        reviewers=tuple(committee.reviewers),
-        mode=mode,
-        policy=check_policy(policy),
-    )
+def pairwise_decision(committee: Committee, decision: TurnDecision) -> TurnDecision:
+    """The policy's generators, judged by the committee's judge instead of peer review."""
+    if not decision.reviewers:
+        return decision
+    return TurnDecision(decision.generators, (committee.judge or "",), decision.reason, decision.excluded)

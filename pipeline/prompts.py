@@ -122,3 +122,23 @@ def fusion_prompt(
     system = _system("You combine several answers into one accurate answer.", passage)
     messages = (system, Message("user", "\n\n".join(parts)))
     return Prompt(messages, max_new_tokens=max_new_tokens, stop=_STOP[style])
+
+
+PAIRWISE_PREFIX = "Better answer:"
+
+
+def pairwise_prompt(
+    question: str, history: Sequence[Exchange], first: str, second: str, *, passage: str | None = None
+) -> Prompt:
+    """Ask a judge which of two answers is better; its answer starts with PAIRWISE_PREFIX.
+
+    The judge is scored on continuing with " A" or " B"; nothing is generated.
+    """
+    parts = []
+    if history:
+        parts.append("Conversation so far:\n" + _transcript(history))
+    parts.append(f"Question: {question}")
+    parts.append(f"Answer A: {first}\nAnswer B: {second}")
+    parts.append("Which answer is more accurate, relevant, complete and coherent? Reply with A or B.")
+    system = _system("You are a careful, impartial judge of answers.", passage)
+    return Prompt((system, Message("user", "\n\n".join(parts))), prefill=PAIRWISE_PREFIX, max_new_tokens=1)

@@ -22,8 +22,15 @@ from pipeline.ballot import (
 )
 from pipeline.committee import Committee, Member
 from pipeline.context import Exchange, fit_history, fit_passage
+from pipeline.pairwise import Judgement, preference
 from pipeline.prompt import Backend, ScoreRequest
-from pipeline.prompts import fusion_prompt, generator_prompt, likelihood_prompts, ranking_prompt
+from pipeline.prompts import (
+    fusion_prompt,
+    generator_prompt,
+    likelihood_prompts,
+    pairwise_prompt,
+    ranking_prompt,
+)
 from pipeline.records import CandidateRecord, ReviewRecord, TurnContext
 
 log = logging.getLogger(__name__)
@@ -171,3 +178,34 @@ def fuse(
     )
     (text,) = backend.generate([prompt])
     return text.strip()
+
+
+def judge(
+    backend: Backend,
+    judge_member: Member,
+    committee: Committee,
+    context: TurnContext,
+    candidates: Sequence[CandidateRecord],
+    pair: tuple[str, str],
+) -> Judgement:
+    """The judge's confidence that ``pair[0]``'s answer beats ``pair[1]``'s (shown first)."""
+    first, second = pair
+    text_of = {c.member: c.text for c in usable(candidates)}
+    base = Judgement(judge_member.name, first, second, candidates=tuple(candidates), finished_at=time.time())
+    if first not in text_of or second not in text_of:
+        return replace(base, error="a candidate of this pair failed")
+    history, passage = _fitted(committee, context)
+    prompt = pairwise_prompt(context.question, history, text_of[first], text_of[second], passage=passage)
+    start = time.perf_counter()
+    try:
+        logprob_a, logprob_b = backend.score([ScoreRequest(prompt, " A"), ScoreRequest(prompt, " B")])
+    except Exception as error:  # noqa: BLE001 - an unjudged pair counts for nothing, recorded
+        return replace(
+            base, error=_describe(error), seconds=time.perf_counter() - start, finished_at=time.time()
+        )
+    return replace(
+        base,
+        p_first=preference(logprob_a, logprob_b),
+        seconds=time.perf_counter() - start,
+        finished_at=time.time(),
+    )

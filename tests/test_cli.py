@@ -37,7 +37,11 @@ def test_submit_then_show(env, capsys):
 
 @pytest.mark.parametrize(
     ("content", "message"),
-    [("{not json", "is not valid JSON"), (json.dumps({"turns": []}), "empty"), (json.dumps({"turns": [3]}), "turn 1")],
+    [
+        ("{not json", "is not valid JSON"),
+        (json.dumps({"turns": []}), "empty"),
+        (json.dumps({"turns": [3]}), "turn 1"),
+    ],
 )
 def test_submit_refuses_a_bad_file(env, capsys, content, message):
     bad = env / "bad.json"

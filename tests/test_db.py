@@ -19,7 +19,11 @@ TABLES = {"conversation", "turn", "candidate", "review", "turn_result", "alembic
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.services)])
 def database(request, tmp_path) -> str:
-    url = f"sqlite:///{tmp_path / 'store.db'}" if request.param == "sqlite" else request.getfixturevalue("postgres_url")
+    url = (
+        f"sqlite:///{tmp_path / 'store.db'}"
+        if request.param == "sqlite"
+        else request.getfixturevalue("postgres_url")
+    )
     upgrade(url)
     upgrade(url)  # a second upgrade is a no-op
     return url
@@ -29,7 +33,7 @@ def _conversation(session: Session) -> str:
     conversation_id = uuid.uuid4().hex
     crud.create_conversation(
         session=session,
-        conversation=Conversation(id=conversation_id, committee="c", method="select", n_turns=1),
+        conversation=Conversation(id=conversation_id, committee="c", method="peer", n_turns=1),
         turns=[Turn(conversation_id=conversation_id, turn_index=0, question="q?", gold=["a"])],
     )
     return conversation_id
@@ -37,16 +41,34 @@ def _conversation(session: Session) -> str:
 
 def _turn(conversation_id: str, answer: str = "a") -> dict:
     return {
-        "result": TurnResultBase(conversation_id=conversation_id, turn_index=0, answer=answer, chosen="m0",
-                                 status="ok", method="select", scores={"m0": 1.0, "m1": 0.0}),
-        "candidates": [Candidate(conversation_id=conversation_id, turn_index=0, member=m, text=m) for m in ("m0", "m1")],
-        "reviews": [Review(conversation_id=conversation_id, turn_index=0, reviewer="m0", method="likelihood",
-                           status="scored", ranking=["m0", "m1"], shown_order=["m1", "m0"])],
+        "result": TurnResultBase(
+            conversation_id=conversation_id,
+            turn_index=0,
+            answer=answer,
+            chosen="m0",
+            status="ok",
+            method="peer",
+            scores={"m0": 1.0, "m1": 0.0},
+        ),
+        "candidates": [
+            Candidate(conversation_id=conversation_id, turn_index=0, member=m, text=m) for m in ("m0", "m1")
+        ],
+        "reviews": [
+            Review(
+                conversation_id=conversation_id,
+                turn_index=0,
+                reviewer="m0",
+                method="likelihood",
+                status="scored",
+                ranking=["m0", "m1"],
+                shown_order=["m1", "m0"],
+            )
+        ],
     }
 
 
 def test_migrations_create_every_table(database):
-    assert TABLES <= set(inspect(get_engine(database)).get_table_names())
+    assert set(inspect(get_engine(database)).get_table_names()) >= TABLES
 
 
 def test_a_turn_is_stored_once_even_when_saved_twice(database):

@@ -15,8 +15,13 @@ def test_a_real_model_committee_blends_a_short_turn(embedded):
         name="real-smollm2",
         members=(
             Member(name="smol-a", backend="transformers", model="smollm2-135m", generation=short),
-            Member(name="smol-b", backend="transformers", model="smollm2-135m", generation=short,
-                   review_method="ranking"),
+            Member(
+                name="smol-b",
+                backend="transformers",
+                model="smollm2-135m",
+                generation=short,
+                review_method="ranking",
+            ),
         ),
     )
     client = embedded(committee)

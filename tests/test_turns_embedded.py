@@ -96,7 +96,7 @@ def test_fusion_writes_the_answer_with_the_aggregator(embedded):
     )
     client = embedded(committee)
 
-    (outcome,) = client.submit(["Who wrote Dune?"], method="fuse").wait(timeout=30)
+    (outcome,) = client.submit(["Who wrote Dune?"], top_k=2).wait(timeout=30)
 
     assert outcome.status == "fused" and outcome.chosen is None
     assert outcome.answer == "the fused answer"
@@ -126,11 +126,21 @@ def test_bad_input_is_refused_and_nothing_is_stored(embedded, conversation, mess
     assert ScriptedBackend.calls == []
 
 
-@pytest.mark.parametrize(("method", "policy"), [("vote", "full"), ("select", "sometimes"), ("fuse", "full")])
-def test_unknown_method_or_policy_is_refused(embedded, method, policy):
-    client = embedded()  # this committee has no aggregator, so "fuse" is refused too
-    with pytest.raises(InputError, match="method|policy|aggregator"):
-        client.submit(["q?"], method=method, policy=policy)
+@pytest.mark.parametrize(
+    ("method", "policy", "top_k", "message"),
+    [
+        ("vote", "full", None, "unknown method 'vote'"),
+        ("peer", "sometimes", None, "unknown policy 'sometimes'"),
+        ("peer", "full", 2, "names no aggregator"),  # this committee has none, so it cannot fuse
+        ("peer", "full", 0, "top_k must be a positive integer"),
+        ("single:m9", "full", None, "'m9' is not a generator"),
+        ("single:m0", "p2", None, "does not apply"),
+    ],
+)
+def test_unknown_method_or_policy_is_refused(embedded, method, policy, top_k, message):
+    client = embedded()
+    with pytest.raises(InputError, match=message):
+        client.submit(["q?"], method=method, policy=policy, top_k=top_k)
 
 
 def test_a_redelivered_aggregate_stores_nothing_twice(embedded):
@@ -141,7 +151,11 @@ def test_a_redelivered_aggregate_stores_nothing_twice(embedded):
     # When: the aggregate task runs again with the same inputs (as after a redelivery).
     reviews = [dict(r) for r in stored.reviews]
     task = client.app.tasks["workers.aggregate"]
+    from pipeline.plan import RunConfig
+    from pipeline.policy import TurnDecision
     from pipeline.records import CandidateRecord, ReviewRecord, TurnContext
+
+    decision = TurnDecision(("m0", "m1", "m2"), ("m0", "m1", "m2"), "full ranking")
 
     candidates = tuple(
         CandidateRecord(c["member"], c["text"], c["error"], c["seconds"]) for c in stored.candidates
@@ -164,7 +178,8 @@ def test_a_redelivered_aggregate_stores_nothing_twice(embedded):
     ]
     context = TurnContext(outcome.conversation_id, 0, "Who wrote Dune?").to_json()
     again = task.apply(
-        args=(records,), kwargs={"turn": context, "mode": "select", "policy": "full", "options": {}}
+        args=(records,),
+        kwargs={"turn": context, "run": RunConfig().to_json(), "decision": decision.to_json()},
     ).get()
 
     # Then: the stored result is returned and there is still one result row.

@@ -13,6 +13,7 @@ from celery import Celery
 from celery.signals import worker_process_init
 
 from db.engine import reset_engines
+from pipeline.canvas import task_member
 from pipeline.committee import Committee
 from pipeline.settings import Settings
 from workers.runtime import Runtime, committee_from_settings
@@ -61,12 +62,8 @@ def _router(committee: Committee, default_queue: str) -> Any:
     def route(
         name: str, args: Any, kwargs: dict[str, Any], options: Any, task: Any = None, **kw: Any
     ) -> dict[str, str]:
-        member = kwargs.get("member") or kwargs.get("reviewer")
-        if member is None and kwargs.get("mode") == "fuse":
-            member = committee.aggregator
-        if member is None:
-            return {"queue": default_queue}
-        return {"queue": committee.member(member).queue}
+        member = task_member(kwargs or {}, committee)
+        return {"queue": default_queue if member is None else committee.member(member).queue}
 
     return route
 

@@ -59,8 +59,14 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _run_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--method", default="select", help="select (top Borda candidate) or fuse")
-    parser.add_argument("--policy", default="full", help="shortlist policy (full)")
+    parser.add_argument("--method", default="peer", help="peer (default), pairwise or single:<member>")
+    parser.add_argument("--policy", default="full", help="full (default), p1, p2 or p3")
+    parser.add_argument(
+        "--top-k",
+        type=int,
+        default=None,
+        help="1: take the best candidate; more: the aggregator fuses the best K (default: committee's)",
+    )
     parser.add_argument(
         "--timeout", type=float, default=1800.0, help="seconds to wait for the whole conversation"
     )
@@ -106,7 +112,7 @@ def _blend(conversation: Conversation, args: argparse.Namespace, *, preload: boo
         if preload and settings.embedded:
             with console.status("loading the committee's models (the first run converts them: ~1 min)"):
                 client.app.peerblend.preload()  # type: ignore[attr-defined]
-        handle = client.submit(conversation, method=args.method, policy=args.policy)
+        handle = client.submit(conversation, method=args.method, policy=args.policy, top_k=args.top_k)
         console.print(
             f"conversation [bold]{handle.conversation_id}[/] ({handle.n_turns} turns, committee "
             f"{client.committee.name}, method {args.method}, policy {args.policy})"

@@ -41,4 +41,5 @@ def connect(settings: Settings | None = None, committee: Committee | None = None
                     loglevel="WARNING",
                 )
             )
-        yield BlendClient(app, get_engine(settings.database), committee)
+        runtime = app.peerblend  # type: ignore[attr-defined]
+        yield BlendClient(app, get_engine(settings.database), committee, policy_store=runtime.policy_store)

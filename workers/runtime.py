@@ -6,12 +6,16 @@ import json
 import logging
 import threading
 from dataclasses import dataclass
+from functools import cached_property
 from typing import TYPE_CHECKING
 
+from db.engine import get_engine
 from pipeline.committee import Committee, Member, default_committee, load_committee
+from pipeline.policy import PolicyStore
 from pipeline.prompt import Backend
 from pipeline.settings import Settings
 from workers.backends.base import BackendSpec, create_backend
+from workers.policy_store import RedisPolicyStore, SqlPolicyStore
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -23,10 +27,17 @@ _backends: dict[str, Backend] = {}
 _backends_lock = threading.Lock()
 
 
-@dataclass(frozen=True)
+@dataclass
 class Runtime:
     settings: Settings
     committee: Committee
+
+    @cached_property
+    def policy_store(self) -> PolicyStore:
+        """Redis (the result backend's server) in distributed mode; the database when embedded."""
+        if self.settings.embedded or not str(self.settings.result_backend).startswith("redis"):
+            return SqlPolicyStore(get_engine(self.settings.database))
+        return RedisPolicyStore(str(self.settings.result_backend))
 
     def backend(self, member: Member) -> Backend:
         """The member's backend, built on first use and then kept resident."""

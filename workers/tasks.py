@@ -10,8 +10,12 @@ from typing import Any
 
 from celery import Task, shared_task
 
+from pipeline.pairwise import Judgement
+from pipeline.plan import RunConfig
+from pipeline.policy import TurnDecision
 from pipeline.records import CandidateRecord, ReviewRecord, TurnContext
 from pipeline.stages import answer, review
+from pipeline.stages import judge as stage_judge
 from workers.runtime import runtime_of
 from workers.turn import finish_turn
 
@@ -50,16 +54,45 @@ def review_task(self: Task, candidates: Any, *, turn: dict[str, Any], reviewer: 
     return review(backend, config, runtime.committee, context, pool).to_json()
 
 
+@shared_task(name="workers.judge", bind=True)
+def judge_task(
+    self: Task, candidates: Any, *, turn: dict[str, Any], judge: str, pair: list[str]
+) -> dict[str, Any]:
+    runtime = runtime_of(self.app)
+    config = runtime.committee.member(judge)
+    pool = _candidates_from(candidates)
+    first, second = pair
+    try:
+        backend = runtime.backend(config)
+    except Exception as error:  # noqa: BLE001
+        message = f"{type(error).__name__}: {error}"[:500]
+        return Judgement(judge, first, second, error=message, candidates=tuple(pool)).to_json()
+    return stage_judge(
+        backend, config, runtime.committee, TurnContext.from_json(turn), pool, (first, second)
+    ).to_json()
+
+
 @shared_task(name="workers.aggregate", bind=True)
 def aggregate(
-    self: Task, results: Any, *, turn: dict[str, Any], mode: str, policy: str, options: dict[str, Any]
+    self: Task, results: Any, *, turn: dict[str, Any], run: dict[str, Any], decision: dict[str, Any]
 ) -> dict[str, Any]:
     items = [results] if isinstance(results, dict) else list(results or [])
+    reviews: list[ReviewRecord] = []
+    judgements: list[Judgement] = []
     if items and "reviewer" in items[0]:
         reviews = [ReviewRecord.from_json(item) for item in items]
         candidates = list(reviews[0].candidates)
+    elif items and "judge" in items[0]:
+        judgements = [Judgement.from_json(item) for item in items]
+        candidates = list(judgements[0].candidates)
     else:
-        reviews, candidates = [], _candidates_from(items)
+        candidates = _candidates_from(items)
     return finish_turn(
-        self.app, TurnContext.from_json(turn), candidates, reviews, mode=mode, policy=policy, options=options
+        self.app,
+        TurnContext.from_json(turn),
+        candidates,
+        reviews,
+        judgements,
+        run=RunConfig.from_json(run),
+        decision=TurnDecision.from_json(decision),
     )

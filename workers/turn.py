@@ -1,7 +1,8 @@
-"""Finishing a turn: decide, fuse if asked, store once, send the next turn."""
+"""Finishing a turn: rank, fuse if asked, store once, fold into the policy, send the next turn."""
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Sequence
@@ -14,11 +15,14 @@ from sqlmodel import Session
 from db import crud
 from db.engine import get_engine
 from db.models import Candidate, Review, TurnResultBase
-from pipeline.aggregate import Decision, decide, top_k_texts
+from pipeline.aggregate import Decision, decide, decide_pairwise, top_k_texts
 from pipeline.canvas import turn_signature
 from pipeline.context import Exchange
-from pipeline.plan import plan_turn
+from pipeline.pairwise import Judgement
+from pipeline.plan import RunConfig, TurnPlan
+from pipeline.policy import TurnDecision
 from pipeline.records import CandidateRecord, ReviewRecord, TurnContext
+from pipeline.shortlist import advance
 from pipeline.stages import fuse
 from workers.runtime import Runtime, runtime_of
 
@@ -30,64 +34,69 @@ def finish_turn(
     context: TurnContext,
     candidates: Sequence[CandidateRecord],
     reviews: Sequence[ReviewRecord],
+    judgements: Sequence[Judgement],
     *,
-    mode: str,
-    policy: str,
-    options: dict[str, Any],
+    run: RunConfig,
+    decision: TurnDecision,
 ) -> dict[str, Any]:
     runtime = runtime_of(app)
     committee = runtime.committee
-    decision = decide(
-        candidates,
-        reviews,
-        committee_order=[m.name for m in committee.members],
-        exclude_self=committee.exclude_self_votes,
-    )
+    order = [
+        *decision.preference,
+        *(m.name for m in runtime.committee.members if m.name not in decision.preference),
+    ]
+    if run.method == "pairwise" and decision.ranked:
+        ranked = decide_pairwise(candidates, judgements, committee_order=order)
+    else:
+        ranked = decide(candidates, reviews, committee_order=order, exclude_self=committee.exclude_self_votes)
     ranked_at = time.time()
-    answer, chosen, status, fusion_error = _select_or_fuse(runtime, context, candidates, decision, mode)
-    timings = _timings(context, candidates, reviews, ranked_at)
+    answer, chosen, status, fusion_error = _select_or_fuse(runtime, context, candidates, ranked, run)
     result = TurnResultBase(
         conversation_id=context.conversation_id,
         turn_index=context.turn_index,
         answer=answer,
         chosen=chosen,
         status=status,
-        method=mode,
-        policy=policy,
-        ranking=list(decision.ranking),
-        scores=decision.scores,
-        timings=timings,
+        method=run.method,
+        policy=run.policy,
+        ranking=list(ranked.ranking),
+        scores=ranked.scores,
+        timings=_timings(context, candidates, [*reviews, *judgements], ranked_at),
         decision={
-            "generators": [c.member for c in candidates],
-            "reviewers": [r.reviewer for r in reviews],
-            "excluded": decision.excluded,
-            "ballots": decision.ballots_used,
+            **decision.to_json(),
+            "top_k": run.top_k,
+            "excluded_failed": ranked.excluded,
+            "ballots": ranked.ballots_used,
+            "ranking_status": ranked.status,
             "fusion_error": fusion_error,
-            "ranking_status": decision.status,
         },
     )
+    reviewer_rows = _review_rows(context, reviews) + _judgement_rows(context, judgements)
     with Session(get_engine(runtime.settings.database), expire_on_commit=False) as session:
         stored, created = crud.save_turn(
             session=session,
             result=result,
             candidates=_candidate_rows(context, candidates),
-            reviews=_review_rows(context, reviews),
+            reviews=reviewer_rows,
         )
         if not created:
             log.info(
                 "turn %s/%s was stored before; not written again", context.conversation_id, context.turn_index
             )
-        if context.turn_index + 1 < context.n_turns:
-            _send_next_turn(
-                app,
-                session,
-                context,
-                stored.answer,
-                created=created,
-                mode=mode,
-                policy=policy,
-                options=options,
-            )
+        following = advance(
+            runtime.policy_store,
+            committee,
+            run,
+            decision,
+            conversation_id=context.conversation_id,
+            turn_index=context.turn_index,
+            n_turns=context.n_turns,
+            ranking=stored.ranking,
+            scores=stored.scores,
+            ballots=int(stored.decision.get("ballots", 0)),
+        )
+        if following is not None:
+            _send_next_turn(app, session, context, stored.answer, following, run=run, created=created)
     return _outcome(stored)
 
 
@@ -95,33 +104,30 @@ def _select_or_fuse(
     runtime: Runtime,
     context: TurnContext,
     candidates: Sequence[CandidateRecord],
-    decision: Decision,
-    mode: str,
+    ranked: Decision,
+    run: RunConfig,
 ) -> tuple[str, str | None, str, str | None]:
     """(answer, chosen member or None, status, fusion error or None)."""
-    if decision.chosen is None:
-        return "", None, decision.status, None
-    best = top_k_texts(decision, candidates, 1)[0]
-    if mode != "fuse":
-        return best, decision.chosen, decision.status, None
+    if ranked.chosen is None:
+        return "", None, ranked.status, None
+    best = top_k_texts(ranked, candidates, 1)[0]
+    if not run.fuses:
+        return best, ranked.chosen, ranked.status, None
     committee = runtime.committee
     aggregator = committee.member(committee.aggregator or "")
-    texts = top_k_texts(decision, candidates, committee.top_k)
+    texts = top_k_texts(ranked, candidates, run.top_k)
     try:
         fused = fuse(runtime.backend(aggregator), aggregator, committee, context, texts)
     except Exception as error:  # noqa: BLE001 - fall back to the top candidate, recorded
         log.warning("fusion by %s failed: %s", aggregator.name, error)
-        return best, decision.chosen, "fusion_failed", f"{type(error).__name__}: {error}"[:500]
+        return best, ranked.chosen, "fusion_failed", f"{type(error).__name__}: {error}"[:500]
     if not fused:
-        return best, decision.chosen, "fusion_failed", "empty fused answer"
+        return best, ranked.chosen, "fusion_failed", "empty fused answer"
     return fused, None, "fused", None
 
 
 def _timings(
-    context: TurnContext,
-    candidates: Sequence[CandidateRecord],
-    reviews: Sequence[ReviewRecord],
-    ranked_at: float,
+    context: TurnContext, candidates: Sequence[CandidateRecord], reviews: Sequence[Any], ranked_at: float
 ) -> dict[str, float]:
     """Stage durations in seconds, from the turn's send time and each record's finish time."""
     now = time.time()
@@ -172,16 +178,37 @@ def _review_rows(context: TurnContext, reviews: Sequence[ReviewRecord]) -> list[
     ]
 
 
+def _judgement_rows(context: TurnContext, judgements: Sequence[Judgement]) -> list[Review]:
+    """All of a turn's pairwise judgements as one review row of the judge (raw: the matrix)."""
+    if not judgements:
+        return []
+    matrix = [
+        {"first": j.first, "second": j.second, "p_first": j.p_first, "error": j.error} for j in judgements
+    ]
+    judged = [j for j in judgements if j.p_first is not None]
+    return [
+        Review(
+            conversation_id=context.conversation_id,
+            turn_index=context.turn_index,
+            reviewer=judgements[0].judge,
+            method="pairwise",
+            status="scored" if judged else "error",
+            raw=json.dumps(matrix),
+            seconds=sum(j.seconds for j in judgements),
+            error=None if judged else "no pair could be judged",
+        )
+    ]
+
+
 def _send_next_turn(
     app: Celery,
     session: Session,
     context: TurnContext,
     answer: str,
+    decision: TurnDecision,
     *,
+    run: RunConfig,
     created: bool,
-    mode: str,
-    policy: str,
-    options: dict[str, Any],
 ) -> None:
     """Send turn t+1, which sees this turn's blended answer; once, even if this task is redelivered."""
     following = context.turn_index + 1
@@ -198,8 +225,7 @@ def _send_next_turn(
         enqueued_at=time.time(),
         history=(*context.history, Exchange(context.question, answer)),
     )
-    plan = plan_turn(runtime_of(app).committee, next_context, mode=mode, policy=policy)  # type: ignore[arg-type]
-    turn_signature(plan, app=app, options=options).apply_async()
+    turn_signature(TurnPlan(next_context, run, decision), app=app).apply_async()
 
 
 def _outcome(row: Any) -> dict[str, Any]:

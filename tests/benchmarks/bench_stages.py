@@ -60,8 +60,10 @@ def main() -> None:
                 for r in turn.reviews:
                     members[r["reviewer"]][f"review_s ({r['method']})"].append(r["seconds"])
     n = len(stages["total_s"])
-    print(f"\nper-turn stage times over {n} turns ({args.conversations} conversations x {args.turns} turns, "
-          f"{os.cpu_count()} CPU cores, fp32), mean / median seconds")
+    print(
+        f"\nper-turn stage times over {n} turns ({args.conversations} conversations x {args.turns} turns, "
+        f"{os.cpu_count()} CPU cores, fp32), mean / median seconds"
+    )
     for key in ("generation_s", "review_s", "aggregate_s", "total_s"):
         print(f"  {key:14s} {statistics.mean(stages[key]):7.3f} / {statistics.median(stages[key]):7.3f}")
     print("\nper member, mean seconds inside the model (members run concurrently on shared cores)")

@@ -1,0 +1,214 @@
+"""Ranking-reduction policies: which members work on a turn, and whether it is ranked.
+
+Pure: state in, decision and new state out. The state lives in a PolicyStore
+(Redis in distributed mode, the database in embedded mode); see workers/policy_store.py.
+
+q = the conversation's number of turns, N = the committee's generators.
+- full: every member answers and reviews on every turn.
+- p1 (dynamic conversation-specific elimination): all N members for the first
+  ceil(q/2) turns; then the bottom floor(N/2) by cumulative rank score sit out
+  the rest of the conversation. The next conversation starts with everyone.
+- p2 (alternate ranking): turns 1, 3, 5, ... (1-based) are ranked by everyone;
+  on turns 2, 4, ... only the top-K members of the previous turn answer, with no
+  review stage, and the previous turn's order picks among them.
+- p3 (fixed-interval elimination): the committee's conversations are numbered in
+  the order they start; in each cycle of three, the first is ranked by everyone
+  and its rank scores are accumulated; the next two exclude the worst half by
+  those scores. (If they start before the first has scored a turn, they run with
+  everyone, and say so.)
+
+Cumulative rank score: each ranked turn adds a member's Borda points divided by
+the number of ballots (a failed member adds 0). A shortlist never holds fewer
+than max(top_k, 2) generators, nor fewer than two reviewers when it is reviewed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Literal, Protocol
+
+from pipeline.committee import Committee
+from pipeline.errors import InputError
+
+Policy = Literal["full", "p1", "p2", "p3"]
+POLICIES: tuple[Policy, ...] = ("full", "p1", "p2", "p3")
+
+
+def check_policy(name: str) -> Policy:
+    if name not in POLICIES:
+        raise InputError(f"unknown policy {name!r}; choose one of {', '.join(POLICIES)}")
+    return name  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class ConversationState:
+    """A conversation's policy state, updated after every turn."""
+
+    ordinal: int = 0  # p3: the conversation's number among the committee's conversations
+    excluded: tuple[str, ...] = ()  # members sitting out (p1 after the first half, p3 from the start)
+    scores: dict[str, float] = field(default_factory=dict)  # cumulative rank score
+    last_ranking: tuple[str, ...] = ()  # the previous turn's ranking, best first (p2)
+    note: str = ""  # why the exclusions are what they are
+    applied_turns: int = 0  # turns folded in so far: a redelivered turn is not counted twice
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ConversationState:
+        return cls(
+            ordinal=int(data.get("ordinal", 0)),
+            excluded=tuple(data.get("excluded", ())),
+            scores=dict(data.get("scores", {})),
+            last_ranking=tuple(data.get("last_ranking", ())),
+            note=str(data.get("note", "")),
+            applied_turns=int(data.get("applied_turns", 0)),
+        )
+
+
+@dataclass(frozen=True)
+class TurnDecision:
+    """What a turn does. ``reviewers`` empty means no review stage (the ranking is reused)."""
+
+    generators: tuple[str, ...]
+    reviewers: tuple[str, ...]
+    reason: str
+    excluded: tuple[str, ...] = ()
+    preference: tuple[str, ...] = ()  # order that picks among unreviewed candidates
+
+    @property
+    def ranked(self) -> bool:
+        return bool(self.reviewers)
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "ranked": self.ranked}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> TurnDecision:
+        return cls(
+            generators=tuple(data["generators"]),
+            reviewers=tuple(data["reviewers"]),
+            reason=str(data["reason"]),
+            excluded=tuple(data.get("excluded", ())),
+            preference=tuple(data.get("preference", ())),
+        )
+
+
+def turn_scores(scores: Mapping[str, float], ballots: int, generators: Sequence[str]) -> dict[str, float]:
+    """One ranked turn's contribution to the cumulative rank score of each generator."""
+    return {m: scores.get(m, 0.0) / max(ballots, 1) for m in generators}
+
+
+def add_scores(total: Mapping[str, float], more: Mapping[str, float]) -> dict[str, float]:
+    return {m: total.get(m, 0.0) + more.get(m, 0.0) for m in {*total, *more}}
+
+
+def worst_half(committee: Committee, scores: Mapping[str, float]) -> tuple[str, ...]:
+    """The bottom floor(N/2) generators by score (unscored count as 0); ties drop the later member."""
+    generators = committee.generators
+    keep = max(len(generators) - len(generators) // 2, committee.top_k, 2)
+    order = {m: i for i, m in enumerate(generators)}
+    ranked = sorted(generators, key=lambda m: (-scores.get(m, 0.0), order[m]))
+    return tuple(ranked[keep:])
+
+
+def start_conversation(
+    policy: Policy, committee: Committee, *, ordinal: int = 0, cycle_scores: Mapping[str, float] | None = None
+) -> ConversationState:
+    """The state of a new conversation; for p3, ``ordinal`` and its cycle's scores so far."""
+    if policy != "p3" or ordinal % 3 == 0:
+        note = "p3: ranking conversation of its cycle" if policy == "p3" else ""
+        return ConversationState(ordinal=ordinal, note=note)
+    if not cycle_scores:
+        return ConversationState(
+            ordinal=ordinal, note="p3: no rank scores in this cycle yet; everyone answers"
+        )
+    excluded = worst_half(committee, cycle_scores)
+    return ConversationState(
+        ordinal=ordinal, excluded=excluded, note="p3: worst half of this cycle's ranking"
+    )
+
+
+def decide_turn(
+    policy: Policy, committee: Committee, state: ConversationState, turn_index: int, n_turns: int
+) -> TurnDecision:
+    """What turn ``turn_index`` (0-based) of an ``n_turns`` conversation does."""
+    everyone = TurnDecision(tuple(committee.generators), tuple(committee.reviewers), "full ranking")
+    if policy == "full":
+        return everyone
+    if policy == "p2":
+        if turn_index % 2 == 0:
+            return replace(everyone, reason="p2: odd turn, ranked")
+        top = state.last_ranking[: committee.top_k]
+        if not top:
+            return replace(everyone, reason="p2: even turn, but the previous turn ranked no one; ranked")
+        rest = tuple(m for m in committee.generators if m not in top)
+        return TurnDecision(
+            top, (), f"p2: even turn, reusing the previous top {len(top)}", rest, state.last_ranking
+        )
+    if policy == "p1" and turn_index < math.ceil(n_turns / 2):
+        return replace(
+            everyone, reason=f"p1: turn {turn_index + 1} of the first {math.ceil(n_turns / 2)}, ranked"
+        )
+    if not state.excluded:
+        return replace(everyone, reason=state.note or f"{policy}: no one excluded")
+    return _without(committee, state.excluded, f"{policy}: {state.note or 'bottom half excluded'}")
+
+
+def _without(committee: Committee, excluded: Sequence[str], reason: str) -> TurnDecision:
+    generators = tuple(m for m in committee.generators if m not in excluded)
+    reviewers = [m for m in committee.reviewers if m not in excluded]
+    for member in excluded:  # keep two reviewers: bring back the best excluded ones
+        if len(reviewers) >= 2:
+            break
+        if member in committee.reviewers:
+            reviewers.append(member)
+    return TurnDecision(generators, tuple(reviewers), reason, tuple(excluded))
+
+
+def after_turn(
+    policy: Policy,
+    committee: Committee,
+    state: ConversationState,
+    decision: TurnDecision,
+    *,
+    turn_index: int,
+    n_turns: int,
+    ranking: Sequence[str],
+    contribution: Mapping[str, float],
+) -> ConversationState:
+    """The state after a turn: ``ranking`` best first, ``contribution`` from ``turn_scores``."""
+    state = replace(state, last_ranking=tuple(ranking), applied_turns=turn_index + 1)
+    if not decision.ranked:
+        return state
+    state = replace(state, scores=add_scores(state.scores, contribution))
+    if policy == "p1" and turn_index + 1 == math.ceil(n_turns / 2) and turn_index + 1 < n_turns:
+        excluded = worst_half(committee, state.scores)
+        return replace(
+            state, excluded=excluded, note=f"p1: bottom {len(excluded)} after {turn_index + 1} turns"
+        )
+    return state
+
+
+class PolicyStore(Protocol):
+    """Where policy state lives; every change is an atomic read-modify-write."""
+
+    def get(self, key: str) -> dict[str, Any] | None: ...
+
+    def update(self, key: str, change: Callable[[dict[str, Any] | None], dict[str, Any]]) -> dict[str, Any]:
+        """Apply ``change`` to the stored value (None when absent) atomically; return the new value."""
+        ...
+
+
+def conversation_key(committee: str, policy: str, conversation_id: str) -> str:
+    return f"{committee}:{policy}:conversation:{conversation_id}"
+
+
+def counter_key(committee: str, policy: str) -> str:
+    return f"{committee}:{policy}:conversations"
+
+
+def cycle_key(committee: str, policy: str, ordinal: int) -> str:
+    return f"{committee}:{policy}:cycle:{ordinal // 3}"

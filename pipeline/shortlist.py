@@ -1,0 +1,115 @@
+"""The cached shortlist at work: policy decisions read from and written to a PolicyStore.
+
+``begin`` runs at submit time (turn 0), ``advance`` after each stored turn; both
+return the next turn's decision. The ``full`` policy and single-member runs keep
+no state at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from pipeline.committee import Committee
+from pipeline.plan import RunConfig, pairwise_decision, single_decision
+from pipeline.policy import (
+    ConversationState,
+    PolicyStore,
+    TurnDecision,
+    add_scores,
+    after_turn,
+    conversation_key,
+    counter_key,
+    cycle_key,
+    decide_turn,
+    start_conversation,
+    turn_scores,
+)
+
+
+def _for_method(committee: Committee, run: RunConfig, decision: TurnDecision) -> TurnDecision:
+    return pairwise_decision(committee, decision) if run.method == "pairwise" else decision
+
+
+def _stateless(run: RunConfig) -> bool:
+    return run.policy == "full" or run.single is not None
+
+
+def begin(
+    store: PolicyStore | None, committee: Committee, run: RunConfig, *, conversation_id: str, n_turns: int
+) -> TurnDecision:
+    """Open a conversation's policy state; the decision for its first turn."""
+    if run.single is not None:
+        return single_decision(run.single)
+    if _stateless(run) or store is None:
+        return _for_method(committee, run, decide_turn("full", committee, ConversationState(), 0, n_turns))
+    ordinal, cycle_scores = 0, None
+    if run.policy == "p3":
+        counted = store.update(
+            counter_key(committee.name, run.policy), lambda v: {"count": (v or {}).get("count", 0) + 1}
+        )
+        ordinal = counted["count"] - 1
+        cycle_scores = (store.get(cycle_key(committee.name, run.policy, ordinal)) or {}).get("scores")
+    state = start_conversation(run.policy, committee, ordinal=ordinal, cycle_scores=cycle_scores)
+    store.update(conversation_key(committee.name, run.policy, conversation_id), lambda _: state.to_json())
+    return _for_method(committee, run, decide_turn(run.policy, committee, state, 0, n_turns))
+
+
+def advance(
+    store: PolicyStore | None,
+    committee: Committee,
+    run: RunConfig,
+    decision: TurnDecision,
+    *,
+    conversation_id: str,
+    turn_index: int,
+    n_turns: int,
+    ranking: Sequence[str],
+    scores: Mapping[str, float],
+    ballots: int,
+) -> TurnDecision | None:
+    """Fold a finished turn into the state; the next turn's decision (None after the last).
+
+    A redelivered turn (already folded in) changes nothing.
+    """
+    last = turn_index + 1 >= n_turns
+    if run.single is not None:
+        return None if last else single_decision(run.single)
+    if _stateless(run) or store is None:
+        nothing = ConversationState()
+        return (
+            None if last else _for_method(committee, run, decide_turn("full", committee, nothing, 0, n_turns))
+        )
+    contribution = turn_scores(scores, ballots, decision.generators)
+    applied: list[ConversationState] = []
+
+    def fold(value: dict[str, Any] | None) -> dict[str, Any]:
+        state = ConversationState.from_json(value or {})
+        if state.applied_turns != turn_index:
+            return state.to_json()
+        new = after_turn(
+            run.policy,
+            committee,
+            state,
+            decision,
+            turn_index=turn_index,
+            n_turns=n_turns,
+            ranking=ranking,
+            contribution=contribution,
+        )
+        applied[:] = [new]
+        return new.to_json()
+
+    state = ConversationState.from_json(
+        store.update(conversation_key(committee.name, run.policy, conversation_id), fold)
+    )
+    if applied and run.policy == "p3" and decision.ranked and state.ordinal % 3 == 0:
+        store.update(
+            cycle_key(committee.name, run.policy, state.ordinal),
+            lambda v: {"scores": add_scores((v or {}).get("scores", {}), contribution)},
+        )
+    return (
+        None
+        if last
+        else _for_method(committee, run, decide_turn(run.policy, committee, state, turn_index + 1, n_turns))
+    )
