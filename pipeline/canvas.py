@@ -39,13 +39,19 @@ def turn_signature(plan: TurnPlan, *, app: Any) -> Signature:
     context = plan.context.to_json()
     generate = group(
         [
-            signature(GENERATE, kwargs={"turn": context, "member": m}, immutable=True, app=app)
+            signature(
+                GENERATE,
+                kwargs={"member": m, "turn": context},
+                immutable=True,
+                app=app,
+                **_shown(f"generate[{m}]", plan),
+            )
             for m in plan.generators
         ],
         app=app,
     )
     aggregate_kwargs = {"turn": context, "run": plan.run.to_json(), "decision": plan.decision.to_json()}
-    aggregate = signature(AGGREGATE, kwargs=aggregate_kwargs, app=app).set(
+    aggregate = signature(AGGREGATE, kwargs=aggregate_kwargs, app=app, **_shown("aggregate", plan)).set(
         task_id=final_task_id(plan.context.conversation_id, plan.context.turn_index)
     )
     if not plan.reviewers:
@@ -53,12 +59,32 @@ def turn_signature(plan: TurnPlan, *, app: Any) -> Signature:
     if plan.run.method == "pairwise":
         (judge,) = plan.reviewers
         header = [
-            signature(JUDGE, kwargs={"turn": context, "judge": judge, "pair": [a, b]}, app=app)
+            signature(
+                JUDGE,
+                kwargs={"judge": judge, "pair": [a, b], "turn": context},
+                app=app,
+                **_shown(f"judge[{judge}: {a} vs {b}]", plan),
+            )
             for a, b in permutations(plan.generators, 2)
         ]
     else:
-        header = [signature(REVIEW, kwargs={"turn": context, "reviewer": r}, app=app) for r in plan.reviewers]
+        header = [
+            signature(
+                REVIEW, kwargs={"reviewer": r, "turn": context}, app=app, **_shown(f"review[{r}]", plan)
+            )
+            for r in plan.reviewers
+        ]
     return chain(generate, chord(group(header, app=app), aggregate, app=app), app=app)
+
+
+def _shown(name: str, plan: TurnPlan) -> dict[str, str]:
+    """How a task appears in logs and Flower: stage and member as its name, a short kwargs line.
+
+    (Celery cuts kwargs at 1,024 characters in events, which would hide the member
+    behind a long passage.)
+    """
+    where = f"conversation={plan.context.conversation_id} turn={plan.context.turn_index}"
+    return {"shadow": name, "kwargsrepr": f"{where} method={plan.run.method} policy={plan.run.policy}"}
 
 
 def task_member(kwargs: dict[str, Any], committee: Committee) -> str | None:

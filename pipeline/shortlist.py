@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pipeline.committee import Committee
+from pipeline.errors import InputError
 from pipeline.plan import RunConfig, pairwise_decision, single_decision
 from pipeline.policy import (
     ConversationState,
@@ -41,8 +42,10 @@ def begin(
     """Open a conversation's policy state; the decision for its first turn."""
     if run.single is not None:
         return single_decision(run.single)
-    if _stateless(run) or store is None:
+    if _stateless(run):
         return _for_method(committee, run, decide_turn("full", committee, ConversationState(), 0, n_turns))
+    if store is None:
+        raise InputError(f"policy {run.policy!r} keeps state, but this client has no policy store")
     ordinal, cycle_scores = 0, None
     if run.policy == "p3":
         counted = store.update(

@@ -90,7 +90,7 @@ def cluster(postgres_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
         )
     app = create_app(settings, committee)
     _wait_until_ready(app, [f"{name}-{tag}@" for name in workers], home)
-    yield BlendClient(app, get_engine(settings.database), committee)
+    yield BlendClient(app, get_engine(settings.database), committee, policy_store=app.peerblend.policy_store)
     for process, _ in workers.values():
         process.send_signal(signal.SIGTERM)  # warm shutdown: finish running tasks
     for process, log in workers.values():
@@ -148,3 +148,37 @@ def test_turns_record_stage_timings(cluster: BlendClient):
     assert timings["generation_s"] >= 0.05  # m2 sleeps 50 ms
     assert timings["total_s"] >= timings["generation_s"] + timings["review_s"]
     assert json.dumps(timings)  # plain JSON numbers
+
+
+def test_p3_state_stays_consistent_with_many_conversations_at_once(cluster: BlendClient):
+    # Given: six p3 conversations submitted at once to the real workers (m3 always fails)
+    from pipeline.policy import ConversationState, conversation_key, counter_key, cycle_key
+
+    committee = cluster.committee
+    handles = [cluster.submit([f"p3 c{i} q{t}?" for t in range(3)], policy="p3") for i in range(6)]
+    for handle in handles:
+        handle.wait(timeout=120)
+
+    store = cluster.policy_store
+    states = {
+        h.conversation_id: ConversationState.from_json(store.get(conversation_key(committee.name, "p3", h.conversation_id)))
+        for h in handles
+    }
+    # Then: the counter counted six, each conversation has its own ordinal, every turn was folded in once
+    assert store.get(counter_key(committee.name, "p3"))["count"] == 6
+    assert sorted(s.ordinal for s in states.values()) == list(range(6))
+    assert all(s.applied_turns == 3 for s in states.values())
+    # and a cycle's scores are exactly what its ranking conversation's stored turns contributed.
+    for ranking_conversation, state in states.items():
+        if state.ordinal % 3:
+            continue
+        stored = cluster.fetch(ranking_conversation)
+        expected: dict[str, float] = {}
+        for turn in stored.turns:
+            ballots = max(turn.result["decision"]["ballots"], 1)
+            for member in turn.result["decision"]["generators"]:
+                expected[member] = expected.get(member, 0.0) + turn.result["scores"].get(member, 0.0) / ballots
+        cycle = store.get(cycle_key(committee.name, "p3", state.ordinal))["scores"]
+        assert cycle == pytest.approx(expected)
+    # Conversations that sat members out excluded the always-failing m3.
+    assert all("m3" in s.excluded for s in states.values() if s.excluded)
