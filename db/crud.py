@@ -7,6 +7,7 @@ Writers commit; callers that keep using returned rows open the session with
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
@@ -100,3 +101,54 @@ def get_question(*, session: Session, conversation_id: str, turn_index: int) -> 
         Turn.conversation_id == conversation_id, Turn.turn_index == turn_index
     )
     return session.exec(query).first()
+
+
+def list_runs(*, session: Session) -> list[str]:
+    query = select(Conversation.run).where(col(Conversation.run).is_not(None)).distinct()
+    return sorted(r for r in session.exec(query) if r)
+
+
+def run_conversations(*, session: Session, run: str) -> list[Conversation]:
+    query = select(Conversation).where(Conversation.run == run).order_by(col(Conversation.created_at))
+    return list(session.exec(query))
+
+
+def run_turns(*, session: Session, runs: Sequence[str]) -> list[dict[str, Any]]:
+    """Every finished turn of the named runs, with its conversation, gold answers and candidates.
+
+    One query per table, joined in memory: a run holds at most thousands of turns.
+    """
+    conversations = {
+        c.id: c for c in session.exec(select(Conversation).where(col(Conversation.run).in_(list(runs))))
+    }
+    ids = list(conversations)
+    turns = {
+        (t.conversation_id, t.turn_index): t
+        for t in session.exec(select(Turn).where(col(Turn.conversation_id).in_(ids)))
+    }
+    texts: dict[tuple[str, int], dict[str, str]] = {}
+    for c in session.exec(select(Candidate).where(col(Candidate.conversation_id).in_(ids))):
+        if c.error is None and c.text.strip():
+            texts.setdefault((c.conversation_id, c.turn_index), {})[c.member] = c.text
+    rows = []
+    results = session.exec(select(TurnResult).where(col(TurnResult.conversation_id).in_(ids)))
+    for r in sorted(results, key=lambda r: (r.conversation_id, r.turn_index)):
+        conversation, key = conversations[r.conversation_id], (r.conversation_id, r.turn_index)
+        rows.append(
+            {
+                "run": conversation.run,
+                "method": conversation.method,
+                "policy": conversation.policy,
+                "top_k": conversation.top_k,
+                "dataset": conversation.source or "unknown",
+                "conversation_id": r.conversation_id,
+                "external_id": conversation.external_id,
+                "turn_index": r.turn_index,
+                "gold": list(turns[key].gold),
+                "answer": r.answer,
+                "chosen": r.chosen,
+                "candidates": texts.get(key, {}),
+                "timings": dict(r.timings),
+            }
+        )
+    return rows

@@ -27,12 +27,13 @@ from db.models import Conversation as ConversationRow
 from db.models import Turn
 from pipeline.canvas import final_task_id, turn_signature
 from pipeline.committee import Committee
+from pipeline.context import Exchange
 from pipeline.conversation import Conversation, conversation_from_json
 from pipeline.errors import BlendError, InputError
-from pipeline.plan import TurnPlan, check_run
-from pipeline.policy import PolicyStore
+from pipeline.plan import RunConfig, TurnPlan, check_run
+from pipeline.policy import PolicyStore, check_policy
 from pipeline.records import TurnContext
-from pipeline.shortlist import begin
+from pipeline.shortlist import begin, resume
 
 
 @dataclass(frozen=True)
@@ -172,6 +173,48 @@ class BlendClient:
         )
         turn_signature(TurnPlan(first, config, decision), app=self.app).apply_async()
         return BlendHandle(self, conversation_id, n_turns)
+
+    def resume(self, conversation_id: str) -> BlendHandle:
+        """Send the first unfinished turn of a stored conversation again (after an interruption).
+
+        Turns already stored are kept; the resent turn sees their blended answers.
+        Do not resume a conversation that workers are still running: its turn
+        would run twice (stored once).
+        """
+        with Session(self.engine) as session:
+            row = crud.get_conversation(session=session, conversation_id=conversation_id)
+            if row is None:
+                raise InputError(f"no conversation with id {conversation_id!r}")
+            turns = crud.list_turns(session=session, conversation_id=conversation_id)
+            answers = {
+                r.turn_index: r.answer
+                for r in crud.list_results(session=session, conversation_id=conversation_id)
+            }
+        handle = BlendHandle(self, conversation_id, row.n_turns)
+        missing = [t for t in turns if t.turn_index not in answers]
+        if not missing:
+            return handle
+        first = missing[0].turn_index
+        config = RunConfig(method=row.method, policy=check_policy(row.policy), top_k=row.top_k)
+        decision = resume(
+            self.policy_store,
+            self.committee,
+            config,
+            conversation_id=conversation_id,
+            turn_index=first,
+            n_turns=row.n_turns,
+        )
+        context = TurnContext(
+            conversation_id=conversation_id,
+            turn_index=first,
+            question=turns[first].question,
+            n_turns=row.n_turns,
+            history=tuple(Exchange(t.question, answers[t.turn_index]) for t in turns[:first]),
+            passage=row.passage,
+            enqueued_at=time.time(),
+        )
+        turn_signature(TurnPlan(context, config, decision), app=self.app).apply_async()
+        return handle
 
     def handle(self, conversation_id: str) -> BlendHandle:
         """Re-attach to a conversation submitted earlier (by any client)."""

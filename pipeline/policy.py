@@ -96,26 +96,41 @@ class TurnDecision:
         )
 
 
-def turn_scores(scores: Mapping[str, float], ballots: int, generators: Sequence[str]) -> dict[str, float]:
-    """One ranked turn's contribution to the cumulative rank score of each generator."""
-    return {m: scores.get(m, 0.0) / max(ballots, 1) for m in generators}
+def turn_scores(
+    scores: Mapping[str, float], ballots: int, generators: Sequence[str], *, signed: bool = False
+) -> dict[str, float]:
+    """One ranked turn's contribution to the cumulative rank score of each generator.
+
+    Scores are divided by the number of ballots. ``signed`` scores (pairwise max
+    logits, in [-(n-1), n-1] for n ranked candidates) are first shifted by n-1 so
+    that every contribution is >= 0 and a failed member's 0 is the lowest.
+    """
+    shift = max(len(scores) - 1, 0) if signed else 0
+    return {m: (scores[m] + shift) / max(ballots, 1) if m in scores else 0.0 for m in generators}
 
 
 def add_scores(total: Mapping[str, float], more: Mapping[str, float]) -> dict[str, float]:
     return {m: total.get(m, 0.0) + more.get(m, 0.0) for m in {*total, *more}}
 
 
-def worst_half(committee: Committee, scores: Mapping[str, float]) -> tuple[str, ...]:
+def worst_half(
+    committee: Committee, scores: Mapping[str, float], top_k: int | None = None
+) -> tuple[str, ...]:
     """The bottom floor(N/2) generators by score (unscored count as 0); ties drop the later member."""
     generators = committee.generators
-    keep = max(len(generators) - len(generators) // 2, committee.top_k, 2)
+    keep = max(len(generators) - len(generators) // 2, top_k or committee.top_k, 2)
     order = {m: i for i, m in enumerate(generators)}
     ranked = sorted(generators, key=lambda m: (-scores.get(m, 0.0), order[m]))
     return tuple(ranked[keep:])
 
 
 def start_conversation(
-    policy: Policy, committee: Committee, *, ordinal: int = 0, cycle_scores: Mapping[str, float] | None = None
+    policy: Policy,
+    committee: Committee,
+    *,
+    ordinal: int = 0,
+    cycle_scores: Mapping[str, float] | None = None,
+    top_k: int | None = None,
 ) -> ConversationState:
     """The state of a new conversation; for p3, ``ordinal`` and its cycle's scores so far."""
     if policy != "p3" or ordinal % 3 == 0:
@@ -125,23 +140,33 @@ def start_conversation(
         return ConversationState(
             ordinal=ordinal, note="p3: no rank scores in this cycle yet; everyone answers"
         )
-    excluded = worst_half(committee, cycle_scores)
+    excluded = worst_half(committee, cycle_scores, top_k)
     return ConversationState(
         ordinal=ordinal, excluded=excluded, note="p3: worst half of this cycle's ranking"
     )
 
 
 def decide_turn(
-    policy: Policy, committee: Committee, state: ConversationState, turn_index: int, n_turns: int
+    policy: Policy,
+    committee: Committee,
+    state: ConversationState,
+    turn_index: int,
+    n_turns: int,
+    *,
+    top_k: int | None = None,
 ) -> TurnDecision:
-    """What turn ``turn_index`` (0-based) of an ``n_turns`` conversation does."""
+    """What turn ``turn_index`` (0-based) of an ``n_turns`` conversation does.
+
+    ``top_k``: the run's (default: the committee's).
+    """
+    top_k = top_k or committee.top_k
     everyone = TurnDecision(tuple(committee.generators), tuple(committee.reviewers), "full ranking")
     if policy == "full":
         return everyone
     if policy == "p2":
         if turn_index % 2 == 0:
             return replace(everyone, reason="p2: odd turn, ranked")
-        top = state.last_ranking[: committee.top_k]
+        top = state.last_ranking[:top_k]
         if not top:
             return replace(everyone, reason="p2: even turn, but the previous turn ranked no one; ranked")
         rest = tuple(m for m in committee.generators if m not in top)
@@ -154,7 +179,7 @@ def decide_turn(
         )
     if not state.excluded:
         return replace(everyone, reason=state.note or f"{policy}: no one excluded")
-    return _without(committee, state.excluded, f"{policy}: {state.note or 'bottom half excluded'}")
+    return _without(committee, state.excluded, state.note or f"{policy}: bottom half excluded")
 
 
 def _without(committee: Committee, excluded: Sequence[str], reason: str) -> TurnDecision:
@@ -178,6 +203,7 @@ def after_turn(
     n_turns: int,
     ranking: Sequence[str],
     contribution: Mapping[str, float],
+    top_k: int | None = None,
 ) -> ConversationState:
     """The state after a turn: ``ranking`` best first, ``contribution`` from ``turn_scores``."""
     state = replace(state, last_ranking=tuple(ranking), applied_turns=turn_index + 1)
@@ -185,7 +211,7 @@ def after_turn(
         return state
     state = replace(state, scores=add_scores(state.scores, contribution))
     if policy == "p1" and turn_index + 1 == math.ceil(n_turns / 2) and turn_index + 1 < n_turns:
-        excluded = worst_half(committee, state.scores)
+        excluded = worst_half(committee, state.scores, top_k)
         return replace(
             state, excluded=excluded, note=f"p1: bottom {len(excluded)} after {turn_index + 1} turns"
         )

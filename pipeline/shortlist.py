@@ -53,9 +53,11 @@ def begin(
         )
         ordinal = counted["count"] - 1
         cycle_scores = (store.get(cycle_key(committee.name, run.policy, ordinal)) or {}).get("scores")
-    state = start_conversation(run.policy, committee, ordinal=ordinal, cycle_scores=cycle_scores)
+    state = start_conversation(
+        run.policy, committee, ordinal=ordinal, cycle_scores=cycle_scores, top_k=run.top_k
+    )
     store.update(conversation_key(committee.name, run.policy, conversation_id), lambda _: state.to_json())
-    return _for_method(committee, run, decide_turn(run.policy, committee, state, 0, n_turns))
+    return _for_method(committee, run, decide_turn(run.policy, committee, state, 0, n_turns, top_k=run.top_k))
 
 
 def advance(
@@ -83,7 +85,7 @@ def advance(
         return (
             None if last else _for_method(committee, run, decide_turn("full", committee, nothing, 0, n_turns))
         )
-    contribution = turn_scores(scores, ballots, decision.generators)
+    contribution = turn_scores(scores, ballots, decision.generators, signed=run.method == "pairwise")
     applied: list[ConversationState] = []
 
     def fold(value: dict[str, Any] | None) -> dict[str, Any]:
@@ -99,6 +101,7 @@ def advance(
             n_turns=n_turns,
             ranking=ranking,
             contribution=contribution,
+            top_k=run.top_k,
         )
         applied[:] = [new]
         return new.to_json()
@@ -114,5 +117,32 @@ def advance(
     return (
         None
         if last
-        else _for_method(committee, run, decide_turn(run.policy, committee, state, turn_index + 1, n_turns))
+        else _for_method(
+            committee,
+            run,
+            decide_turn(run.policy, committee, state, turn_index + 1, n_turns, top_k=run.top_k),
+        )
+    )
+
+
+def resume(
+    store: PolicyStore | None,
+    committee: Committee,
+    run: RunConfig,
+    *,
+    conversation_id: str,
+    turn_index: int,
+    n_turns: int,
+) -> TurnDecision:
+    """The decision for a turn that was never run (a replay interrupted before it)."""
+    if run.single is not None:
+        return single_decision(run.single)
+    if _stateless(run):
+        return _for_method(committee, run, decide_turn("full", committee, ConversationState(), 0, n_turns))
+    if store is None:
+        raise InputError(f"policy {run.policy!r} keeps state, but this client has no policy store")
+    value = store.get(conversation_key(committee.name, run.policy, conversation_id)) or {}
+    state = ConversationState.from_json(value)
+    return _for_method(
+        committee, run, decide_turn(run.policy, committee, state, turn_index, n_turns, top_k=run.top_k)
     )

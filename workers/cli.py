@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # models come from local packages only
     args = _parser().parse_args(argv)
     try:
-        return int(args.run(args) or 0)
+        return int(args.command(args) or 0)
     except BlendError as error:
         console.print(f"[bold red]error:[/] {error}")
         return 2
@@ -41,20 +41,30 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--index", type=int, default=0, help="which conversation of the dataset")
     demo.add_argument("--turns", type=int, default=3, help="how many turns to blend (default 3)")
     _run_options(demo)
-    demo.set_defaults(run=_demo)
+    demo.set_defaults(command=_demo)
 
     submit = sub.add_parser("submit", help="blend a conversation from a JSON file")
     submit.add_argument("file", type=Path, help='JSON: {"turns": ["question", ...]} or a list of questions')
     _run_options(submit)
-    submit.set_defaults(run=_submit)
+    submit.set_defaults(command=_submit)
+
+    replay = sub.add_parser("replay", help="replay dataset conversations as queued jobs (resumable)")
+    replay.add_argument(
+        "files", type=Path, nargs="+", help="dataset files: ConvQuestions, CoQA, QuAC, DoQA, JSONL"
+    )
+    replay.add_argument("--run", required=True, help="run name; rerunning it skips stored turns")
+    replay.add_argument("--limit", type=int, default=None, help="conversations per file")
+    replay.add_argument("--concurrency", type=int, default=4, help="conversations in flight at once")
+    _run_options(replay)
+    replay.set_defaults(command=_replay)
 
     show = sub.add_parser("show", help="print a stored conversation")
     show.add_argument("id", help="conversation id printed by submit")
-    show.set_defaults(run=_show)
+    show.set_defaults(command=_show)
 
     db = sub.add_parser("db", help="database schema")
     db.add_argument("action", choices=["upgrade"], help="create or migrate the schema (Alembic)")
-    db.set_defaults(run=_db)
+    db.set_defaults(command=_db)
     return parser
 
 
@@ -121,6 +131,34 @@ def _blend(conversation: Conversation, args: argparse.Namespace, *, preload: boo
             stored = client.fetch(handle.conversation_id).turns[outcome.turn_index]
             print_turn(console, stored)
     return 0
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from workers.embedded import connect
+    from workers.replay import load_all, replay
+
+    conversations = load_all(args.files, args.limit)  # all or nothing, before anything is enqueued
+    settings = Settings()
+    with connect(settings) as client:
+        if settings.embedded:
+            with console.status("loading the committee's models"):
+                client.app.peerblend.preload()  # type: ignore[attr-defined]
+        summary = replay(
+            client,
+            conversations,
+            run=args.run,
+            method=args.method,
+            policy=args.policy,
+            top_k=args.top_k,
+            concurrency=args.concurrency,
+            console=console,
+        )
+    console.print(
+        f"run {args.run}: {summary.submitted} conversations submitted, {summary.resumed} resumed, "
+        f"{summary.skipped} already done, {summary.failed} failed; {summary.turns_done}/{summary.turns_total} "
+        f"turns stored; {summary.seconds:.0f} s"
+    )
+    return 1 if summary.failed else 0
 
 
 def _show(args: argparse.Namespace) -> int:

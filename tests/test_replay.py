@@ -1,0 +1,132 @@
+"""`peerblend replay`: interrupted part-way with Ctrl-C, then rerun: nothing duplicated, nothing missing."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from tests.conftest import scripted_committee
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _dataset(path: Path, conversations: int, turns: int) -> Path:
+    lines = [
+        json.dumps(
+            {
+                "id": f"c{c}",
+                "turns": [{"question": f"c{c} q{t}?", "answers": [f"a{t}"]} for t in range(turns)],
+            }
+        )
+        for c in range(conversations)
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _replay(env: dict[str, str], dataset: Path, *extra: str) -> subprocess.Popen:
+    command = [
+        sys.executable,
+        "-m",
+        "workers.cli",
+        "replay",
+        str(dataset),
+        "--run",
+        "r",
+        "--concurrency",
+        "2",
+        *extra,
+    ]
+    return subprocess.Popen(
+        command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+
+
+def _counts(database: Path) -> dict[str, int]:
+    engine = create_engine(f"sqlite:///{database}")
+    with engine.connect() as connection:
+        counts = {
+            table: connection.execute(text(f"select count(*) from {table}")).scalar_one()
+            for table in ("conversation", "turn_result", "candidate")
+        }
+        duplicates = connection.execute(
+            text(
+                "select count(*) from (select conversation_id, turn_index from turn_result "
+                "group by conversation_id, turn_index having count(*) > 1)"
+            )
+        ).scalar_one()
+    engine.dispose()
+    return {**counts, "duplicates": duplicates}
+
+
+def test_an_interrupted_replay_resumes_without_duplicates(tmp_path):
+    # Given: 6 conversations x 4 turns, members that take 0.15 s per call
+    committee = scripted_committee(
+        3, name="replay", member_options={f"m{i}": {"delay_s": 0.15} for i in range(3)}
+    )
+    (tmp_path / "committee.json").write_text(committee.model_dump_json())
+    dataset = _dataset(tmp_path / "data.jsonl", conversations=6, turns=4)
+    env = {
+        **os.environ,
+        "PEERBLEND_HOME": str(tmp_path / "home"),
+        "PEERBLEND_COMMITTEE_FILE": str(tmp_path / "committee.json"),
+        "COLUMNS": "120",
+    }
+    database = tmp_path / "home" / "peerblend.db"
+
+    # When: the replay is interrupted with Ctrl-C once some turns are stored
+    first = _replay(env, dataset)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if database.exists() and _counts(database)["turn_result"] >= 3:
+            break
+        time.sleep(0.1)
+    first.send_signal(signal.SIGINT)
+    first.communicate(timeout=60)
+    partial = _counts(database)
+    assert 3 <= partial["turn_result"] < 24, "the interruption came too late to test anything"
+
+    # and run again with the same run name
+    second = _replay(env, dataset)
+    out, _ = second.communicate(timeout=120)
+
+    # Then: every turn of every conversation is stored exactly once
+    assert second.returncode == 0, out
+    final = _counts(database)
+    assert final == {"conversation": 6, "turn_result": 24, "candidate": 24 * 3, "duplicates": 0}
+    assert "already done" in out
+
+
+def test_a_malformed_dataset_enqueues_nothing(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id": "ok", "turns": ["q?"]}\n{"id": "broken", "turns": []}\n')
+    env = {**os.environ, "PEERBLEND_HOME": str(tmp_path / "home"), "COLUMNS": "200"}
+    committee = tmp_path / "committee.json"
+    committee.write_text(scripted_committee(2).model_dump_json())
+    env["PEERBLEND_COMMITTEE_FILE"] = str(committee)
+
+    out, _ = _replay(env, bad).communicate(timeout=60)
+
+    assert "bad.jsonl:2" in out
+    assert not (tmp_path / "home" / "peerblend.db").exists()
+
+
+@pytest.mark.parametrize("flag", [["--method", "nope"], ["--policy", "p9"]])
+def test_unknown_method_or_policy_is_refused(tmp_path, flag):
+    dataset = _dataset(tmp_path / "d.jsonl", 1, 1)
+    committee = tmp_path / "committee.json"
+    committee.write_text(scripted_committee(2).model_dump_json())
+    env = {**os.environ, "PEERBLEND_HOME": str(tmp_path / "home"), "PEERBLEND_COMMITTEE_FILE": str(committee)}
+
+    process = _replay(env, dataset, *flag)
+    out, _ = process.communicate(timeout=60)
+
+    assert process.returncode == 2 and "unknown" in out

@@ -1,0 +1,142 @@
+"""Replaying datasets as queued jobs: resumable, a bounded number of conversations in flight.
+
+Every conversation of the run is stored with the run's name. Rerunning the same
+run skips finished conversations and resumes unfinished ones at their first
+missing turn; a turn is stored in one transaction, so an interruption leaves
+whole turns or nothing.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from sqlmodel import Session
+
+from db import crud
+from pipeline.canvas import final_task_id
+from pipeline.client import BlendClient, BlendHandle
+from pipeline.conversation import Conversation
+from pipeline.datasets import load_conversations
+from pipeline.errors import InputError
+from pipeline.plan import check_run
+
+
+@dataclass
+class ReplaySummary:
+    submitted: int = 0
+    resumed: int = 0
+    skipped: int = 0  # finished before this replay started
+    failed: int = 0
+    turns_done: int = 0
+    turns_total: int = 0
+    seconds: float = 0.0
+
+
+@dataclass
+class _InFlight:
+    handle: BlendHandle
+    next_turn: int
+
+
+def load_all(files: Sequence[Path], limit: int | None) -> list[Conversation]:
+    """Every file's conversations, or a DatasetError before anything is enqueued."""
+    return [c for path in files for c in load_conversations(path, limit=limit)]
+
+
+def replay(
+    client: BlendClient,
+    conversations: Sequence[Conversation],
+    *,
+    run: str,
+    method: str,
+    policy: str,
+    top_k: int | None,
+    concurrency: int,
+    console: Console,
+) -> ReplaySummary:
+    config = check_run(client.committee, method=method, policy=policy, top_k=top_k)
+    summary = ReplaySummary(turns_total=sum(len(c.questions) for c in conversations))
+    with Session(client.engine) as session:
+        stored = crud.run_conversations(session=session, run=run)
+        done_turns = {c.id: len(crud.list_results(session=session, conversation_id=c.id)) for c in stored}
+    for row in stored:
+        if (row.method, row.policy, row.top_k) != (config.method, config.policy, config.top_k):
+            raise InputError(
+                f"run {run!r} was made with method {row.method}, policy {row.policy}, top_k {row.top_k}; "
+                "use another run name for other settings"
+            )
+    by_key = {(row.source, row.external_id): row for row in stored}
+    pending: list[Conversation | str] = []  # new conversations, or ids of unfinished stored ones
+    for conversation in conversations:
+        row = by_key.get((conversation.source, conversation.id))
+        if row is None:
+            pending.append(conversation)
+        elif done_turns[row.id] < row.n_turns:
+            pending.append(row.id)
+        else:
+            summary.skipped += 1
+        summary.turns_done += 0 if row is None else done_turns[row.id]
+    started = time.monotonic()
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("turns"),
+        TextColumn("{task.fields[rate]:.2f}/s"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console) as progress:
+        bar = progress.add_task(
+            f"replay {run}", total=summary.turns_total, completed=summary.turns_done, rate=0.0
+        )
+        in_flight: list[_InFlight] = []
+        fresh = 0
+        while pending or in_flight:
+            while pending and len(in_flight) < concurrency:
+                item = pending.pop(0)
+                if isinstance(item, str):
+                    handle = client.resume(item)
+                    summary.resumed += 1
+                    first = done_turns[item]
+                else:
+                    handle = client.submit(
+                        item, method=config.method, policy=config.policy, top_k=config.top_k, run=run
+                    )
+                    summary.submitted += 1
+                    first = 0
+                in_flight.append(_InFlight(handle, first))
+            finished = _poll(client, in_flight, summary)
+            fresh += finished
+            if finished:
+                summary.turns_done += finished
+                elapsed = max(time.monotonic() - started, 1e-9)
+                progress.update(bar, completed=summary.turns_done, rate=fresh / elapsed)
+            else:
+                time.sleep(0.05)
+    summary.seconds = time.monotonic() - started
+    return summary
+
+
+def _poll(client: BlendClient, in_flight: list[_InFlight], summary: ReplaySummary) -> int:
+    """Advance every conversation whose next turn has finished; the number of turns that did."""
+    finished = 0
+    for item in list(in_flight):
+        conversation_id = item.handle.conversation_id
+        while item.next_turn < item.handle.n_turns:
+            result = client.app.AsyncResult(final_task_id(conversation_id, item.next_turn))
+            if not result.ready():
+                break
+            if result.failed():
+                summary.failed += 1
+                in_flight.remove(item)
+                break
+            item.next_turn += 1
+            finished += 1
+        else:
+            in_flight.remove(item)
+    return finished
