@@ -54,9 +54,27 @@ def _parser() -> argparse.ArgumentParser:
     )
     replay.add_argument("--run", required=True, help="run name; rerunning it skips stored turns")
     replay.add_argument("--limit", type=int, default=None, help="conversations per file")
+    replay.add_argument("--stride", type=int, default=1, help="take every n-th conversation of each file")
     replay.add_argument("--concurrency", type=int, default=4, help="conversations in flight at once")
     _run_options(replay)
     replay.set_defaults(command=_replay)
+
+    report = sub.add_parser("report", help="quality and latency tables and the trade-off plot of replay runs")
+    report.add_argument("runs", nargs="*", help="run names (default: every run in the database)")
+    report.add_argument(
+        "--out", type=Path, default=Path("docs/results"), help="folder for results.md/.csv/.png"
+    )
+    report.add_argument(
+        "--encoder", default=None, help="BERTScore encoder (default: the packaged all-MiniLM-L6-v2)"
+    )
+    report.add_argument(
+        "--layers", type=int, default=None, help="encoder layer to use (needed for a local path)"
+    )
+    report.add_argument("--device", default="cpu", help="device for the encoder")
+    report.add_argument(
+        "--note", action="append", default=[], help="a line for the report's notes (repeatable)"
+    )
+    report.set_defaults(command=_report)
 
     show = sub.add_parser("show", help="print a stored conversation")
     show.add_argument("id", help="conversation id printed by submit")
@@ -137,7 +155,9 @@ def _replay(args: argparse.Namespace) -> int:
     from workers.embedded import connect
     from workers.replay import load_all, replay
 
-    conversations = load_all(args.files, args.limit)  # all or nothing, before anything is enqueued
+    conversations = load_all(
+        args.files, args.limit, args.stride
+    )  # all or nothing, before anything is enqueued
     settings = Settings()
     with connect(settings) as client:
         if settings.embedded:
@@ -159,6 +179,47 @@ def _replay(args: argparse.Namespace) -> int:
         f"turns stored; {summary.seconds:.0f} s"
     )
     return 1 if summary.failed else 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from sqlmodel import Session
+
+    from db import crud
+    from db.engine import get_engine
+    from pipeline.datasets import CANNOTANSWER
+    from pipeline.report import build_report
+    from workers.plot import plot_tradeoff
+    from workers.scoring import BertScorer
+
+    settings = Settings()
+    with Session(get_engine(settings.database)) as session:
+        known = crud.list_runs(session=session)
+        runs = args.runs or known
+        unknown = sorted(set(runs) - set(known))
+        if unknown:
+            raise InputError(f"no run named {', '.join(unknown)}; stored runs: {', '.join(known) or 'none'}")
+        rows = crud.run_turns(session=session, runs=runs)
+    if not rows:
+        raise InputError(f"runs {', '.join(runs)} have no finished turns yet")
+    unanswerable = 0
+    for row in rows:  # "no answer in the passage" is not a text to compare answers with
+        if row["gold"] == [CANNOTANSWER]:
+            row["gold"], unanswerable = [], unanswerable + 1
+    notes = [*args.note]
+    if unanswerable:
+        notes.append(
+            f"{unanswerable} answers to questions whose gold is CANNOTANSWER are not scored for quality."
+        )
+    with console.status("scoring answers with BERTScore"):
+        scorer = BertScorer(args.encoder, args.layers, device=args.device)
+        report = build_report(rows, scorer, encoder_name=scorer.name, notes=notes)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "results.md").write_text(report.markdown)
+    (args.out / "results.csv").write_text(report.csv)
+    plot_tradeoff(report.points, args.out / "tradeoff.png", "peerblend: time vs quality per method")
+    console.print(report.markdown)
+    console.print(f"written: {args.out / 'results.md'}, results.csv, tradeoff.png")
+    return 0
 
 
 def _show(args: argparse.Namespace) -> int:

@@ -43,9 +43,16 @@ class _InFlight:
     next_turn: int
 
 
-def load_all(files: Sequence[Path], limit: int | None) -> list[Conversation]:
-    """Every file's conversations, or a DatasetError before anything is enqueued."""
-    return [c for path in files for c in load_conversations(path, limit=limit)]
+def load_all(files: Sequence[Path], limit: int | None, stride: int = 1) -> list[Conversation]:
+    """Every ``stride``-th conversation of each file, at most ``limit`` per file.
+
+    All files load (or raise DatasetError) before anything is enqueued.
+    """
+    if stride < 1:
+        raise InputError(f"--stride must be at least 1, got {stride}")
+    if stride == 1:
+        return [c for path in files for c in load_conversations(path, limit=limit)]
+    return [c for path in files for c in load_conversations(path)[::stride][:limit]]
 
 
 def replay(

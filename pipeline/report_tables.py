@@ -1,0 +1,149 @@
+"""Rendering the report's cells as Markdown (for people) and long-format CSV (for tools)."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
+
+from pipeline.report_stats import ALL, Cell
+
+if TYPE_CHECKING:
+    from pipeline.report import Comparison
+
+Cells = Mapping[str, Mapping[tuple[str, str], Cell]]  # metric -> (label, dataset) -> cell
+
+F1 = "bertscore_f1x100"  # BERTScore F1 x 100 against the gold answers
+CONTAINS = "contains_gold_pct"  # % of answers that contain a gold answer
+SECONDS = "seconds_per_question"  # timings["total_s"]: from sending the question to the stored answer
+CALLS = "model_calls_per_question"  # timings["model_calls"]: generations + reviews
+# metric -> (section heading, cell format), in the order the tables appear
+_TABLES = {
+    F1: ("Quality: BERTScore F1 × 100", "{:.1f}"),
+    CONTAINS: ("Gold answer contained in the answer (%)", "{:.1f}"),
+    SECONDS: ("Time per question (s)", "{:.2f}"),
+    CALLS: ("Model calls per question", "{:.1f}"),
+}
+METRICS = tuple(_TABLES)
+CSV_COLUMNS = ("method", "dataset", "metric", "value", "n_conversations", "n_questions")
+
+
+def render_markdown(
+    *,
+    title: str,
+    encoder_name: str,
+    notes: Sequence[str],
+    order: Sequence[str],
+    datasets: Sequence[str],
+    cells: Cells,
+    comparisons: Sequence[Comparison],
+    report_notes: Sequence[str],
+) -> str:
+    lines = [f"# {title}", "", *_header(encoder_name), *(f"- {note}" for note in notes), ""]
+    partial = False
+    for metric, (heading, fmt) in _TABLES.items():
+        rows = [label for label in order if (label, ALL) in cells[metric]]
+        if rows:
+            table, starred = _table(cells[metric], rows, datasets, fmt)
+            partial = partial or starred
+            lines += [f"## {heading}", "", *table, ""]
+    lines += ["## Coverage (conversations / questions scored)", ""]
+    lines += _coverage(cells[F1], order, datasets)
+    lines += ["", *_comparisons(comparisons)]
+    footnotes = list(report_notes)
+    if partial:
+        footnotes.append("`*`: the method did not run on every dataset; its `all` averages fewer columns.")
+    if footnotes:
+        lines += ["## Notes", "", *(f"- {note}" for note in footnotes), ""]
+    return "\n".join(lines)
+
+
+def _header(encoder_name: str) -> list[str]:
+    return [
+        f"- Quality: BERTScore F1 × 100 of each answer against the question's gold answers "
+        f"(the best over its golds); encoder `{encoder_name}`. Raw F1, no baseline rescaling: "
+        f"compare rows with each other, not with numbers from another encoder.",
+        "- Averages: per conversation first, then over the conversations of a dataset; "
+        "`all` is the mean of the dataset columns.",
+        '- "Gold contained": the answer holds a gold answer as whole words (case, punctuation '
+        "and articles ignored). Time: from sending a question to its stored answer.",
+        "- BERTScore rewards answer style: short golds (ConvQuestions entity names) favour terse answers.",
+    ]
+
+
+def _table(
+    cells: Mapping[tuple[str, str], Cell], rows: Sequence[str], datasets: Sequence[str], fmt: str
+) -> tuple[list[str], bool]:
+    lines = [_row(["method", *datasets, ALL]), _row(["---", *("---:" for _ in (*datasets, ALL))])]
+    starred = False
+    for label in rows:
+        values = [fmt.format(cells[(label, d)].value) if (label, d) in cells else "—" for d in datasets]
+        star = "*" if any((label, d) not in cells for d in datasets) else ""
+        starred = starred or bool(star)
+        lines.append(_row([label, *values, fmt.format(cells[(label, ALL)].value) + star]))
+    return lines, starred
+
+
+def _coverage(
+    cells: Mapping[tuple[str, str], Cell], order: Sequence[str], datasets: Sequence[str]
+) -> list[str]:
+    lines = [_row(["method", *datasets, ALL]), _row(["---", *("---:" for _ in (*datasets, ALL))])]
+    for label in order:
+        counts = [
+            f"{cells[(label, d)].n_conversations} / {cells[(label, d)].n_questions}"
+            if (label, d) in cells
+            else "—"
+            for d in (*datasets, ALL)
+        ]
+        lines.append(_row([label, *counts]))
+    return lines
+
+
+def _comparisons(comparisons: Sequence[Comparison]) -> list[str]:
+    if not comparisons:
+        return []
+    lines = [
+        "## Comparisons",
+        "",
+        "Paired on the questions both methods answered (same dataset conversation and turn); "
+        "Δ = method − baseline in F1 × 100, per conversation then over conversations; 95 % CI from "
+        "a seeded bootstrap over conversations. Speed-up = baseline time / method time (cell means).",
+    ]
+    sections = dict.fromkeys(c.section for c in comparisons)
+    for section in sections:
+        lines += ["", f"### {section}", ""]
+        lines.append(
+            _row(["dataset", "method", "baseline", "Δ F1×100", "95 % CI", "speed-up", "conv. / questions"])
+        )
+        lines.append(_row(["---", "---", "---", "---:", "---:", "---:", "---:"]))
+        lines += [_comparison_row(c) for c in comparisons if c.section == section]
+    return [*lines, ""]
+
+
+def _comparison_row(c: Comparison) -> str:
+    q = c.quality
+    ci = "—" if q.n_conversations < 2 else f"[{q.low:+.1f}, {q.high:+.1f}]"  # one cluster: no interval
+    speedup = "—" if c.speedup is None else f"{c.speedup:.2f}×"
+    counts = f"{q.n_conversations} / {q.n_questions}"
+    return _row([c.dataset, c.method, c.baseline, f"{q.mean:+.1f}", ci, speedup, counts])
+
+
+def _row(cells: Sequence[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
+def render_csv(cells: Cells, order: Sequence[str], datasets: Sequence[str]) -> str:
+    """One line per (method, dataset, metric); values in the metric's unit, unrounded."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for label in order:
+        for dataset in (*datasets, ALL):
+            for metric in _TABLES:
+                cell = cells[metric].get((label, dataset))
+                if cell is not None:
+                    writer.writerow(
+                        [label, dataset, metric, f"{cell.value:.6g}", cell.n_conversations, cell.n_questions]
+                    )
+    return out.getvalue()
