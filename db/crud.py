@@ -130,6 +130,12 @@ def run_turns(*, session: Session, runs: Sequence[str]) -> list[dict[str, Any]]:
     for c in session.exec(select(Candidate).where(col(Candidate.conversation_id).in_(ids))):
         if c.error is None and c.text.strip():
             texts.setdefault((c.conversation_id, c.turn_index), {})[c.member] = c.text
+    ballots: dict[tuple[str, int], dict[str, list[str]]] = {}
+    for review in session.exec(select(Review).where(col(Review.conversation_id).in_(ids))):
+        if review.ranking:
+            ballots.setdefault((review.conversation_id, review.turn_index), {})[review.reviewer] = list(
+                review.ranking
+            )
     rows = []
     results = session.exec(select(TurnResult).where(col(TurnResult.conversation_id).in_(ids)))
     for r in sorted(results, key=lambda r: (r.conversation_id, r.turn_index)):
@@ -148,6 +154,7 @@ def run_turns(*, session: Session, runs: Sequence[str]) -> list[dict[str, Any]]:
                 "answer": r.answer,
                 "chosen": r.chosen,
                 "candidates": texts.get(key, {}),
+                "ballots": ballots.get(key, {}),
                 "timings": dict(r.timings),
             }
         )

@@ -78,6 +78,9 @@ class Committee(BaseModel):
     pairwise_judge: str | None = None  # member judging pairs for method "pairwise" (default: first reviewer)
     top_k: int = Field(default=1, ge=1)  # candidates given to the aggregator
     exclude_self_votes: bool = False
+    # Borda weights per reviewer: "uniform"; "online" (agreement with the other reviewers so
+    # far); "calibrated" (fitted on gold answers by `peerblend calibrate`). See pipeline/weights.py.
+    reviewer_weights: Literal["uniform", "online", "calibrated"] = "uniform"
     context_budget_tokens: int = Field(default=512, ge=0)  # earlier turns, estimated tokens
     passage_budget_tokens: int = Field(default=768, ge=0)  # grounding passage, estimated tokens
 

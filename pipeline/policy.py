@@ -238,3 +238,13 @@ def counter_key(committee: str, policy: str) -> str:
 
 def cycle_key(committee: str, policy: str, ordinal: int) -> str:
     return f"{committee}:{policy}:cycle:{ordinal // 3}"
+
+
+def trust_key(committee: str) -> str:
+    """Online trust statistics of a committee's reviewers."""
+    return f"{committee}:trust"
+
+
+def calibration_key(committee: str) -> str:
+    """Calibrated reviewer weights of a committee, written by `peerblend calibrate`."""
+    return f"{committee}:calibrated"

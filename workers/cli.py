@@ -76,6 +76,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     report.set_defaults(command=_report)
 
+    calibrate = sub.add_parser("calibrate", help="fit reviewer weights on a run's gold answers (BERTScore)")
+    calibrate.add_argument("run", help="a peer-blend run with gold answers (a calibration split)")
+    calibrate.set_defaults(command=_calibrate)
+
     show = sub.add_parser("show", help="print a stored conversation")
     show.add_argument("id", help="conversation id printed by submit")
     show.set_defaults(command=_show)
@@ -219,6 +223,50 @@ def _report(args: argparse.Namespace) -> int:
     plot_tradeoff(report.points, args.out / "tradeoff.png", "peerblend: time vs quality per method")
     console.print(report.markdown)
     console.print(f"written: {args.out / 'results.md'}, results.csv, tradeoff.png")
+    return 0
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    from sqlmodel import Session
+
+    from db import crud
+    from db.engine import get_engine
+    from pipeline.borda import Ballot
+    from pipeline.datasets import CANNOTANSWER
+    from pipeline.policy import calibration_key
+    from pipeline.weights import calibrate
+    from workers.runtime import Runtime, committee_from_settings
+    from workers.scoring import BertScorer
+
+    settings = Settings()
+    committee = committee_from_settings(settings)
+    with Session(get_engine(settings.database)) as session:
+        rows = crud.run_turns(session=session, runs=[args.run])
+    rows = [
+        r
+        for r in rows
+        if r["gold"] and r["gold"] != [CANNOTANSWER] and r["ballots"] and len(r["candidates"]) > 2
+    ]
+    if not rows:
+        raise InputError(f"run {args.run!r} has no reviewed turns with gold answers and 3+ candidates")
+    scorer = BertScorer()
+    texts = [(t, r["gold"]) for r in rows for t in r["candidates"].values()]
+    with console.status(f"scoring {len(texts)} candidates"):
+        values = iter(scorer([t for t, _ in texts], [g for _, g in texts]))
+    turns = [
+        (
+            [Ballot(rv, tuple(rk)) for rv, rk in r["ballots"].items()],
+            {m: next(values) for m in r["candidates"]},
+        )
+        for r in rows
+    ]
+    weights = calibrate(turns)
+    Runtime(settings, committee).policy_store.update(calibration_key(committee.name), lambda _: weights)
+    console.print(
+        f"calibrated weights of committee {committee.name} from {len(rows)} turns of run {args.run}:"
+    )
+    for reviewer, weight in sorted(weights.items()):
+        console.print(f"  {reviewer}: {weight:.3f}")
     return 0
 
 

@@ -15,6 +15,7 @@ from pipeline.policy import PolicyStore
 from pipeline.prompt import Backend
 from pipeline.settings import Settings
 from workers.backends.base import BackendSpec, create_backend
+from workers.batching import BatchingBackend
 from workers.policy_store import RedisPolicyStore, SqlPolicyStore
 
 if TYPE_CHECKING:
@@ -42,9 +43,13 @@ class Runtime:
     def backend(self, member: Member) -> Backend:
         """The member's backend, built on first use and then kept resident."""
         options = {"cache_dir": str(self.settings.models_dir), **member.options}
+        batch_max, window_ms = self.settings.batch_max, self.settings.batch_window_ms
+        batching = (batch_max, window_ms) if batch_max > 1 else None  # part of the key: tests vary it
         spec = BackendSpec(model=member.model, device=member.device, dtype=member.dtype, options=options)
         key = json.dumps(
-            [member.backend, spec.model, spec.device, spec.dtype, options], sort_keys=True, default=str
+            [member.backend, spec.model, spec.device, spec.dtype, options, batching],
+            sort_keys=True,
+            default=str,
         )
         backend = _backends.get(key)
         if backend is not None:
@@ -52,6 +57,7 @@ class Runtime:
         with _backends_lock:  # one load per model, even when several threads ask at once
             backend = _backends.get(key)
             if backend is None:
+                _set_torch_threads(self.settings.torch_threads)
                 log.info(
                     "loading %s backend for %s (%s on %s)",
                     member.backend,
@@ -59,7 +65,10 @@ class Runtime:
                     member.model,
                     member.device,
                 )
-                backend = _backends[key] = create_backend(member.backend, spec)
+                backend = create_backend(member.backend, spec)
+                if batching is not None:  # one batcher per model, shared by its members' tasks
+                    backend = BatchingBackend(backend, max_batch=batch_max, window_s=window_ms / 1000)
+                _backends[key] = backend
         return backend
 
     def preload(self, queues: set[str] | None = None) -> list[str]:
@@ -71,6 +80,16 @@ class Runtime:
                 self.backend(member)
                 loaded.append(member.name)
         return loaded
+
+
+def _set_torch_threads(threads: int | None) -> None:
+    """Apply PEERBLEND_TORCH_THREADS (process-wide) before a model first runs."""
+    if threads is None:
+        return
+    import torch  # only where a model is loaded: clients never import torch
+
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
 
 
 def committee_from_settings(settings: Settings) -> Committee:

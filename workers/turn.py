@@ -16,14 +16,16 @@ from db import crud
 from db.engine import get_engine
 from db.models import Candidate, Review, TurnResultBase
 from pipeline.aggregate import Decision, decide, decide_pairwise, top_k_texts
+from pipeline.borda import Ballot
 from pipeline.canvas import turn_signature
 from pipeline.context import Exchange
 from pipeline.pairwise import Judgement
 from pipeline.plan import RunConfig, TurnPlan
-from pipeline.policy import TurnDecision
+from pipeline.policy import TurnDecision, calibration_key, trust_key
 from pipeline.records import CandidateRecord, ReviewRecord, TurnContext
 from pipeline.shortlist import advance
 from pipeline.stages import fuse
+from pipeline.weights import add_agreement, consensus_agreement, trust_weights
 from workers.runtime import Runtime, runtime_of
 
 log = logging.getLogger(__name__)
@@ -45,10 +47,17 @@ def finish_turn(
         *decision.preference,
         *(m.name for m in runtime.committee.members if m.name not in decision.preference),
     ]
+    weights, weights_note = _reviewer_weights(runtime, reviews)
     if run.method == "pairwise" and decision.ranked:
         ranked = decide_pairwise(candidates, judgements, committee_order=order)
     else:
-        ranked = decide(candidates, reviews, committee_order=order, exclude_self=committee.exclude_self_votes)
+        ranked = decide(
+            candidates,
+            reviews,
+            committee_order=order,
+            weights=weights,
+            exclude_self=committee.exclude_self_votes,
+        )
     ranked_at = time.time()
     answer, chosen, status, fusion_error = _select_or_fuse(runtime, context, candidates, ranked, run)
     result = TurnResultBase(
@@ -69,6 +78,8 @@ def finish_turn(
             "ballots": ranked.ballots_used,
             "ranking_status": ranked.status,
             "fusion_error": fusion_error,
+            "weights": weights or {},
+            "weights_note": weights_note,
         },
     )
     reviewer_rows = _review_rows(context, reviews) + _judgement_rows(context, judgements)
@@ -83,6 +94,8 @@ def finish_turn(
             log.info(
                 "turn %s/%s was stored before; not written again", context.conversation_id, context.turn_index
             )
+        elif committee.reviewer_weights == "online" and reviews:
+            _learn_trust(runtime, reviews, ranked.ranking)
         following = advance(
             runtime.policy_store,
             committee,
@@ -98,6 +111,33 @@ def finish_turn(
         if following is not None:
             _send_next_turn(app, session, context, stored.answer, following, run=run, created=created)
     return _outcome(stored)
+
+
+def _reviewer_weights(
+    runtime: Runtime, reviews: Sequence[ReviewRecord]
+) -> tuple[dict[str, float] | None, str]:
+    """The Borda weight of each reviewer this turn (None: uniform), and how they were chosen."""
+    committee = runtime.committee
+    if committee.reviewer_weights == "uniform" or not reviews:
+        return None, "uniform"
+    store = runtime.policy_store
+    if committee.reviewer_weights == "online":
+        stats = store.get(trust_key(committee.name)) or {}
+        return trust_weights(stats, [r.reviewer for r in reviews]), "online trust"
+    calibrated = store.get(calibration_key(committee.name))
+    if not calibrated:
+        return None, "calibrated weights requested but none stored (run `peerblend calibrate`): uniform"
+    return {r.reviewer: float(calibrated.get(r.reviewer, 0.0)) for r in reviews}, "calibrated trust"
+
+
+def _learn_trust(runtime: Runtime, reviews: Sequence[ReviewRecord], pool: Sequence[str]) -> None:
+    """Fold this turn's agreement of each reviewer with the others into the committee's trust."""
+    ballots = [Ballot(r.reviewer, r.ranking) for r in reviews if r.ranking]
+    agreement = consensus_agreement(ballots, list(pool))
+    if agreement:
+        runtime.policy_store.update(
+            trust_key(runtime.committee.name), lambda v: add_agreement(v or {}, agreement)
+        )
 
 
 def _select_or_fuse(

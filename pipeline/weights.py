@@ -1,0 +1,101 @@
+"""Reviewer weights for the Borda count: online trust and calibrated trust.
+
+- Online trust: a reviewer's weight is its mean agreement with the others so far
+  (Spearman correlation between its ballot and the leave-one-out Borda consensus
+  of the other reviewers), shrunk towards 1 by a prior of one pseudo-turn and
+  floored at 0. Needs no gold answers.
+- Calibrated trust: a reviewer's weight is its mean Spearman correlation with the
+  candidates' true quality (e.g. BERTScore against gold) on a calibration split,
+  floored at 0; if every reviewer is at 0, weights fall back to uniform.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+
+from pipeline.borda import Ballot, borda_scores
+
+
+def _ranks(values: Sequence[float]) -> list[float]:
+    """Average ranks (1 = smallest), ties sharing their mean rank."""
+    order = sorted(range(len(values)), key=lambda i: values[i])
+    ranks = [0.0] * len(values)
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
+            j += 1
+        for k in range(i, j + 1):
+            ranks[order[k]] = (i + j) / 2 + 1
+        i = j + 1
+    return ranks
+
+
+def spearman(xs: Sequence[float], ys: Sequence[float]) -> float | None:
+    """Spearman's rank correlation; None when undefined (fewer than 3 items or a constant side)."""
+    if len(xs) != len(ys) or len(xs) < 3:
+        return None
+    rx, ry = _ranks(xs), _ranks(ys)
+    mx, my = sum(rx) / len(rx), sum(ry) / len(ry)
+    cov = sum((a - mx) * (b - my) for a, b in zip(rx, ry, strict=True))
+    vx = sum((a - mx) ** 2 for a in rx)
+    vy = sum((b - my) ** 2 for b in ry)
+    if vx == 0 or vy == 0:
+        return None
+    return cov / (vx * vy) ** 0.5
+
+
+def ballot_correlation(ranking: Sequence[str], values: Mapping[str, float]) -> float | None:
+    """How well a ballot (best first) agrees with ``values`` (higher is better) on the members it ranked."""
+    ranked = [m for m in ranking if m in values]
+    return spearman([-float(i) for i in range(len(ranked))], [values[m] for m in ranked])
+
+
+def consensus_agreement(ballots: Sequence[Ballot], candidates: Sequence[str]) -> dict[str, float]:
+    """Each reviewer's agreement with the Borda consensus of the *other* reviewers."""
+    agreement = {}
+    for ballot in ballots:
+        others = [b for b in ballots if b.reviewer != ballot.reviewer]
+        if not others:
+            continue
+        value = ballot_correlation(ballot.ranking, borda_scores(others, candidates))
+        if value is not None:
+            agreement[ballot.reviewer] = value
+    return agreement
+
+
+def trust_weights(
+    stats: Mapping[str, Sequence[float]], reviewers: Iterable[str], prior: float = 1.0
+) -> dict[str, float]:
+    """Weights from accumulated [sum of agreements, count] per reviewer: (sum + prior) / (count + prior), >= 0."""
+    weights = {}
+    for reviewer in reviewers:
+        total, count = stats.get(reviewer, (0.0, 0.0))
+        weights[reviewer] = max(0.0, (total + prior) / (count + prior))
+    return weights
+
+
+def add_agreement(
+    stats: Mapping[str, Sequence[float]], agreement: Mapping[str, float]
+) -> dict[str, list[float]]:
+    """Fold one turn's agreements into [sum, count] per reviewer."""
+    merged = {r: [float(v[0]), float(v[1])] for r, v in stats.items()}
+    for reviewer, value in agreement.items():
+        total, count = merged.get(reviewer, [0.0, 0.0])
+        merged[reviewer] = [total + value, count + 1]
+    return merged
+
+
+def calibrate(turns: Iterable[tuple[Sequence[Ballot], Mapping[str, float]]]) -> dict[str, float]:
+    """Calibrated weights from (ballots, true quality per candidate) of gold-annotated turns."""
+    sums: dict[str, list[float]] = {}
+    for ballots, quality in turns:
+        for ballot in ballots:
+            value = ballot_correlation(ballot.ranking, quality)
+            if value is not None:
+                total, count = sums.get(ballot.reviewer, [0.0, 0.0])
+                sums[ballot.reviewer] = [total + value, count + 1]
+    weights = {r: max(0.0, total / count) for r, (total, count) in sums.items() if count}
+    if weights and not any(weights.values()):
+        return dict.fromkeys(weights, 1.0)
+    return weights
