@@ -34,6 +34,7 @@ class Settings(BaseSettings):
     embedded_concurrency: int = Field(default=8, ge=1)  # threads of the in-process worker
     model_cache_dir: Path | None = None  # unset = ~/.cache/peerblend/models (shared by every home)
     torch_threads: int | None = None  # per worker process; unset = torch's default
+    preload_models: bool = True  # a worker loads its queues' models at start (fails fast)
     # Gather concurrent tasks' model calls into batches of up to batch_max items (1 = no
     # batching); a batch waits at most batch_window_ms for company after its first item.
     batch_max: int = Field(default=1, ge=1)

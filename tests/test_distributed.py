@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -90,7 +91,11 @@ def cluster(postgres_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
         )
     app = create_app(settings, committee)
     _wait_until_ready(app, [f"{name}-{tag}@" for name in workers], home)
-    yield BlendClient(app, get_engine(settings.database), committee, policy_store=app.peerblend.policy_store)
+    client = BlendClient(
+        app, get_engine(settings.database), committee, policy_store=app.peerblend.policy_store
+    )
+    client.worker_logs = {name: home / f"{name}.log" for name in workers}  # type: ignore[attr-defined]
+    yield client
     for process, _ in workers.values():
         process.send_signal(signal.SIGTERM)  # warm shutdown: finish running tasks
     for process, log in workers.values():
@@ -161,7 +166,9 @@ def test_p3_state_stays_consistent_with_many_conversations_at_once(cluster: Blen
 
     store = cluster.policy_store
     states = {
-        h.conversation_id: ConversationState.from_json(store.get(conversation_key(committee.name, "p3", h.conversation_id)))
+        h.conversation_id: ConversationState.from_json(
+            store.get(conversation_key(committee.name, "p3", h.conversation_id))
+        )
         for h in handles
     }
     # Then: the counter counted six, each conversation has its own ordinal, every turn was folded in once
@@ -177,8 +184,58 @@ def test_p3_state_stays_consistent_with_many_conversations_at_once(cluster: Blen
         for turn in stored.turns:
             ballots = max(turn.result["decision"]["ballots"], 1)
             for member in turn.result["decision"]["generators"]:
-                expected[member] = expected.get(member, 0.0) + turn.result["scores"].get(member, 0.0) / ballots
+                expected[member] = (
+                    expected.get(member, 0.0) + turn.result["scores"].get(member, 0.0) / ballots
+                )
         cycle = store.get(cycle_key(committee.name, "p3", state.ordinal))["scores"]
         assert cycle == pytest.approx(expected)
     # Conversations that sat members out excluded the always-failing m3.
     assert all("m3" in s.excluded for s in states.values() if s.excluded)
+
+
+def test_each_worker_receives_exactly_its_members_tasks(cluster: BlendClient):
+    cluster.submit(["Routed?", "Still routed?"]).wait(timeout=60)
+
+    # Task names carry the stage and the member (generate[m0], review[m2], ...).
+    received = {
+        name: set(re.findall(r"Task (\w+\[[^\]]+\]|aggregate)\[", path.read_text()))
+        for name, path in cluster.worker_logs.items()
+    }
+    assert received["w1"] == {"generate[m0]", "generate[m1]", "review[m0]", "review[m1]", "aggregate"}
+    assert received["w2"] == {"generate[m2]", "generate[m3]", "review[m2]", "review[m3]"}
+
+
+def test_a_worker_whose_model_cannot_load_fails_at_start(tmp_path):
+    committee = tmp_path / "committee.toml"
+    committee.write_text(
+        'name = "broken"\n'
+        '[[members]]\nname = "ok"\nbackend = "scripted"\nmodel = "x"\n'
+        '[[members]]\nname = "broken"\nbackend = "transformers"\nmodel = "/no/such/model"\nqueue = "broken-q"\n'
+    )
+    env = {
+        **os.environ,
+        "PEERBLEND_BROKER_URL": f"{REDIS_URL}/0",
+        "PEERBLEND_RESULT_BACKEND": f"{REDIS_URL}/1",
+        "PEERBLEND_COMMITTEE_FILE": str(committee),
+        "PEERBLEND_HOME": str(tmp_path),
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "workers.app",
+        "worker",
+        "-Q",
+        "broken-q",
+        "-P",
+        "threads",
+        "--without-gossip",
+        "--without-mingle",
+    ]
+
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+
+    assert done.returncode != 0
+    assert "cannot load the models for queues ['broken-q']" in done.stderr + done.stdout
+    assert "/no/such/model" in done.stderr + done.stdout

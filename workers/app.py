@@ -7,16 +7,19 @@ runs with an in-process worker.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_process_init
+from celery.signals import worker_init, worker_process_init
 
 from db.engine import reset_engines
 from pipeline.canvas import task_member
 from pipeline.committee import Committee
 from pipeline.settings import Settings
 from workers.runtime import Runtime, committee_from_settings
+
+log = logging.getLogger(__name__)
 
 
 def create_app(settings: Settings, committee: Committee) -> Celery:
@@ -66,6 +69,30 @@ def _router(committee: Committee, default_queue: str) -> Any:
         return {"queue": default_queue if member is None else committee.member(member).queue}
 
     return route
+
+
+@worker_init.connect
+def _preload_models(sender: Any = None, **_: Any) -> None:
+    """Load the models of the queues this worker consumes before it takes a task.
+
+    A model that cannot load (bad path, out of memory) stops the worker here with
+    a clear message instead of failing its first tasks. Runs in the worker's main
+    process: with the threads or solo pool (one model per GPU) the tasks run there;
+    a prefork pool forks after this, so its children share the loaded CPU weights.
+    """
+    app = getattr(sender, "app", None)
+    runtime = getattr(app, "peerblend", None)
+    if runtime is None or not runtime.settings.preload_models:
+        return
+    consumed = app.amqp.queues.consume_from  # type: ignore[union-attr]
+    queues = set(consumed) if consumed else None
+    try:
+        loaded = runtime.preload(queues)
+    except Exception as error:
+        message = f"peerblend: cannot load the models for queues {sorted(queues or [])}: {error}"
+        log.critical(message)
+        raise SystemExit(message) from error
+    log.info("peerblend: models ready for %s", ", ".join(loaded) or "no member (control worker)")
 
 
 @worker_process_init.connect

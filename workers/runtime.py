@@ -72,12 +72,15 @@ class Runtime:
         return backend
 
     def preload(self, queues: set[str] | None = None) -> list[str]:
-        """Load the backends of the members served on ``queues`` (all when None) now,
-        so a bad model path fails at start and the first turn is not slowed by it."""
+        """Load (and warm up) the backends of the members served on ``queues`` (all when None),
+        so that a bad model fails at start and the first turn is not slowed by loading."""
         loaded = []
         for member in self.committee.members:
             if queues is None or member.queue in queues:
-                self.backend(member)
+                backend = self.backend(member)
+                warm_up = getattr(backend, "warm_up", None)
+                if warm_up is not None:
+                    warm_up()
                 loaded.append(member.name)
         return loaded
 

@@ -28,7 +28,7 @@ from transformers import (
 )
 
 from pipeline.errors import BackendError, ConfigError
-from pipeline.prompt import Prompt, ScoreRequest, render_transcript
+from pipeline.prompt import Message, Prompt, ScoreRequest, render_transcript
 from workers.backends.base import BackendSpec
 
 logger = logging.getLogger(__name__)
@@ -174,6 +174,10 @@ class TransformersBackend:
         messages = [{"role": m.role, "content": m.content} for m in prompt.messages]
         text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
         return str(text) + prompt.prefill
+
+    def warm_up(self) -> None:
+        """One tiny generation, so the first real request does not pay for lazy initialisation."""
+        self.generate([Prompt((Message("user", "Hello"),), max_new_tokens=1)])
 
     def generate(self, prompts: Sequence[Prompt]) -> list[str]:
         """Greedy continuation of each prompt after its prefill, cut at its first stop."""
