@@ -32,20 +32,29 @@ def _for_method(committee: Committee, run: RunConfig, decision: TurnDecision) ->
     return pairwise_decision(committee, decision) if run.method == "pairwise" else decision
 
 
-def _stateless(run: RunConfig) -> bool:
-    return run.policy == "full" or run.single is not None
+def _fixed(committee: Committee, run: RunConfig, n_turns: int) -> TurnDecision | None:
+    """The decision of a run that keeps no state (single member, or full ranking); else None."""
+    if run.single is not None:
+        return single_decision(run.single)
+    if run.policy == "full":
+        return _for_method(committee, run, decide_turn("full", committee, ConversationState(), 0, n_turns))
+    return None
+
+
+def _required(store: PolicyStore | None, run: RunConfig) -> PolicyStore:
+    if store is None:
+        raise InputError(f"policy {run.policy!r} keeps state, but this client has no policy store")
+    return store
 
 
 def begin(
     store: PolicyStore | None, committee: Committee, run: RunConfig, *, conversation_id: str, n_turns: int
 ) -> TurnDecision:
     """Open a conversation's policy state; the decision for its first turn."""
-    if run.single is not None:
-        return single_decision(run.single)
-    if _stateless(run):
-        return _for_method(committee, run, decide_turn("full", committee, ConversationState(), 0, n_turns))
-    if store is None:
-        raise InputError(f"policy {run.policy!r} keeps state, but this client has no policy store")
+    fixed = _fixed(committee, run, n_turns)
+    if fixed is not None:
+        return fixed
+    store = _required(store, run)
     ordinal, cycle_scores = 0, None
     if run.policy == "p3":
         counted = store.update(
@@ -78,13 +87,10 @@ def advance(
     A redelivered turn (already folded in) changes nothing.
     """
     last = turn_index + 1 >= n_turns
-    if run.single is not None:
-        return None if last else single_decision(run.single)
-    if _stateless(run) or store is None:
-        nothing = ConversationState()
-        return (
-            None if last else _for_method(committee, run, decide_turn("full", committee, nothing, 0, n_turns))
-        )
+    fixed = _fixed(committee, run, n_turns)
+    if fixed is not None:
+        return None if last else fixed
+    store = _required(store, run)
     contribution = turn_scores(scores, ballots, decision.generators, signed=run.method == "pairwise")
     applied: list[ConversationState] = []
 
@@ -135,13 +141,10 @@ def resume(
     n_turns: int,
 ) -> TurnDecision:
     """The decision for a turn that was never run (a replay interrupted before it)."""
-    if run.single is not None:
-        return single_decision(run.single)
-    if _stateless(run):
-        return _for_method(committee, run, decide_turn("full", committee, ConversationState(), 0, n_turns))
-    if store is None:
-        raise InputError(f"policy {run.policy!r} keeps state, but this client has no policy store")
-    value = store.get(conversation_key(committee.name, run.policy, conversation_id)) or {}
+    fixed = _fixed(committee, run, n_turns)
+    if fixed is not None:
+        return fixed
+    value = _required(store, run).get(conversation_key(committee.name, run.policy, conversation_id)) or {}
     state = ConversationState.from_json(value)
     return _for_method(
         committee, run, decide_turn(run.policy, committee, state, turn_index, n_turns, top_k=run.top_k)
