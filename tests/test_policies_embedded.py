@@ -15,18 +15,27 @@ def _committee(**fields):
     options = {f"m{i}": {"scores": SCORES} for i in range(4)}
     members = scripted_committee(4, member_options=options, **fields)
     # every member reviews by likelihood, so ballots are deterministic
-    return members.model_copy(update={"members": tuple(m.model_copy(update={"review_method": "likelihood"})
-                                                      for m in members.members)})
+    return members.model_copy(
+        update={
+            "members": tuple(m.model_copy(update={"review_method": "likelihood"}) for m in members.members)
+        }
+    )
 
 
 def _work_per_turn(questions: list[str]) -> list[tuple[set[str], int]]:
     """(models asked to answer, number of review calls) for each question, from the call log."""
     work = []
     for question in questions:
-        answered = {m for m, kind, p in ScriptedBackend.calls
-                    if kind == "generate" and not p.prefill and p.messages[-1].content == question}
-        reviews = sum(1 for m, kind, payload in ScriptedBackend.calls
-                      if kind == "score" and any(question in text for text in payload))
+        answered = {
+            m
+            for m, kind, p in ScriptedBackend.calls
+            if kind == "generate" and not p.prefill and p.messages[-1].content == question
+        }
+        reviews = sum(
+            1
+            for m, kind, payload in ScriptedBackend.calls
+            if kind == "score" and any(question in text for text in payload)
+        )
         work.append((answered, reviews))
     return work
 
@@ -80,7 +89,9 @@ def test_pairwise_judges_every_ordered_pair(embedded):
 
     (outcome,) = client.submit(["Which is best?"], method="pairwise").wait(timeout=60)
 
-    judged = [payload for m, kind, payload in ScriptedBackend.calls if kind == "score" and payload == [" A", " B"]]
+    judged = [
+        payload for m, kind, payload in ScriptedBackend.calls if kind == "score" and payload == [" A", " B"]
+    ]
     assert len(judged) == 4 * 3  # N(N-1) judgements
     stored = client.fetch(outcome.conversation_id).turns[0]
     (review,) = stored.reviews

@@ -22,7 +22,11 @@ pytestmark = pytest.mark.services
 def store(request, tmp_path):
     if request.param == "redis":
         return RedisPolicyStore(f"{REDIS_URL}/1")
-    url = request.getfixturevalue("postgres_url") if request.param == "postgresql" else f"sqlite:///{tmp_path / 's.db'}"
+    url = (
+        request.getfixturevalue("postgres_url")
+        if request.param == "postgresql"
+        else f"sqlite:///{tmp_path / 's.db'}"
+    )
     upgrade(url)
     return SqlPolicyStore(get_engine(url))
 

@@ -81,13 +81,17 @@ SCORES = {"model0": -0.1, "model1": -0.9, "model2": -0.5}
 
 def _committee(weights: str):
     options = {"m0": {"scores": SCORES}, "m1": {"review_reply": " B > A > C"}, "m2": {"scores": SCORES}}
-    committee = scripted_committee(3, name=f"weights-{weights}", member_options=options, reviewer_weights=weights)
+    committee = scripted_committee(
+        3, name=f"weights-{weights}", member_options=options, reviewer_weights=weights
+    )
     return committee
 
 
 def test_calibrated_weights_are_used_in_the_count(embedded):
     client = embedded(_committee("calibrated"))
-    client.policy_store.update(calibration_key(client.committee.name), lambda _: {"m0": 1.0, "m1": 0.0, "m2": 0.5})
+    client.policy_store.update(
+        calibration_key(client.committee.name), lambda _: {"m0": 1.0, "m1": 0.0, "m2": 0.5}
+    )
 
     (outcome,) = client.submit(["Weighted?"]).wait(timeout=30)
 

@@ -1,0 +1,243 @@
+"""Batching concurrent backend calls: every caller gets exactly its own results.
+
+Unit tests drive ``BatchingBackend`` from many threads over a recording fake
+backend; the integration test blends many conversations at once through an
+embedded deployment with ``batch_max=8``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pipeline.errors import BackendError, ConfigError
+from pipeline.prompt import Message, Prompt, ScoreRequest
+from pipeline.settings import Settings
+from tests.conftest import scripted_committee
+from workers.batching import BatchingBackend
+from workers.runtime import runtime_of
+
+
+class Recorder:
+    """Inner backend: echoes each prompt's last message reversed, scores a continuation
+    "<n>" as -n, and records the size of every call. A prompt "boom" fails its batch."""
+
+    def __init__(self) -> None:
+        self.sizes: dict[str, list[int]] = {"generate": [], "score": []}
+        self.threads: set[str] = set()
+        self._lock = threading.Lock()
+
+    def _record(self, kind: str, size: int) -> None:
+        with self._lock:
+            self.sizes[kind].append(size)
+            self.threads.add(threading.current_thread().name)
+
+    def generate(self, prompts: Sequence[Prompt]) -> list[str]:
+        self._record("generate", len(prompts))
+        if any(p.messages[-1].content == "boom" for p in prompts):
+            raise BackendError("GPU on fire")
+        return [p.messages[-1].content[::-1] for p in prompts]
+
+    def score(self, requests: Sequence[ScoreRequest]) -> list[float]:
+        self._record("score", len(requests))
+        return [-float(r.continuation) for r in requests]
+
+
+def _prompt(text: str) -> Prompt:
+    return Prompt(messages=(Message("user", text),))
+
+
+def _score_request(n: int) -> ScoreRequest:
+    return ScoreRequest(prompt=_prompt("q"), continuation=str(n))
+
+
+def _all_at_once(calls: Sequence[Callable[[], Any]]) -> list[Any]:
+    """Run each call on its own thread, released together; their results (or exceptions) in order."""
+    barrier = threading.Barrier(len(calls))
+
+    def run(call: Callable[[], Any]) -> Any:
+        barrier.wait()
+        try:
+            return call()
+        except Exception as error:  # noqa: BLE001 - returned for the test to inspect
+            return error
+
+    with ThreadPoolExecutor(len(calls)) as pool:
+        return list(pool.map(run, calls))
+
+
+def _generate_calls(batcher: BatchingBackend, sizes: Sequence[int]) -> tuple[list[Any], list[list[str]]]:
+    """One generate call per size, with prompts unique to the caller; (calls, texts asked)."""
+    texts = [[f"caller {i} prompt {j}" for j in range(size)] for i, size in enumerate(sizes)]
+    calls = [lambda t=t: batcher.generate([_prompt(x) for x in t]) for t in texts]
+    return calls, texts
+
+
+def test_thirty_two_concurrent_callers_each_get_their_own_outputs_in_order() -> None:
+    inner = Recorder()
+    batcher = BatchingBackend(inner, max_batch=8, window_s=0.05)
+    sizes = [1 + i % 3 for i in range(32)]
+    calls, texts = _generate_calls(batcher, sizes)
+
+    results = _all_at_once(calls)
+
+    assert results == [[x[::-1] for x in t] for t in texts]
+    assert sum(inner.sizes["generate"]) == sum(sizes)
+    assert max(inner.sizes["generate"]) > 1  # it did batch
+    assert max(inner.sizes["generate"]) <= 8
+    assert inner.threads == {"peerblend-batcher"}  # the inner backend runs on the batch thread only
+    stats = batcher.stats()["generate"]
+    assert (stats.batches, stats.items, stats.largest) == (
+        len(inner.sizes["generate"]),
+        sum(sizes),
+        max(inner.sizes["generate"]),
+    )
+
+
+def test_thirty_two_concurrent_scorers_each_get_their_own_scores_in_order() -> None:
+    inner = Recorder()
+    batcher = BatchingBackend(inner, max_batch=8, window_s=0.05)
+    numbers = [[10 * i + j for j in range(1 + i % 3)] for i in range(32)]
+    calls = [lambda ns=ns: batcher.score([_score_request(n) for n in ns]) for ns in numbers]
+
+    results = _all_at_once(calls)
+
+    assert results == [[-float(n) for n in ns] for ns in numbers]
+    assert 1 < max(inner.sizes["score"]) <= 8
+    assert batcher.stats()["score"].items == sum(len(ns) for ns in numbers)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    sizes=st.lists(st.integers(min_value=1, max_value=5), min_size=1, max_size=12),
+    max_batch=st.integers(min_value=1, max_value=6),
+)
+def test_any_mix_of_call_sizes_gives_each_caller_its_own_outputs(sizes: list[int], max_batch: int) -> None:
+    inner = Recorder()
+    batcher = BatchingBackend(inner, max_batch=max_batch, window_s=0.005)
+    calls, texts = _generate_calls(batcher, sizes)
+
+    results = _all_at_once(calls)
+
+    assert results == [[x[::-1] for x in t] for t in texts]
+    assert max(inner.sizes["generate"]) <= max_batch
+    assert sum(inner.sizes["generate"]) == sum(sizes)
+
+
+def test_generate_and_score_calls_at_once_are_batched_apart() -> None:
+    inner = Recorder()
+    batcher = BatchingBackend(inner, max_batch=4, window_s=0.05)
+    generate_calls, texts = _generate_calls(batcher, [2] * 8)
+    score_calls = [lambda n=n: batcher.score([_score_request(n)]) for n in range(8)]
+
+    # Given generate and score calls interleaved, all released together
+    results = _all_at_once([c for pair in zip(generate_calls, score_calls, strict=True) for c in pair])
+
+    # Then each kind went to its own inner calls (Recorder.score would fail on a prompt's text)
+    assert results[0::2] == [[x[::-1] for x in t] for t in texts]
+    assert results[1::2] == [[-float(n)] for n in range(8)]
+    assert sum(inner.sizes["generate"]) == 16 and sum(inner.sizes["score"]) == 8
+
+
+def test_a_call_larger_than_max_batch_is_split_and_keeps_its_order() -> None:
+    inner = Recorder()
+    batcher = BatchingBackend(inner, max_batch=4, window_s=0.01)
+    texts = [f"prompt {i}" for i in range(10)]
+
+    results = batcher.generate([_prompt(t) for t in texts])
+
+    assert results == [t[::-1] for t in texts]
+    assert len(inner.sizes["generate"]) >= 3 and max(inner.sizes["generate"]) <= 4
+
+
+def test_an_inner_error_reaches_every_caller_of_its_batch_and_the_batcher_goes_on() -> None:
+    inner = Recorder()
+    # A long window: the batch closes only once all four items are in, so they share it.
+    batcher = BatchingBackend(inner, max_batch=4, window_s=5.0)
+    calls = [lambda t=t: batcher.generate([_prompt(t)]) for t in ("a", "boom", "c", "d")]
+
+    results = _all_at_once(calls)
+
+    assert inner.sizes["generate"] == [4]
+    assert all(isinstance(r, BackendError) and "GPU on fire" in str(r) for r in results)
+    # Then the next batch runs as usual
+    assert _all_at_once([lambda t=t: batcher.generate([_prompt(t)]) for t in "wxyz"]) == [
+        ["w"],
+        ["x"],
+        ["y"],
+        ["z"],
+    ]
+    assert batcher.stats()["generate"].batches == 2
+
+
+def test_a_full_batch_does_not_wait_for_the_window() -> None:
+    batcher = BatchingBackend(Recorder(), max_batch=2, window_s=30.0)
+    started = time.monotonic()
+
+    assert _all_at_once([lambda: batcher.generate([_prompt("ab")])] * 2) == [["ba"], ["ba"]]
+    assert time.monotonic() - started < 10.0
+
+
+def test_a_lone_call_runs_when_its_window_closes() -> None:
+    inner = Recorder()
+    batcher = BatchingBackend(inner, max_batch=8, window_s=0.02)
+
+    assert batcher.generate([_prompt("abc")]) == ["cba"]
+    assert batcher.score([]) == [] and batcher.generate([]) == []
+    assert inner.sizes == {"generate": [1], "score": []}
+
+
+def test_max_batch_one_is_no_batching() -> None:
+    inner, direct = Recorder(), Recorder()
+    batcher = BatchingBackend(inner, max_batch=1, window_s=0.05)
+    calls, texts = _generate_calls(batcher, [1, 2, 3, 1, 2, 3])
+
+    results = _all_at_once(calls)
+
+    assert results == [direct.generate([_prompt(x) for x in t]) for t in texts]
+    assert set(inner.sizes["generate"]) == {1}
+    assert batcher.stats()["generate"].largest == 1
+
+
+@pytest.mark.parametrize("max_batch, window_s", [(0, 0.02), (4, -1.0)])
+def test_bad_batching_settings_are_refused(max_batch: int, window_s: float) -> None:
+    with pytest.raises(ConfigError):
+        BatchingBackend(Recorder(), max_batch=max_batch, window_s=window_s)
+
+
+def test_batching_never_mixes_up_answers_of_concurrent_conversations(
+    _deployment: dict[str, Any], tmp_path: Any
+) -> None:
+    from workers.embedded import connect
+
+    # Given: no shared embedded deployment running (one per process: Celery resolves some
+    # signatures through the current app), then our own with batching on
+    if _deployment:
+        _deployment.pop("manager").__exit__(None, None, None)
+        _deployment.clear()
+    committee = scripted_committee(3)
+    conversations = [[f"conversation {c} question {q}?" for q in range(1 + c % 4)] for c in range(12)]
+    config = Settings(home=tmp_path, batch_max=8, batch_window_ms=100, embedded_concurrency=36)
+    with connect(config, committee) as client:
+        # When: twelve conversations of one to four turns run at once
+        handles = [client.submit({"turns": questions}) for questions in conversations]
+        outcomes = [handle.wait(timeout=120) for handle in handles]
+        runtime = runtime_of(client.app)
+        backends = [runtime.backend(member) for member in committee.members]
+
+    # Then: every turn's answer is its chosen member's echo of that turn's own question
+    for questions, turns in zip(conversations, outcomes, strict=True):
+        assert [t.turn_index for t in turns] == list(range(len(questions)))
+        for turn, question in zip(turns, questions, strict=True):
+            assert turn.status == "ok"
+            assert turn.answer == f"model{turn.chosen[1:]}: {question}"
+    assert all(isinstance(b, BatchingBackend) for b in backends)
+    largest = max(s.largest for b in backends if isinstance(b, BatchingBackend) for s in b.stats().values())
+    assert 1 < largest <= 8
