@@ -17,9 +17,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from pipeline.errors import ConfigError
 
-BackendName = Literal["transformers", "scripted", "openai"]
+BackendName = Literal["transformers", "scripted", "openai", "cross-encoder"]
 ReviewMethod = Literal["ranking", "likelihood"]
-Role = Literal["generator", "reviewer", "aggregator"]
+Role = Literal["generator", "reviewer", "aggregator", "judge"]  # judge: pairwise baseline only
 AnswerStyle = Literal["concise", "terse"]
 
 

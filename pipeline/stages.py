@@ -188,16 +188,27 @@ def judge(
     candidates: Sequence[CandidateRecord],
     pair: tuple[str, str],
 ) -> Judgement:
-    """The judge's confidence that ``pair[0]``'s answer beats ``pair[1]``'s (shown first)."""
+    """The judge's confidence that ``pair[0]``'s answer beats ``pair[1]``'s (shown first).
+
+    An LLM judge is scored on answering " A" or " B" to a comparison prompt; a
+    backend with a ``compare`` method (a cross-encoder) is asked directly.
+    """
     first, second = pair
     text_of = {c.member: c.text for c in usable(candidates)}
     base = Judgement(judge_member.name, first, second, candidates=tuple(candidates), finished_at=time.time())
     if first not in text_of or second not in text_of:
         return replace(base, error="a candidate of this pair failed")
     history, passage = _fitted(committee, context)
-    prompt = pairwise_prompt(context.question, history, text_of[first], text_of[second], passage=passage)
+    compare = getattr(backend, "compare", None)  # a cross-encoder judge (workers/backends/cross_encoder.py)
     start = time.perf_counter()
     try:
+        if compare is not None:
+            conversation = "\n".join([*(f"{e.question}\n{e.answer}" for e in history), context.question])
+            p_first = float(compare(conversation, text_of[first], text_of[second]))
+            return replace(
+                base, p_first=p_first, seconds=time.perf_counter() - start, finished_at=time.time()
+            )
+        prompt = pairwise_prompt(context.question, history, text_of[first], text_of[second], passage=passage)
         logprob_a, logprob_b = backend.score([ScoreRequest(prompt, " A"), ScoreRequest(prompt, " B")])
     except Exception as error:  # noqa: BLE001 - an unjudged pair counts for nothing, recorded
         return replace(

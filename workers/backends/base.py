@@ -27,6 +27,7 @@ class BackendSpec:
 _REGISTRY: dict[str, str] = {
     "transformers": "workers.backends.hf:TransformersBackend",
     "scripted": "workers.backends.scripted:ScriptedBackend",
+    "cross-encoder": "workers.backends.cross_encoder:CrossEncoderBackend",
     "openai": "workers.backends.openai:OpenAIBackend",
 }
 
