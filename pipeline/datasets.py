@@ -286,3 +286,8 @@ _LOADERS: dict[DatasetFormat, Callable[[Path, str], Iterator[Conversation]]] = {
     "doqa": partial(_quac, source="doqa"),
     "jsonl": _jsonl,
 }
+
+
+def answerable(gold: list[str] | tuple[str, ...]) -> bool:
+    """Whether gold answers can score an answer: some gold, and not only "no answer in the passage"."""
+    return bool(gold) and list(gold) != [CANNOTANSWER]

@@ -141,9 +141,8 @@ def _blend(conversation: Conversation, args: argparse.Namespace, *, preload: boo
 
     settings = Settings()
     with connect(settings) as client:
-        if preload and settings.embedded:
-            with console.status("loading the committee's models (the first run converts them: ~1 min)"):
-                client.app.peerblend.preload()  # type: ignore[attr-defined]
+        if preload:
+            _preload_if_embedded(client, settings)
         handle = client.submit(conversation, method=args.method, policy=args.policy, top_k=args.top_k)
         console.print(
             f"conversation [bold]{handle.conversation_id}[/] ({handle.n_turns} turns, committee "
@@ -164,9 +163,7 @@ def _replay(args: argparse.Namespace) -> int:
     )  # all or nothing, before anything is enqueued
     settings = Settings()
     with connect(settings) as client:
-        if settings.embedded:
-            with console.status("loading the committee's models"):
-                client.app.peerblend.preload()  # type: ignore[attr-defined]
+        _preload_if_embedded(client, settings)
         summary = replay(
             client,
             conversations,
@@ -190,7 +187,7 @@ def _report(args: argparse.Namespace) -> int:
 
     from db import crud
     from db.engine import get_engine
-    from pipeline.datasets import CANNOTANSWER
+    from pipeline.datasets import answerable
     from pipeline.report import build_report
     from workers.plot import plot_tradeoff
     from workers.scoring import BertScorer
@@ -207,7 +204,7 @@ def _report(args: argparse.Namespace) -> int:
         raise InputError(f"runs {', '.join(runs)} have no finished turns yet")
     unanswerable = 0
     for row in rows:  # "no answer in the passage" is not a text to compare answers with
-        if row["gold"] == [CANNOTANSWER]:
+        if row["gold"] and not answerable(row["gold"]):
             row["gold"], unanswerable = [], unanswerable + 1
     notes = [*args.note]
     if unanswerable:
@@ -232,7 +229,7 @@ def _calibrate(args: argparse.Namespace) -> int:
     from db import crud
     from db.engine import get_engine
     from pipeline.borda import Ballot
-    from pipeline.datasets import CANNOTANSWER
+    from pipeline.datasets import answerable
     from pipeline.policy import calibration_key
     from pipeline.weights import calibrate
     from workers.runtime import Runtime, committee_from_settings
@@ -242,11 +239,7 @@ def _calibrate(args: argparse.Namespace) -> int:
     committee = committee_from_settings(settings)
     with Session(get_engine(settings.database)) as session:
         rows = crud.run_turns(session=session, runs=[args.run])
-    rows = [
-        r
-        for r in rows
-        if r["gold"] and r["gold"] != [CANNOTANSWER] and r["ballots"] and len(r["candidates"]) > 2
-    ]
+    rows = [r for r in rows if answerable(r["gold"]) and r["ballots"] and len(r["candidates"]) > 2]
     if not rows:
         raise InputError(f"run {args.run!r} has no reviewed turns with gold answers and 3+ candidates")
     scorer = BertScorer()
@@ -268,6 +261,13 @@ def _calibrate(args: argparse.Namespace) -> int:
     for reviewer, weight in sorted(weights.items()):
         console.print(f"  {reviewer}: {weight:.3f}")
     return 0
+
+
+def _preload_if_embedded(client: Any, settings: Settings) -> None:
+    """In embedded mode, load the models before the first turn so its timings are not loading time."""
+    if settings.embedded:
+        with console.status("loading the committee's models (the first run converts them: ~1 min)"):
+            client.app.peerblend.preload()
 
 
 def _show(args: argparse.Namespace) -> int:

@@ -36,7 +36,7 @@ from db import crud  # noqa: E402
 from db.engine import get_engine  # noqa: E402
 from pipeline.borda import Ballot, borda_ranking  # noqa: E402
 from pipeline.committee import load_committee  # noqa: E402
-from pipeline.datasets import CANNOTANSWER  # noqa: E402
+from pipeline.datasets import answerable  # noqa: E402
 from pipeline.weights import add_agreement, ballot_correlation, calibrate, consensus_agreement, trust_weights  # noqa: E402
 from workers.scoring import BertScorer  # noqa: E402
 
@@ -49,7 +49,7 @@ def main() -> None:
     args = parser.parse_args()
     with Session(get_engine(f"sqlite:///{args.home / 'peerblend.db'}")) as session:
         rows = crud.run_turns(session=session, runs=[args.run])
-    rows = [r for r in rows if r["gold"] and r["gold"] != [CANNOTANSWER] and len(r["candidates"]) >= 2]
+    rows = [r for r in rows if answerable(r["gold"]) and len(r["candidates"]) >= 2]
     scorer = BertScorer()
     pairs = [(text, r["gold"]) for r in rows for text in r["candidates"].values()]
     values = scorer([p[0] for p in pairs], [p[1] for p in pairs])
