@@ -79,12 +79,14 @@ def _stored_turns(database: Path) -> int:
 
 
 def test_an_interrupted_replay_resumes_without_duplicates(tmp_path):
-    # Given: 6 conversations x 4 turns, members that take 0.15 s per call
+    # Given: 16 conversations x 4 turns, members that take 0.15 s per call
+    # (two in flight: about 10 s of work, so Ctrl-C lands well before the end)
     committee = scripted_committee(
         3, name="replay", member_options={f"m{i}": {"delay_s": 0.15} for i in range(3)}
     )
     (tmp_path / "committee.json").write_text(committee.model_dump_json())
-    dataset = _dataset(tmp_path / "data.jsonl", conversations=10, turns=4)
+    total = 16 * 4
+    dataset = _dataset(tmp_path / "data.jsonl", conversations=16, turns=4)
     env = {
         **os.environ,
         "PEERBLEND_HOME": str(tmp_path / "home"),
@@ -95,15 +97,16 @@ def test_an_interrupted_replay_resumes_without_duplicates(tmp_path):
 
     # When: the replay is interrupted with Ctrl-C once some turns are stored
     first = _replay(env, dataset)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if _stored_turns(database) >= 1:
-            break
-        time.sleep(0.1)
+    deadline = time.monotonic() + 120
+    while _stored_turns(database) < 1:
+        assert first.poll() is None, first.communicate()[0]
+        assert time.monotonic() < deadline, "no turn was stored within 120 s"
+        time.sleep(0.05)
     first.send_signal(signal.SIGINT)
-    first.communicate(timeout=60)
+    first_out, _ = first.communicate(timeout=60)
     partial = _counts(database)
-    assert 1 <= partial["turn_result"] < 40, "the interruption came too late to test anything"
+    assert 1 <= partial["turn_result"] < total, f"the interruption came too late: {partial}\n{first_out}"
+    assert first.returncode == 130, first_out
 
     # and run again with the same run name
     second = _replay(env, dataset)
@@ -112,7 +115,7 @@ def test_an_interrupted_replay_resumes_without_duplicates(tmp_path):
     # Then: every turn of every conversation is stored exactly once
     assert second.returncode == 0, out
     final = _counts(database)
-    assert final == {"conversation": 10, "turn_result": 40, "candidate": 40 * 3, "duplicates": 0}
+    assert final == {"conversation": 16, "turn_result": total, "candidate": total * 3, "duplicates": 0}
     assert "already done" in out
 
 
