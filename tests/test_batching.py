@@ -114,6 +114,24 @@ def test_thirty_two_concurrent_scorers_each_get_their_own_scores_in_order() -> N
     assert batcher.stats()["score"].items == sum(len(ns) for ns in numbers)
 
 
+class Slow(Recorder):
+    def generate(self, prompts: Sequence[Prompt]) -> list[str]:
+        time.sleep(0.05)
+        return super().generate(prompts)
+
+
+def test_stats_count_the_time_spent_in_the_model() -> None:
+    batcher = BatchingBackend(Slow(), max_batch=4, window_s=0.0)
+
+    batcher.generate([_prompt("a")])
+    batcher.generate([_prompt("b")])
+
+    stats = batcher.stats()
+    assert stats["generate"].batches == 2
+    assert stats["generate"].seconds >= 0.1
+    assert stats["score"].seconds == 0.0
+
+
 @settings(max_examples=25, deadline=None)
 @given(
     sizes=st.lists(st.integers(min_value=1, max_value=5), min_size=1, max_size=12),

@@ -118,6 +118,81 @@ def test_mixed_max_new_tokens_keep_input_order(smollm: hf.TransformersBackend) -
     assert outputs[0].startswith(outputs[1])
 
 
+def test_rows_with_different_limits_share_a_batch_and_keep_their_own_limit(
+    smollm: hf.TransformersBackend,
+) -> None:
+    # Given prompts of 2, 8 and 5 new tokens (one of them stopping on text)
+    prompts = [
+        Prompt(messages=FRANCE.messages, max_new_tokens=2),
+        Prompt(messages=(Message("user", "Describe Paris in one sentence."),), max_new_tokens=8),
+        Prompt(messages=FRANCE.messages, max_new_tokens=5, stop=(" of",)),
+    ]
+
+    # When they run as one batch, Then each output is what it is alone
+    assert smollm.generate(prompts) == [smollm.generate([p])[0] for p in prompts]
+    assert len(smollm.tokenizer(smollm.generate(prompts[:1])[0])["input_ids"]) <= 2
+
+
+def _reference_scores(backend: hf.TransformersBackend, requests: list[ScoreRequest]) -> list[float]:
+    """Mean log-probabilities from one plain forward pass over prompt + continuation, per request."""
+    import torch
+
+    scores = []
+    for request in requests:
+        context, continuation = backend._score_ids(request)
+        ids = torch.tensor([context + continuation])
+        with torch.inference_mode():
+            logits = backend.model(input_ids=ids).logits[0].float()
+        logprobs = logits[:-1].log_softmax(-1).gather(-1, ids[0, 1:].unsqueeze(-1)).squeeze(-1)
+        scores.append(float(logprobs[-len(continuation) :].mean()))
+    return scores
+
+
+ANSWERS = ["Paris", "It is Lyon, a big city.", "zxq vlorp", "The capital of France is Paris, on the Seine."]
+
+
+@pytest.mark.parametrize("model", ["smollm", "gemma"])
+def test_shared_prompt_scores_equal_a_plain_forward_pass(model: str, request: pytest.FixtureRequest) -> None:
+    backend: hf.TransformersBackend = request.getfixturevalue(model)
+    # Given candidates under two prompts, interleaved as a reviewer sends them
+    other = Prompt(messages=(Message("system", "You answer accurately."), Message("user", "N/A")))
+    requests = [ScoreRequest(p, a) for a in ANSWERS for p in (FRANCE, other)]
+
+    # When scored in one call (each prompt runs once, its continuations on top)
+    scores = backend.score(requests)
+
+    # Then they match a forward pass over each whole sequence, in request order
+    assert scores == pytest.approx(_reference_scores(backend, requests), abs=1e-3)
+
+
+def test_a_long_prompt_past_gemmas_sliding_window_scores_correctly(gemma: hf.TransformersBackend) -> None:
+    # Given a prompt longer than Gemma-3's 512-token sliding attention window
+    passage = " ".join(f"Fact {i}: the river is {i} metres deep." for i in range(90))
+    prompt = Prompt(
+        messages=(Message("system", passage), Message("user", "How deep is the river at fact 7?"))
+    )
+    requests = [ScoreRequest(prompt, a) for a in ("7 metres", "It is 7 metres deep.")]
+    assert len(gemma._score_ids(requests[0])[0]) > 512
+
+    assert gemma.score(requests) == pytest.approx(_reference_scores(gemma, requests), abs=1e-3)
+
+
+def test_a_repeated_prompt_is_scored_from_the_prefix_cache_with_the_same_result(
+    smollm: hf.TransformersBackend,
+) -> None:
+    requests = [ScoreRequest(FRANCE, a) for a in ANSWERS]
+    first = smollm.score(requests)
+    context = tuple(smollm._score_ids(requests[0])[0])
+    assert context in smollm._prefixes
+
+    # When the same prompt comes again after its cached keys/values were used
+    again = smollm.score(list(reversed(requests)))
+
+    # Then nothing was consumed from the cache: the scores are the same
+    assert again == pytest.approx(list(reversed(first)), abs=1e-5)
+    assert len(smollm._prefixes) <= smollm.prefix_cache_size
+
+
 def test_base_model_uses_a_transcript_and_stops_at_newline(
     gemma: hf.TransformersBackend,
 ) -> None:

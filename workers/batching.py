@@ -44,6 +44,7 @@ class BatchStats:
     batches: int = 0  # inner calls
     items: int = 0  # prompts or score requests, over all batches
     largest: int = 0  # items in the largest batch
+    seconds: float = 0.0  # spent in inner calls
 
     @property
     def mean(self) -> float:
@@ -140,6 +141,7 @@ class BatchingBackend:
         """One inner call for the batch; each future gets its result, or all get the error."""
         kind = batch[0].kind
         payloads: list[Any] = [item.payload for item in batch]
+        started = time.perf_counter()
         try:
             results: list[Any]
             if kind == "generate":
@@ -150,17 +152,23 @@ class BatchingBackend:
                 raise BackendError(f"backend returned {len(results)} results for a batch of {len(batch)}")
         except Exception as error:  # noqa: BLE001 - every caller of the batch records it
             log.debug("batch of %d %s items failed: %s", len(batch), kind, error)
-            self._count(kind, len(batch))
+            self._count(kind, len(batch), time.perf_counter() - started)
             for item in batch:
                 item.future.set_exception(error)
             return
-        self._count(kind, len(batch))  # before the results: a caller that returns sees its batch
+        self._count(
+            kind, len(batch), time.perf_counter() - started
+        )  # before the results: a caller that returns sees its batch
         for item, result in zip(batch, results, strict=True):
             item.future.set_result(result)
 
-    def _count(self, kind: Kind, size: int) -> None:
+    def _count(self, kind: Kind, size: int, seconds: float) -> None:
         with self._lock:
             stats = self._stats[kind]
             self._stats[kind] = replace(
-                stats, batches=stats.batches + 1, items=stats.items + size, largest=max(stats.largest, size)
+                stats,
+                batches=stats.batches + 1,
+                items=stats.items + size,
+                largest=max(stats.largest, size),
+                seconds=stats.seconds + seconds,
             )

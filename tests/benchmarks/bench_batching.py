@@ -37,6 +37,7 @@ from rich.console import Console  # noqa: E402
 from sqlmodel import Session  # noqa: E402
 
 from db import crud  # noqa: E402
+from pipeline.committee import default_committee  # noqa: E402
 from pipeline.datasets import load_conversations  # noqa: E402
 from pipeline.settings import Settings  # noqa: E402
 from workers.batching import BatchingBackend  # noqa: E402
@@ -58,6 +59,8 @@ def main() -> None:
     parser.add_argument("--batch-max", type=int, default=8, help="batch_max of the runs with batching")
     parser.add_argument("--window-ms", type=float, default=20.0)
     parser.add_argument("--threads", type=int, default=32, help="worker threads (embedded_concurrency)")
+    parser.add_argument("--dtype", default="auto", help="every member's dtype (auto: float32 on CPU)")
+    parser.add_argument("--torch-threads", type=int, default=None, help="torch threads per process")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -89,6 +92,8 @@ def run_child(args: argparse.Namespace, batch_max: int, in_flight: int) -> dict[
         f"--stride={args.stride}",
         f"--window-ms={args.window_ms}",
         f"--threads={args.threads}",
+        f"--dtype={args.dtype}",
+        *([f"--torch-threads={args.torch_threads}"] if args.torch_threads else []),
         f"--batch-max={batch_max}",
         f"--in-flight={in_flight}",
     ]
@@ -109,8 +114,13 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         batch_max=args.batch_max,
         batch_window_ms=args.window_ms,
         embedded_concurrency=args.threads,
+        torch_threads=args.torch_threads,
     )
-    with connect(settings) as client:
+    base = default_committee()
+    committee = base.model_copy(
+        update={"members": tuple(m.model_copy(update={"dtype": args.dtype}) for m in base.members)}
+    )
+    with connect(settings, committee) as client:
         runtime = runtime_of(client.app)
         runtime.preload()
         client.submit(["Who wrote Dune?"], run="warm-up").wait(timeout=1800)
@@ -128,9 +138,14 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         with Session(client.engine) as session:
             ids = [row.id for row in crud.run_conversations(session=session, run="bench")]
         turns = [t for i in ids for t in client.fetch(i).turns if t.result is not None]
-        backends = {id(b): b for b in (runtime.backend(m) for m in client.committee.members)}
-    batchers = [b for b in backends.values() if isinstance(b, BatchingBackend)]
-    stats = [s for b in batchers for s in b.stats().values()]
+        backends = {m.model: runtime.backend(m) for m in client.committee.members}
+    batchers = {model: b for model, b in backends.items() if isinstance(b, BatchingBackend)}
+    stats = [s for b in batchers.values() for s in b.stats().values()]
+    busy = {
+        f"{model} {kind}": [stat.batches, stat.items, round(stat.seconds, 2)]
+        for model, b in batchers.items()
+        for kind, stat in b.stats().items()
+    }
     return {
         "committee": client.committee.name,
         "batch_max": args.batch_max,
@@ -144,6 +159,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "batches": sum(s.batches for s in stats),
         "items": sum(s.items for s in stats),
         "largest": max((s.largest for s in stats), default=1),
+        "busy": busy,  # per model and kind: batches, items, seconds in the model
     }
 
 
@@ -163,6 +179,8 @@ def report(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
             f"{row['batch_max']:>9} {row['in_flight']:>10} {row['questions'] / row['seconds']:>12.3f} "
             f"{row['turn_s']:>8.2f} {per_batch:>12.2f} {row['largest']:>8}{failures}"
         )
+        for name, (batches, items, seconds) in row["busy"].items():
+            print(f"{'':>20} {name}: {items} items in {batches} batches, {seconds:.1f} s in the model")
     by = {(r["batch_max"] > 1, r["in_flight"] > 1): r for r in rows}
     rate = {key: r["questions"] / r["seconds"] for key, r in by.items()}  # (batching, busy) -> questions/s
     busy = args.in_flight

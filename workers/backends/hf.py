@@ -7,15 +7,19 @@ as a plain transformers folder in a cache dir; later loads read that folder (< 5
 
 from __future__ import annotations
 
+import copy
 import importlib
 import importlib.util
-import inspect
 import logging
 import os
 import shutil
 import tempfile
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import torch
@@ -26,6 +30,7 @@ from transformers import (
     StoppingCriteria,
     StoppingCriteriaList,
 )
+from transformers.cache_utils import Cache
 
 from pipeline.errors import BackendError, ConfigError
 from pipeline.prompt import Message, Prompt, ScoreRequest, render_transcript
@@ -144,7 +149,11 @@ class TransformersBackend:
     def __init__(self, spec: BackendSpec) -> None:
         self.spec = spec
         dtype = resolve_dtype(spec.dtype, spec.device)
-        self.batch_size = int(str(spec.options.get("batch_size", 8)))
+        self.batch_size = int(str(spec.options.get("batch_size", 32)))  # rows per forward pass, at most
+        # Prompts whose attention keys/values are kept for scoring (see score()).
+        self.prefix_cache_size = int(str(spec.options.get("prefix_cache", 8)))
+        self._prefixes: OrderedDict[tuple[int, ...], _Prefix] = OrderedDict()
+        self._prefixes_lock = threading.Lock()
         started = time.perf_counter()
         try:
             source = _model_source(spec)
@@ -164,7 +173,6 @@ class TransformersBackend:
         # Chat-templated text already holds its special tokens; plain transcripts
         # need the tokenizer's own (e.g. Gemma's <bos>).
         self.chat = self.tokenizer.chat_template is not None
-        self._keeps_logits = "logits_to_keep" in inspect.signature(self.model.forward).parameters
         logger.info("loaded %s in %.1f s", spec.model, time.perf_counter() - started)
 
     def render(self, prompt: Prompt) -> str:
@@ -180,20 +188,17 @@ class TransformersBackend:
         self.generate([Prompt((Message("user", "Hello"),), max_new_tokens=1)])
 
     def generate(self, prompts: Sequence[Prompt]) -> list[str]:
-        """Greedy continuation of each prompt after its prefill, cut at its first stop."""
-        results: list[str] = [""] * len(prompts)
-        groups: dict[int, list[int]] = {}  # max_new_tokens -> prompt indices
-        for i, prompt in enumerate(prompts):
-            groups.setdefault(prompt.max_new_tokens, []).append(i)
-        for max_new_tokens, indices in groups.items():
-            for start in range(0, len(indices), self.batch_size):
-                chunk = indices[start : start + self.batch_size]
-                texts = self._generate_batch([prompts[i] for i in chunk], max_new_tokens)
-                for i, text in zip(chunk, texts, strict=True):
-                    results[i] = text
+        """Greedy continuation of each prompt after its prefill, cut at its first stop.
+
+        Prompts with different ``max_new_tokens`` share a batch: each row stops at
+        its own limit (and its own stop strings), the batch when all rows have.
+        """
+        results: list[str] = []
+        for start in range(0, len(prompts), self.batch_size):
+            results += self._generate_batch(list(prompts[start : start + self.batch_size]))
         return results
 
-    def _generate_batch(self, prompts: list[Prompt], max_new_tokens: int) -> list[str]:
+    def _generate_batch(self, prompts: list[Prompt]) -> list[str]:
         batch = self.tokenizer(
             [self.render(p) for p in prompts],
             return_tensors="pt",
@@ -203,31 +208,50 @@ class TransformersBackend:
         ).to(self.model.device)
         width = batch["input_ids"].shape[1]
         stops = [p.stop for p in prompts]
-        criteria = StoppingCriteriaList([_StopOnText(self.tokenizer, stops, width)] if any(stops) else [])
+        limits = [p.max_new_tokens for p in prompts]
+        criteria = StoppingCriteriaList([_RowStops(self.tokenizer, stops, limits, width)])
         with torch.inference_mode():
             output = self.model.generate(
                 **batch,
-                max_new_tokens=max_new_tokens,
+                max_new_tokens=max(limits),
                 do_sample=False,
                 pad_token_id=self.tokenizer.pad_token_id,
                 stopping_criteria=criteria,
             )
-        texts = self.tokenizer.batch_decode(output[:, width:], skip_special_tokens=True)
+        new = output[:, width:]
+        texts = [
+            self.tokenizer.decode(new[row, :limit], skip_special_tokens=True)
+            for row, limit in enumerate(limits)
+        ]
         return [_cut_at_stop(text, stop) for text, stop in zip(texts, stops, strict=True)]
 
     def score(self, requests: Sequence[ScoreRequest]) -> list[float]:
         """Mean log-probability per continuation token (natural log, <= 0).
 
         An empty continuation scores ``EMPTY_CONTINUATION_SCORE`` (-100.0).
+
+        Requests that share a prompt share its forward pass: the prompt runs once
+        (or not at all, when its keys/values are still in the prefix cache) and
+        only the continuations run on top of it. A reviewer scores every
+        candidate under the same two prompts, and the content-free one is the
+        same on every turn, so this skips most of the scoring work.
         """
         pairs = [self._score_ids(r) for r in requests]
-        scores = [EMPTY_CONTINUATION_SCORE] * len(pairs)
-        todo = [i for i, (_, cont) in enumerate(pairs) if cont]
-        for start in range(0, len(todo), self.batch_size):
-            chunk = todo[start : start + self.batch_size]
-            for i, value in zip(chunk, self._score_batch([pairs[i] for i in chunk]), strict=True):
-                scores[i] = value
-        return scores
+        # Identical requests (two reviewers on one model send the same ones) run once.
+        by_context: dict[tuple[int, ...], list[tuple[int, ...]]] = {}
+        for context, continuation in pairs:
+            if continuation:
+                rows = by_context.setdefault(tuple(context), [])
+                if tuple(continuation) not in rows:
+                    rows.append(tuple(continuation))
+        values: dict[tuple[tuple[int, ...], tuple[int, ...]], float] = {}
+        for context, continuations in by_context.items():
+            prefix = self._prefix(context)
+            for start in range(0, len(continuations), self.batch_size):
+                chunk = continuations[start : start + self.batch_size]
+                scored = self._score_continuations(prefix, len(context), [list(c) for c in chunk])
+                values.update(((context, c), v) for c, v in zip(chunk, scored, strict=True))
+        return [values.get((tuple(ctx), tuple(cont)), EMPTY_CONTINUATION_SCORE) for ctx, cont in pairs]
 
     def _score_ids(self, request: ScoreRequest) -> tuple[list[int], list[int]]:
         """Context and continuation ids, tokenized apart so the boundary is exact."""
@@ -241,29 +265,93 @@ class TransformersBackend:
         cont = self.tokenizer(continuation, add_special_tokens=False)["input_ids"]
         return list(ctx), list(cont)
 
-    def _score_batch(self, pairs: list[tuple[list[int], list[int]]]) -> list[float]:
-        # Left padding aligns every continuation at the end, so only the last
-        # ``keep`` positions need logits (vocabularies reach 262k entries).
-        rows = [ctx + cont for ctx, cont in pairs]
-        width = max(len(row) for row in rows)
-        keep = max(len(cont) for _, cont in pairs) + 1
+    def _prefix(self, context: tuple[int, ...]) -> _Prefix:
+        """The prompt's keys/values and next-token log-probabilities, from the cache or computed."""
+        with self._prefixes_lock:
+            prefix = self._prefixes.get(context)
+            if prefix is not None:
+                self._prefixes.move_to_end(context)
+                return prefix
+        ids = torch.tensor([context], device=self.model.device)
+        with torch.inference_mode():
+            out = self._decoder(input_ids=ids, use_cache=True)
+            logprobs = self._logits(out.last_hidden_state[0, -1:]).log_softmax(-1)[0]
+        prefix = _Prefix(out.past_key_values, logprobs)
+        with self._prefixes_lock:
+            self._prefixes[context] = prefix
+            while len(self._prefixes) > self.prefix_cache_size:
+                self._prefixes.popitem(last=False)
+        return prefix
+
+    @cached_property
+    def _decoder(self) -> torch.nn.Module:
+        """The model without its output head: scoring applies the head only where it needs logits."""
+        decoder = self.model.get_decoder() if hasattr(self.model, "get_decoder") else None
+        if decoder is None or self.model.get_output_embeddings() is None:
+            raise BackendError(
+                f"model {self.spec.model!r} has no separate decoder and output head to score with; "
+                "use review_method 'ranking' for it"
+            )
+        return decoder  # type: ignore[no-any-return]
+
+    def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Float logits from final hidden states, as the model's own forward pass computes them."""
+        logits = self.model.get_output_embeddings()(hidden).float()
+        cap = getattr(self.model.config, "final_logit_softcapping", None)
+        return torch.tanh(logits / cap) * cap if cap else logits
+
+    def _score_continuations(
+        self, prefix: _Prefix, offset: int, continuations: list[list[int]]
+    ) -> list[float]:
+        """Mean log-probability of each continuation after the prompt held by ``prefix``.
+
+        Continuations are right-padded: pads come after every real token, so the
+        causal mask keeps them out of the real tokens' attention. The output head
+        (262k entries for Gemma) runs only at the positions that predict a real token.
+        """
+        rows, width = len(continuations), max(len(c) for c in continuations)
         pad = self.tokenizer.pad_token_id
         device = self.model.device
-        ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], device=device)
-        mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=device)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        extra = {"logits_to_keep": keep} if self._keeps_logits else {}
+        ids = torch.tensor([c + [pad] * (width - len(c)) for c in continuations], device=device)
+        mask = torch.tensor(
+            [[1] * (offset + len(c)) + [0] * (width - len(c)) for c in continuations], device=device
+        )
+        positions = torch.arange(offset, offset + width, device=device).expand(rows, -1)
+        cache = copy.deepcopy(prefix.cache)  # the forward pass appends to it; the cached one stays whole
+        cache.batch_repeat_interleave(rows)
+        # Token j + 1 of a row is predicted at its position j; token 0 by the prompt's last position.
+        row_of = [r for r, c in enumerate(continuations) for _ in c[1:]]
+        position_of = [j for c in continuations for j in range(len(c) - 1)]
+        targets = torch.tensor([t for c in continuations for t in c[1:]], device=device, dtype=torch.long)
         with torch.inference_mode():
-            out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, **extra)
-            logits = out.logits[:, -keep:-1].float()
-            targets = ids[:, -keep + 1 :]
-            picked = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-            logprobs = picked - logits.logsumexp(-1)
-        return [float(logprobs[row, -len(cont) :].mean()) for row, (_, cont) in enumerate(pairs)]
+            hidden = self._decoder(
+                input_ids=ids,
+                attention_mask=mask,
+                position_ids=positions,
+                past_key_values=cache,
+                use_cache=True,
+            ).last_hidden_state
+            later = torch.zeros(rows, device=device)
+            if row_of:
+                logits = self._logits(hidden[row_of, position_of])
+                picked = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)
+                later.index_add_(0, torch.tensor(row_of, device=device), picked)
+            first = prefix.logprobs[torch.tensor([c[0] for c in continuations], device=device)]
+        return [
+            float(total) / len(c) for total, c in zip((first + later).tolist(), continuations, strict=True)
+        ]
 
 
-class _StopOnText(StoppingCriteria):
-    """Finishes each row once its new text holds one of that row's stop strings.
+@dataclass(frozen=True)
+class _Prefix:
+    """A prompt run once: its attention keys/values and its next-token log-probabilities."""
+
+    cache: Cache
+    logprobs: torch.Tensor  # (vocabulary,), float
+
+
+class _RowStops(StoppingCriteria):
+    """Finishes each row at its own token limit, or once its new text holds one of its stop strings.
 
     Leading whitespace is skipped first: a model that opens with a newline before
     its answer is not cut to nothing by a "\\n" stop.
@@ -272,16 +360,21 @@ class _StopOnText(StoppingCriteria):
     vocabulary on every call (about 1.3 s for Gemma's 262k tokens on 2 cores).
     """
 
-    def __init__(self, tokenizer: PreTrainedTokenizerBase, stops: list[tuple[str, ...]], start: int) -> None:
+    def __init__(
+        self, tokenizer: PreTrainedTokenizerBase, stops: list[tuple[str, ...]], limits: list[int], start: int
+    ) -> None:
         self.tokenizer, self.stops, self.start = tokenizer, stops, start
+        self.limits = torch.tensor(limits)
 
     def __call__(
         self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: object
     ) -> torch.BoolTensor:
-        texts = self.tokenizer.batch_decode(input_ids[:, self.start :], skip_special_tokens=True)
-        done = [
-            any(s and s in text.lstrip() for s in stop) for text, stop in zip(texts, self.stops, strict=True)
-        ]
+        generated = input_ids.shape[1] - self.start
+        done = (self.limits <= generated).tolist()
+        if any(self.stops):
+            texts = self.tokenizer.batch_decode(input_ids[:, self.start :], skip_special_tokens=True)
+            for row, (text, stop) in enumerate(zip(texts, self.stops, strict=True)):
+                done[row] = done[row] or any(s and s in text.lstrip() for s in stop)
         return torch.tensor(done, dtype=torch.bool, device=input_ids.device)  # type: ignore[return-value]
 
 
