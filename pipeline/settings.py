@@ -35,9 +35,9 @@ class Settings(BaseSettings):
     model_cache_dir: Path | None = None  # unset = ~/.cache/peerblend/models (shared by every home)
     torch_threads: int | None = None  # per worker process; unset = torch's default
     preload_models: bool = True  # a worker loads its queues' models at start (fails fast)
-    # Gather concurrent tasks' model calls into batches of up to batch_max items (1 = no
-    # batching); a batch waits at most batch_window_ms for company after its first item.
-    batch_max: int = Field(default=1, ge=1)
+    # Gather concurrent tasks' calls to a local model into batches of up to batch_max items
+    # (1 = no batching); a batch waits at most batch_window_ms for company after its first.
+    batch_max: int = Field(default=16, ge=1)
     batch_window_ms: float = Field(default=20.0, ge=0)
 
     @model_validator(mode="after")

@@ -132,6 +132,45 @@ def test_stats_count_the_time_spent_in_the_model() -> None:
     assert stats["score"].seconds == 0.0
 
 
+class Judge(Recorder):
+    def __init__(self) -> None:
+        super().__init__()
+        self.warmed = False
+
+    def warm_up(self) -> None:
+        self.warmed = True
+
+    def compare(self, context: str, first: str, second: str) -> float:
+        return 0.75
+
+
+def test_other_methods_of_the_inner_backend_pass_through() -> None:
+    inner = Judge()
+    batcher = BatchingBackend(inner, max_batch=4, window_s=0.0)
+
+    batcher.warm_up()
+
+    assert inner.warmed
+    assert batcher.compare("q", "a", "b") == 0.75
+    assert not hasattr(BatchingBackend(Recorder(), max_batch=4, window_s=0.0), "compare")
+
+
+def test_the_worker_batches_only_backends_that_batch_their_calls(tmp_path: Any) -> None:
+    from workers.runtime import Runtime
+
+    committee = scripted_committee(2, name="batch-choice", member_options={"m0": {"batch": True}})
+    runtime = Runtime(Settings(home=tmp_path, batch_max=8), committee)
+
+    batched, direct = (runtime.backend(m) for m in committee.members)
+
+    assert isinstance(batched, BatchingBackend) and batched.max_batch == 8
+    assert not isinstance(direct, BatchingBackend)
+    assert not isinstance(
+        Runtime(Settings(home=tmp_path, batch_max=1), committee).backend(committee.members[0]),
+        BatchingBackend,
+    )
+
+
 @settings(max_examples=25, deadline=None)
 @given(
     sizes=st.lists(st.integers(min_value=1, max_value=5), min_size=1, max_size=12),
@@ -240,7 +279,7 @@ def test_batching_never_mixes_up_answers_of_concurrent_conversations(
     if _deployment:
         _deployment.pop("manager").__exit__(None, None, None)
         _deployment.clear()
-    committee = scripted_committee(3)
+    committee = scripted_committee(3, member_options={f"m{i}": {"batch": True} for i in range(3)})
     conversations = [[f"conversation {c} question {q}?" for q in range(1 + c % 4)] for c in range(12)]
     config = Settings(home=tmp_path, batch_max=8, batch_window_ms=100, embedded_concurrency=36)
     with connect(config, committee) as client:

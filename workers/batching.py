@@ -10,6 +10,8 @@ then calls the inner backend once for the batch (generate and score batches
 apart) and hands each item's result, or the batch's exception, to its future.
 Callers wait on their own items' futures, so results never cross callers and
 keep their order within a call; a call larger than ``max_batch`` spans batches.
+Other methods of the inner backend (``warm_up``, a judge's ``compare``) are
+passed through unbatched.
 
 Trade-off: a lone request waits out the window for company that may never come,
 so the window bounds the latency added to it (default 20 ms, small beside a
@@ -80,6 +82,12 @@ class BatchingBackend:
         self._stats: dict[Kind, BatchStats] = {"generate": BatchStats(), "score": BatchStats()}
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        """Anything else (``warm_up``, a judge's ``compare``, ``close``) goes straight to the inner backend."""
+        if name == "inner":  # not set yet (during unpickling or a failed __init__)
+            raise AttributeError(name)
+        return getattr(self.inner, name)
 
     def generate(self, prompts: Sequence[Prompt]) -> list[str]:
         return self._submit("generate", prompts)

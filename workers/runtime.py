@@ -66,7 +66,9 @@ class Runtime:
                     member.device,
                 )
                 backend = create_backend(member.backend, spec)
-                if batching is not None:  # one batcher per model, shared by its members' tasks
+                # One batcher per local model, shared by its members' tasks; remote servers
+                # batch on their side, and fakes gain nothing from waiting for company.
+                if batching is not None and getattr(backend, "batches_calls", False):
                     backend = BatchingBackend(backend, max_batch=batch_max, window_s=window_ms / 1000)
                 _backends[key] = backend
         return backend

@@ -2,13 +2,14 @@
 
 Blends the same real ConvQuestions conversations with the default offline
 committee in the embedded deployment, four times: 1 and 8 conversations in
-flight, each with batching off (``batch_max=1``) and on (``batch_max=8``, a
+flight, each with batching off (``batch_max=1``) and on (``batch_max=16``, a
 20 ms window). Prints questions answered per second, mean seconds per turn, the
 batch sizes the batchers ran, and the ratios. Each configuration runs in a
 fresh subprocess (one embedded deployment per process, cold backend caches),
 which loads the models and blends one warm-up turn before the clock starts.
 
-    .venv/bin/python tests/benchmarks/bench_batching.py [--conversations 8] [--turns 3]
+    .venv/bin/python tests/benchmarks/bench_batching.py [--conversations 8] [--turns 3] \
+        [--dtype bfloat16] [--torch-threads 1]
 
 Every configuration uses the same worker threads (``--threads``, default 32:
 8 conversations x 4 members), so only ``batch_max`` differs between off and on.
@@ -46,7 +47,7 @@ from workers.replay import replay  # noqa: E402
 from workers.runtime import runtime_of  # noqa: E402
 
 DATA = Path(os.environ.get("PEERBLEND_SHARED_DATA", ROOT.parent / "shared" / "data")) / "convqa"
-CONFIGS = [(1, 1), (8, 1), (1, 8), (8, 8)]  # (batch_max, conversations in flight)
+CONFIGS = [(1, 1), (16, 1), (1, 8), (16, 8)]  # (batch_max, conversations in flight); >1 means --batch-max
 
 
 def main() -> None:
@@ -56,7 +57,7 @@ def main() -> None:
     parser.add_argument("--turns", type=int, default=3)
     parser.add_argument("--stride", type=int, default=37, help="take every n-th conversation (variety)")
     parser.add_argument("--in-flight", type=int, default=8, help="conversations at once in the busy runs")
-    parser.add_argument("--batch-max", type=int, default=8, help="batch_max of the runs with batching")
+    parser.add_argument("--batch-max", type=int, default=16, help="batch_max of the runs with batching")
     parser.add_argument("--window-ms", type=float, default=20.0)
     parser.add_argument("--threads", type=int, default=32, help="worker threads (embedded_concurrency)")
     parser.add_argument("--dtype", default="auto", help="every member's dtype (auto: float32 on CPU)")

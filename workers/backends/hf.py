@@ -146,6 +146,8 @@ def _load_hint(exc: Exception) -> str:
 class TransformersBackend:
     """A causal LM loaded eagerly onto ``spec.device``; greedy generation and scoring."""
 
+    batches_calls = True  # the worker gathers concurrent tasks' calls (workers/batching.py)
+
     def __init__(self, spec: BackendSpec) -> None:
         self.spec = spec
         dtype = resolve_dtype(spec.dtype, spec.device)

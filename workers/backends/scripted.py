@@ -10,6 +10,8 @@ Options (from the member's ``options`` in the committee config):
   (question "N/A") always score -1.0.
 - ``fail``: an error message; every call raises BackendError with it.
 - ``delay_s``: seconds to sleep per call (to model slow members).
+- ``batch``: true to have the worker batch this member's calls like a local
+  model's (``workers/batching.py``); off by default.
 
 Every call is appended to ``ScriptedBackend.calls`` (model, kind, prompt) so a
 test can check who was asked what.
@@ -37,6 +39,7 @@ class ScriptedBackend:
     def __init__(self, spec: BackendSpec) -> None:
         self.model = spec.model
         self.options = dict(spec.options)
+        self.batches_calls = bool(self.options.get("batch", False))
         replies = self.options.get("replies")
         self._replies = itertools.cycle(list(replies)) if replies else None  # type: ignore[call-overload]
 
