@@ -8,7 +8,8 @@
 # Environment (only PEERBLEND_QUEUES is required):
 #   PEERBLEND_QUEUES              comma-separated queues, e.g. "gpu0" or "peerblend"
 #   PEERBLEND_WORKER_POOL         threads (default) or solo; never prefork on a GPU
-#   PEERBLEND_WORKER_CONCURRENCY  task threads (default 1: one task at a time per GPU)
+#   PEERBLEND_WORKER_CONCURRENCY  task threads (default 16: concurrent tasks whose calls to one
+#                                 model the worker batches; the model runs one batch at a time)
 #   PEERBLEND_TASK_EVENTS         1 (default) sends task events, which Flower needs; 0 to save
 #                                 broker traffic (a running Flower turns them back on
 #                                 unless it runs with FLOWER_ENABLE_EVENTS=false)
@@ -59,7 +60,7 @@ esac
 exec celery -A workers.app worker \
     --queues "$PEERBLEND_QUEUES" \
     --pool "$pool" \
-    --concurrency "${PEERBLEND_WORKER_CONCURRENCY:-1}" \
+    --concurrency "${PEERBLEND_WORKER_CONCURRENCY:-16}" \
     --loglevel "${PEERBLEND_LOG_LEVEL:-info}" \
     --hostname "$(node_name)" \
     $events "$@"

@@ -229,7 +229,7 @@ def test_entrypoint_starts_a_threads_worker_on_the_queues_with_events(tmp_path: 
     assert argv[:3] == ["-A", "workers.app", "worker"]
     assert argv[argv.index("--queues") + 1] == "gpu0,gpu0b"
     assert argv[argv.index("--pool") + 1] == "threads"
-    assert argv[argv.index("--concurrency") + 1] == "1"
+    assert argv[argv.index("--concurrency") + 1] == "16"
     assert argv[argv.index("--hostname") + 1] == "celery@worker-gpu0"
     assert "-E" in argv
     assert argv[-2:] == ["--prefetch-multiplier", "1"]  # extra arguments pass through
