@@ -12,7 +12,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pipeline.committee import Committee, Member
-from pipeline.errors import InputError
 from pipeline.plan import RunConfig, check_run
 from pipeline.policy import (
     ConversationState,
@@ -603,58 +602,6 @@ def test_turn_decision_round_trips_through_json(decision):
 
 def test_conversation_state_from_empty_json_is_the_initial_state():
     assert ConversationState.from_json({}) == ConversationState()
-
-
-# --- check_run -------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("method", "policy", "top_k", "message"),
-    [
-        ("vote", "full", None, "unknown method 'vote'"),
-        ("single", "full", None, "unknown method 'single'"),
-        ("peer", "p4", None, "unknown policy 'p4'"),
-        ("peer", "full", 0, "top_k must be a positive integer"),
-        ("peer", "full", -2, "top_k must be a positive integer"),
-        ("peer", "full", 2, "names no aggregator"),
-        ("pairwise", "p2", 3, "names no aggregator"),
-        ("single:m9", "full", None, "'m9' is not a generator"),
-        ("single:", "full", None, "is not a generator"),
-        ("single:m1", "p1", None, "policy 'p1' does not apply"),
-    ],
-)
-def test_check_run_refuses(method, policy, top_k, message):
-    members = committee(4)
-
-    with pytest.raises(InputError, match=message):
-        check_run(members, method=method, policy=policy, top_k=top_k)
-
-
-def test_check_run_refuses_a_reviewer_only_member_as_single():
-    members = committee(5, roles={"m4": ("reviewer",)})
-
-    with pytest.raises(InputError, match="'m4' is not a generator"):
-        check_run(members, method="single:m4", policy="full", top_k=None)
-
-
-def test_check_run_defaults_and_accepts():
-    members = committee(4, top_k=2, aggregator="m1")
-
-    assert check_run(members, method="peer", policy="p2", top_k=None) == RunConfig("peer", "p2", 2)
-    assert check_run(members, method="single:m3", policy="full", top_k=5) == RunConfig("single:m3", "full", 5)
-    assert not RunConfig("single:m3", "full", 5).fuses  # a single member never fuses
-
-
-def test_pairwise_always_has_a_judge_the_first_reviewer_unless_named():
-    # A committee needs a reviewer, so "pairwise without a judge" cannot be configured.
-    members = committee(4, roles={"m0": ("generator",), "m1": ("generator",)})
-    assert members.judge == "m2"
-    assert check_run(members, method="pairwise", policy="full", top_k=None).method == "pairwise"
-
-    named = committee(4, pairwise_judge="m3")
-    assert named.judge == "m3"
-    with pytest.raises(ValueError, match="at least one reviewer"):
-        committee(2, roles={"m0": ("generator",), "m1": ("generator",)})
 
 
 def test_p1_first_half_length_matches_the_spec():
