@@ -164,9 +164,8 @@ class BatchingBackend:
             for item in batch:
                 item.future.set_exception(error)
             return
-        self._count(
-            kind, len(batch), time.perf_counter() - started
-        )  # before the results: a caller that returns sees its batch
+        # Counted before the results go out: a caller that returns sees its batch.
+        self._count(kind, len(batch), time.perf_counter() - started)
         for item, result in zip(batch, results, strict=True):
             item.future.set_result(result)
 

@@ -239,23 +239,22 @@ class TransformersBackend:
         same on every turn, so this skips most of the scoring work.
         """
         pairs = [self._score_ids(r) for r in requests]
-        # Identical requests (two reviewers on one model send the same ones) run once.
-        by_context: dict[tuple[int, ...], list[tuple[int, ...]]] = {}
+        # Identical requests (two reviewers on one model send the same ones) run once:
+        # prompt -> its distinct continuations, in first-seen order.
+        by_context: dict[tuple[int, ...], dict[tuple[int, ...], float]] = {}
         for context, continuation in pairs:
             if continuation:
-                rows = by_context.setdefault(tuple(context), [])
-                if tuple(continuation) not in rows:
-                    rows.append(tuple(continuation))
-        values: dict[tuple[tuple[int, ...], tuple[int, ...]], float] = {}
-        for context, continuations in by_context.items():
+                by_context.setdefault(context, {})[continuation] = EMPTY_CONTINUATION_SCORE
+        for context, scores in by_context.items():
             prefix = self._prefix(context)
+            continuations = list(scores)
             for start in range(0, len(continuations), self.batch_size):
                 chunk = continuations[start : start + self.batch_size]
                 scored = self._score_continuations(prefix, len(context), [list(c) for c in chunk])
-                values.update(((context, c), v) for c, v in zip(chunk, scored, strict=True))
-        return [values.get((tuple(ctx), tuple(cont)), EMPTY_CONTINUATION_SCORE) for ctx, cont in pairs]
+                scores.update(zip(chunk, scored, strict=True))
+        return [by_context[ctx][cont] if cont else EMPTY_CONTINUATION_SCORE for ctx, cont in pairs]
 
-    def _score_ids(self, request: ScoreRequest) -> tuple[list[int], list[int]]:
+    def _score_ids(self, request: ScoreRequest) -> tuple[tuple[int, ...], tuple[int, ...]]:
         """Context and continuation ids, tokenized apart so the boundary is exact."""
         context = self.render(request.prompt)
         continuation = request.continuation
@@ -265,7 +264,7 @@ class TransformersBackend:
             continuation = " " + continuation
         ctx = self.tokenizer(context, add_special_tokens=not self.chat)["input_ids"]
         cont = self.tokenizer(continuation, add_special_tokens=False)["input_ids"]
-        return list(ctx), list(cont)
+        return tuple(ctx), tuple(cont)
 
     def _prefix(self, context: tuple[int, ...]) -> _Prefix:
         """The prompt's keys/values and next-token log-probabilities, from the cache or computed."""
