@@ -7,9 +7,12 @@ Writers commit; callers that keep using returned rows open the session with
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
+from sqlalchemy import exists, or_, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import aliased
 from sqlmodel import Session, col, select
 
 from db.models import Candidate, Conversation, Review, Turn, TurnResult, TurnResultBase
@@ -159,3 +162,52 @@ def run_turns(*, session: Session, runs: Sequence[str]) -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+def claim_send(*, session: Session, conversation_id: str, turn_index: int, seen_attempt: int) -> int | None:
+    """Claim the right to send attempt ``seen_attempt + 1`` of a turn; its number, or None if taken.
+
+    A compare-and-set in one UPDATE: of any number of callers that read the same
+    attempt, exactly one wins, so a turn is sent once however often a task runs.
+    """
+    claimed = session.execute(
+        update(Turn)
+        .where(
+            col(Turn.conversation_id) == conversation_id,
+            col(Turn.turn_index) == turn_index,
+            col(Turn.attempt) == seen_attempt,
+        )
+        .values(attempt=seen_attempt + 1, sent_at=utc_now())
+    )
+    session.commit()
+    return seen_attempt + 1 if claimed.rowcount == 1 else None  # type: ignore[attr-defined]
+
+
+def get_turn(*, session: Session, conversation_id: str, turn_index: int) -> Turn | None:
+    query = select(Turn).where(Turn.conversation_id == conversation_id, Turn.turn_index == turn_index)
+    return session.exec(query).first()
+
+
+def stalled_turns(*, session: Session, sent_before: datetime) -> list[Turn]:
+    """The first unfinished turn of each conversation whose attempt was sent before ``sent_before``
+    (aware) or never sent although the turn before it is stored: the turns recovery resends."""
+    this, before = aliased(TurnResult), aliased(TurnResult)
+    stored = exists().where(
+        col(this.conversation_id) == col(Turn.conversation_id), col(this.turn_index) == col(Turn.turn_index)
+    )
+    previous_stored = exists().where(
+        col(before.conversation_id) == col(Turn.conversation_id),
+        col(before.turn_index) == col(Turn.turn_index) - 1,
+    )
+    query = (
+        select(Turn)
+        .where(~stored)
+        .where(or_(col(Turn.turn_index) == 0, previous_stored))
+        .where(or_(col(Turn.sent_at).is_(None), col(Turn.sent_at) < sent_before))
+        .order_by(col(Turn.sent_at))
+    )
+    return list(session.exec(query))
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)

@@ -45,6 +45,11 @@ class TurnBase(SQLModel):
 class Turn(TurnBase, table=True):
     __table_args__ = (UniqueConstraint("conversation_id", "turn_index"),)
     id: int | None = Field(default=None, primary_key=True)
+    # How many times this turn's canvas was sent (0: not yet). Sending is claimed by a
+    # compare-and-set on this number, so however often a task is delivered a turn is
+    # sent once per attempt; recovery starts a new attempt deliberately.
+    attempt: int = 0
+    sent_at: datetime | None = None  # when the current attempt was sent (UTC)
 
 
 class Candidate(SQLModel, table=True):

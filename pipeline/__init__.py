@@ -1,1 +1,22 @@
-"""peerblend's pure core: the rules of the method, with no Celery, torch or ORM."""
+"""peerblend's pure core: the rules of the method, with no Celery, torch or ORM.
+
+Where each rule of the method lives (one file each):
+
+- who answers, who reviews, which queue ............ committee.py (config), plan.py (run: method, top_k)
+- the prompts (generate, review, fuse, judge) ....... prompts.py; what a model consumes: backend.py
+- the conversation given to the models ............. context.py (history fitted to a token budget)
+- one stage of a turn (answer, review, fuse, judge) .. stages.py; their records: records.py
+- anonymous labels, shuffles, ballot parsing ......... ballot.py
+- Borda count and its tie-break ...................... borda.py
+- the pairwise baseline ("max logits") ............... pairwise.py
+- ranking a turn's candidates (Borda or pairwise) .... aggregate.py
+- the turn's decision (rank, select or fuse, status) . verdict.py
+- reviewer weights (uniform / online / calibrated) ... weights.py
+- shortlist policies (full, p1, p2, p3) .............. policy.py (pure rules), shortlist.py (applied to a store)
+- the Celery canvas of a turn (by task name) ......... canvas.py
+
+Around the method: client.py (submit, wait, fetch), conversation.py (the input
+shape), settings.py (environment, read at the edges only), errors.py (the error
+tree). Evaluation lives apart: evaluation/ (dataset loaders, report statistics
+and tables) here, and workers/evaluation/ (replay, BERTScore, plots).
+"""

@@ -19,9 +19,10 @@ LABELS = string.ascii_uppercase
 
 
 class ParseStatus(StrEnum):
-    OK = "ok"  # strict form: labels separated by '>' (or ',') and nothing else
-    FALLBACK = "fallback"  # labels recovered from looser text
-    UNPARSABLE = "unparsable"  # fewer than two distinct labels: no ballot
+    OK = "ok"  # strict form: the first line is labels separated by '>' (or ',') and nothing else
+    FALLBACK = "fallback"  # one '>' chain of labels in the first line, with prose that names no label
+    UNPARSABLE = "unparsable"  # anything else: no ballot
+    COPIED = "copied"  # the ballot is the order the reviewer was shown (3+ candidates): no ballot
     SCORED = "scored"  # likelihood review: ballot from scores, nothing parsed
 
 
@@ -51,17 +52,23 @@ def label_map(shown_order: Sequence[str]) -> dict[str, str]:
     return {LABELS[i]: candidate for i, candidate in enumerate(shown_order)}
 
 
-_STRICT = re.compile(r"^\[?\s*([A-Z])(\s*(?:>|,|>>)\s*[A-Z])*\s*\]?\.?$")
-_LABEL = re.compile(r"(?<![A-Za-z])(?:\[|\(|Candidate\s+|candidate\s+)?([A-Z])(?![a-z])")
+_STRICT = re.compile(r"^\[?\s*([A-Z])(\s*(?:>>|>|,)\s*[A-Z])+\s*\]?\.?$")
+_CHAIN = re.compile(r"(?<![A-Za-z])[A-Z](?:\s*>>?\s*[A-Z](?![A-Za-z]))+")
+_MENTION = re.compile(r"(?<![A-Za-z])([A-Z])(?![A-Za-z])")
 
 
 def parse_ranking(text: str, labels: Sequence[str]) -> ParsedRanking:
-    """Parse a free-text ranking of ``labels`` (best first).
+    """Parse a free-text ranking of ``labels`` (best first), as written after the prefilled prefix.
 
-    Strict form first: the first line is a list of labels separated by '>' or
-    ','. Fallback: the labels in order of first appearance in the first line that
-    mentions any. Unknown labels and repeats are dropped. Fewer than two distinct
-    known labels is UNPARSABLE (an empty ballot: it is recorded, never guessed).
+    Only the first line counts. Strict form: the line is labels separated by '>'
+    (or ','), optionally bracketed. Fallback: the line holds exactly one chain of
+    labels joined by '>' and its other words name no label, so prose cannot
+    smuggle a vote in ("Candidate C asks to be ranked first; ignoring it: B > A"
+    names C outside the chain: unparsable). Unknown labels and repeats are
+    dropped. Fewer than two distinct known labels is UNPARSABLE; a ballot that
+    reproduces the shown order of three or more candidates is COPIED (small
+    models copy the list they were shown). Neither is a ballot: both are
+    recorded, never guessed.
     """
     known = set(labels)
     lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
@@ -69,16 +76,22 @@ def parse_ranking(text: str, labels: Sequence[str]) -> ParsedRanking:
         return ParsedRanking((), ParseStatus.UNPARSABLE)
     first = lines[0]
     if _STRICT.match(first):
-        found = _dedupe(re.findall(r"[A-Z]", first), known)
-        if len(found) >= 2:
-            return ParsedRanking(found, ParseStatus.OK)
-    for line in lines:
-        found = _dedupe(_LABEL.findall(line), known)
-        if found:  # the first line naming any label decides; one label is not a ranking
-            if len(found) >= 2:
-                return ParsedRanking(found, ParseStatus.FALLBACK)
-            break
-    return ParsedRanking((), ParseStatus.UNPARSABLE)
+        return _ballot(_dedupe(re.findall(r"[A-Z]", first), known), labels, ParseStatus.OK)
+    chains = _CHAIN.findall(first)
+    if len(chains) != 1:
+        return ParsedRanking((), ParseStatus.UNPARSABLE)
+    outside = first.replace(chains[0], " ", 1)
+    if any(label in known for label in _MENTION.findall(outside)):
+        return ParsedRanking((), ParseStatus.UNPARSABLE)
+    return _ballot(_dedupe(re.findall(r"[A-Z]", chains[0]), known), labels, ParseStatus.FALLBACK)
+
+
+def _ballot(found: tuple[str, ...], labels: Sequence[str], status: ParseStatus) -> ParsedRanking:
+    if len(found) < 2:
+        return ParsedRanking((), ParseStatus.UNPARSABLE)
+    if len(labels) >= 3 and found == tuple(labels):
+        return ParsedRanking((), ParseStatus.COPIED)
+    return ParsedRanking(found, status)
 
 
 def _dedupe(found: Sequence[str], known: set[str]) -> tuple[str, ...]:

@@ -5,8 +5,9 @@
 The pairwise baseline has one judge task per ordered pair of generators in the
 chord instead; a turn without a review stage is ``chain(group(generate ...), aggregate)``. The
 aggregate task of turn t sends the canvas of turn t+1, so turn t+1 sees turn t's
-blended answer. Every aggregate task gets a predictable id (``final_task_id``)
-so a client can wait for each turn without knowing when it was sent.
+blended answer. Every aggregate task gets a predictable id (``final_task_id``, per
+attempt: recovery sends a stalled turn again as a new attempt) so a client can
+wait for each turn without knowing when it was sent.
 
 Queues are not chosen here: the app's router (``workers.app``) sends each task to
 the queue of the member ``task_member`` names.
@@ -29,9 +30,9 @@ JUDGE = "workers.judge"
 AGGREGATE = "workers.aggregate"
 
 
-def final_task_id(conversation_id: str, turn_index: int) -> str:
-    """The id of the task whose result is turn ``turn_index``'s outcome."""
-    return f"peerblend-{conversation_id}-turn-{turn_index}"
+def final_task_id(conversation_id: str, turn_index: int, attempt: int = 1) -> str:
+    """The id of the task whose result is the outcome of attempt ``attempt`` of turn ``turn_index``."""
+    return f"peerblend-{conversation_id}-turn-{turn_index}-a{attempt}"
 
 
 def turn_signature(plan: TurnPlan, *, app: Any) -> Signature:
@@ -52,7 +53,7 @@ def turn_signature(plan: TurnPlan, *, app: Any) -> Signature:
     )
     aggregate_kwargs = {"turn": context, "run": plan.run.to_json(), "decision": plan.decision.to_json()}
     aggregate = signature(AGGREGATE, kwargs=aggregate_kwargs, app=app, **_shown("aggregate", plan)).set(
-        task_id=final_task_id(plan.context.conversation_id, plan.context.turn_index)
+        task_id=final_task_id(plan.context.conversation_id, plan.context.turn_index, plan.context.attempt)
     )
     if not plan.reviewers:
         return chain(generate, aggregate, app=app)

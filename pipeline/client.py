@@ -28,12 +28,24 @@ from db.models import Turn
 from pipeline.canvas import final_task_id, turn_signature
 from pipeline.committee import Committee
 from pipeline.context import Exchange
-from pipeline.conversation import Conversation, conversation_from_json
+from pipeline.conversation import Conversation, Limits, conversation_from_json
 from pipeline.errors import BlendError, InputError
 from pipeline.plan import RunConfig, TurnPlan, check_run
 from pipeline.policy import PolicyStore, check_policy
 from pipeline.records import TurnContext
 from pipeline.shortlist import begin, resume
+
+WAIT_SLICE_S = 2.0  # how often a waiting client re-reads the database
+OUTCOME_FIELDS = (
+    "conversation_id",
+    "turn_index",
+    "answer",
+    "chosen",
+    "status",
+    "ranking",
+    "scores",
+    "timings",
+)
 
 
 @dataclass(frozen=True)
@@ -110,12 +122,14 @@ class BlendClient:
         *,
         policy_store: PolicyStore | None = None,
         poll_interval: float = 0.005,
+        limits: Limits | None = None,
     ):
         self.app = app
         self.engine = engine
         self.committee = committee
         self.policy_store = policy_store  # needed by the p1, p2, p3 policies
         self.poll_interval = poll_interval
+        self.limits = limits or Limits()
 
     def submit(
         self,
@@ -139,6 +153,7 @@ class BlendClient:
                     f"a conversation must be a Conversation, dict or list, got {type(conversation).__name__}"
                 )
             conversation = conversation_from_json(conversation)
+        self.limits.check(conversation)
         config = check_run(self.committee, method=method, policy=policy, top_k=top_k)
         conversation_id = uuid.uuid4().hex
         n_turns = len(conversation.questions)
@@ -158,6 +173,7 @@ class BlendClient:
             Turn(conversation_id=conversation_id, turn_index=i, question=q.text, gold=list(q.gold))
             for i, q in enumerate(conversation.questions)
         ]
+        turns[0].attempt, turns[0].sent_at = 1, crud.utc_now()  # turn 0 is sent now, once
         with Session(self.engine, expire_on_commit=False) as session:
             crud.create_conversation(session=session, conversation=row, turns=turns)
         decision = begin(
@@ -175,13 +191,14 @@ class BlendClient:
         return BlendHandle(self, conversation_id, n_turns)
 
     def resume(self, conversation_id: str) -> BlendHandle:
-        """Send the first unfinished turn of a stored conversation again (after an interruption).
+        """Send the first unfinished turn of a stored conversation again, as a new attempt.
 
-        Turns already stored are kept; the resent turn sees their blended answers.
-        Do not resume a conversation that workers are still running: its turn
-        would run twice (stored once).
+        Turns already stored are kept; the resent turn sees their blended answers
+        and runs under the policy state stored for the conversation. If the earlier
+        attempt is still running too, whichever finishes first is stored (once) and
+        the next turn is sent once.
         """
-        with Session(self.engine) as session:
+        with Session(self.engine, expire_on_commit=False) as session:
             row = crud.get_conversation(session=session, conversation_id=conversation_id)
             if row is None:
                 raise InputError(f"no conversation with id {conversation_id!r}")
@@ -190,28 +207,37 @@ class BlendClient:
                 r.turn_index: r.answer
                 for r in crud.list_results(session=session, conversation_id=conversation_id)
             }
-        handle = BlendHandle(self, conversation_id, row.n_turns)
-        missing = [t for t in turns if t.turn_index not in answers]
-        if not missing:
-            return handle
-        first = missing[0].turn_index
+            missing = [t for t in turns if t.turn_index not in answers]
+            handle = BlendHandle(self, conversation_id, row.n_turns)
+            if not missing:
+                return handle
+            first = missing[0]
+            attempt = crud.claim_send(
+                session=session,
+                conversation_id=conversation_id,
+                turn_index=first.turn_index,
+                seen_attempt=first.attempt,
+            )
+        if attempt is None:
+            return handle  # another client resent it at the same moment
         config = RunConfig(method=row.method, policy=check_policy(row.policy), top_k=row.top_k)
         decision = resume(
             self.policy_store,
             self.committee,
             config,
             conversation_id=conversation_id,
-            turn_index=first,
+            turn_index=first.turn_index,
             n_turns=row.n_turns,
         )
         context = TurnContext(
             conversation_id=conversation_id,
-            turn_index=first,
-            question=turns[first].question,
+            turn_index=first.turn_index,
+            question=first.question,
             n_turns=row.n_turns,
-            history=tuple(Exchange(t.question, answers[t.turn_index]) for t in turns[:first]),
+            history=tuple(Exchange(t.question, answers[t.turn_index]) for t in turns[: first.turn_index]),
             passage=row.passage,
             enqueued_at=time.time(),
+            attempt=attempt,
         )
         turn_signature(TurnPlan(context, config, decision), app=self.app).apply_async()
         return handle
@@ -227,14 +253,53 @@ class BlendClient:
     def wait_turn(
         self, conversation_id: str, turn_index: int, *, timeout: float | None = None
     ) -> TurnOutcome:
-        result = self.app.AsyncResult(final_task_id(conversation_id, turn_index))
-        try:
-            data = result.get(timeout=timeout, interval=self.poll_interval, propagate=True)
-        except CeleryTimeout:
-            raise BlendError(
-                f"turn {turn_index} of conversation {conversation_id} did not finish within {timeout:.0f} s"
-            ) from None
-        return TurnOutcome.from_json(data)
+        """Wait for a turn's outcome; the database has the last word.
+
+        The fast path is the current attempt's aggregate result; a failure there is
+        believed only if the turn is still not stored and no newer attempt was sent.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            outcome = self.poll_turn(conversation_id, turn_index)
+            if isinstance(outcome, TurnOutcome):
+                return outcome
+            attempt = outcome
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                raise BlendError(
+                    f"turn {turn_index} of conversation {conversation_id} did not finish within {timeout:.0f} s"
+                )
+            result = self.app.AsyncResult(final_task_id(conversation_id, turn_index, max(attempt, 1)))
+            try:
+                data = result.get(
+                    timeout=min(WAIT_SLICE_S, remaining or WAIT_SLICE_S),
+                    interval=self.poll_interval,
+                    propagate=True,
+                )
+            except CeleryTimeout:
+                continue
+            except Exception as failure:  # noqa: BLE001 - the task failed; does the database agree?
+                after = self.poll_turn(conversation_id, turn_index)
+                if isinstance(after, TurnOutcome):
+                    return after
+                if after != attempt:
+                    continue  # a newer attempt was sent meanwhile
+                raise BlendError(
+                    f"turn {turn_index} of conversation {conversation_id} failed "
+                    f"(attempt {attempt}): {type(failure).__name__}: {failure}"
+                ) from None
+            return TurnOutcome.from_json(data)
+
+    def poll_turn(self, conversation_id: str, turn_index: int) -> TurnOutcome | int:
+        """The stored outcome of a turn, or (not stored yet) the number of its current attempt."""
+        with Session(self.engine) as session:
+            turn = crud.get_turn(session=session, conversation_id=conversation_id, turn_index=turn_index)
+            if turn is None:
+                raise InputError(f"conversation {conversation_id!r} has no turn {turn_index}")
+            stored = crud.get_result(session=session, conversation_id=conversation_id, turn_index=turn_index)
+            if stored is None:
+                return turn.attempt
+            return TurnOutcome.from_json(stored.model_dump(include=set(OUTCOME_FIELDS)))
 
     def fetch(self, conversation_id: str) -> StoredConversation:
         """Everything stored about a conversation: questions, candidates, reviews, results."""

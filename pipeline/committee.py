@@ -13,11 +13,19 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
+from pipeline.backend import Capability, backend_info, enabled_backend
 from pipeline.errors import ConfigError
 
-BackendName = Literal["transformers", "scripted", "openai", "cross-encoder"]
 ReviewMethod = Literal["ranking", "likelihood"]
 Role = Literal["generator", "reviewer", "aggregator", "judge"]  # judge: pairwise baseline only
 AnswerStyle = Literal["concise", "terse"]
@@ -44,7 +52,7 @@ class Member(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-    backend: BackendName
+    backend: str  # a name in pipeline.backend.BACKENDS
     model: str = Field(min_length=1)
     queue: str = ""  # default: "peerblend.<name>"
     device: str = "cpu"
@@ -52,7 +60,31 @@ class Member(BaseModel):
     roles: tuple[Role, ...] = ("generator", "reviewer")
     review_method: ReviewMethod = "likelihood"
     generation: Generation = Generation()
-    options: dict[str, object] = Field(default_factory=dict)
+    # Most seconds one call of this member (an answer, a review, a judgement) may take; past
+    # it the member is excluded from the turn with "timeout" recorded. None: the deployment's
+    # PEERBLEND_GENERATION_TIME_LIMIT_S.
+    timeout_s: float | None = Field(default=None, gt=0, le=24 * 3600)
+    # checked against the backend's options model, also when left out (openai needs base_url)
+    options: dict[str, object] = Field(default_factory=dict, validate_default=True)
+
+    @field_validator("backend")
+    @classmethod
+    def _known_backend(cls, backend: str) -> str:
+        try:
+            backend_info(backend)
+        except ConfigError as error:
+            raise ValueError(str(error)) from None
+        return backend
+
+    @field_validator("options")
+    @classmethod
+    def _options_fit_backend(cls, options: dict[str, object], info: ValidationInfo) -> dict[str, object]:
+        if "backend" in info.data:  # else the backend is unknown, and that error is reported
+            try:
+                backend_info(info.data["backend"]).parse_options(options)
+            except ConfigError as error:
+                raise ValueError(str(error)) from None
+        return options
 
     @model_validator(mode="after")
     def _default_queue(self) -> Member:
@@ -60,12 +92,38 @@ class Member(BaseModel):
             object.__setattr__(self, "queue", f"peerblend.{self.name}")
         return self
 
+    @model_validator(mode="after")
+    def _backend_can_play_roles(self) -> Member:
+        can = self.capabilities
+        for role in self.roles:
+            needs = _role_needs(role, self.review_method)
+            if not can & needs:
+                raise ValueError(
+                    f"role {role!r} needs a backend that can {' or '.join(sorted(needs))}; "
+                    f"backend {self.backend!r} can {', '.join(sorted(can))}"
+                )
+        return self
+
+    @property
+    def capabilities(self) -> frozenset[Capability]:
+        """What this member's backend can do: declared in the registry, some switched on by options."""
+        return backend_info(self.backend).capabilities_with(self.options)
+
     @field_validator("roles")
     @classmethod
     def _roles_not_empty(cls, roles: tuple[Role, ...]) -> tuple[Role, ...]:
         if not roles:
             raise ValueError("a member needs at least one role")
         return tuple(dict.fromkeys(roles))
+
+
+def _role_needs(role: Role, review_method: ReviewMethod) -> frozenset[Capability]:
+    """What a member in ``role`` needs of its backend: any one of these capabilities."""
+    if role == "judge":  # an LLM judge scores " A" and " B"; a cross-encoder compares
+        return frozenset({Capability.SCORE, Capability.COMPARE})
+    if role == "reviewer" and review_method == "likelihood":
+        return frozenset({Capability.SCORE})
+    return frozenset({Capability.GENERATE})
 
 
 class Committee(BaseModel):
@@ -125,19 +183,33 @@ class Committee(BaseModel):
         )
 
 
-def committee_from_dict(data: object, *, where: str = "committee") -> Committee:
-    """Validate a parsed config; errors name the field that is wrong."""
+def committee_from_dict(data: object, *, where: str = "committee", test_backends: bool = False) -> Committee:
+    """Validate a parsed config; errors name the field that is wrong.
+
+    ``test_backends``: whether members may use a test backend (``Settings.test_backends``).
+    """
     try:
-        return Committee.model_validate(data)
+        committee = Committee.model_validate(data)
     except ValidationError as error:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e['loc']) or '(top level)'}: {e['msg']}" for e in error.errors()
         )
         raise ConfigError(f"{where}: {problems}") from None
+    require_enabled_backends(committee, test_backends=test_backends, where=where)
+    return committee
 
 
-def load_committee(path: str | Path) -> Committee:
-    """Load a committee from a .toml, .yaml/.yml or .json file."""
+def require_enabled_backends(committee: Committee, *, test_backends: bool, where: str = "committee") -> None:
+    """Refuse a member on a test backend unless test backends are enabled (ConfigError)."""
+    for index, member in enumerate(committee.members):
+        try:
+            enabled_backend(member.backend, test_backends=test_backends)
+        except ConfigError as error:
+            raise ConfigError(f"{where}: members.{index}.backend ({member.name}): {error}") from None
+
+
+def load_committee(path: str | Path, *, test_backends: bool = False) -> Committee:
+    """Load a committee from a .toml, .yaml/.yml or .json file (``test_backends`` as in committee_from_dict)."""
     path = Path(path)
     try:
         text = path.read_text()
@@ -154,7 +226,7 @@ def load_committee(path: str | Path) -> Committee:
             raise ConfigError(f"committee file {path}: use .toml, .yaml, .yml or .json")
     except (tomllib.TOMLDecodeError, yaml.YAMLError, json.JSONDecodeError) as error:
         raise ConfigError(f"committee file {path} is not valid {path.suffix[1:]}: {error}") from None
-    return committee_from_dict(data, where=str(path))
+    return committee_from_dict(data, where=str(path), test_backends=test_backends)
 
 
 # Few-shot examples for the base model: general-knowledge pairs written for this

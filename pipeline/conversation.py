@@ -9,6 +9,44 @@ from pipeline.errors import InputError
 
 
 @dataclass(frozen=True)
+class Limits:
+    """How much one conversation may carry (characters, turns); beyond them submit refuses it.
+
+    Everything a turn carries travels in its task messages and results, so an
+    unbounded question would fill Redis and the models' context alike.
+    """
+
+    max_question_chars: int = 8_000
+    max_passage_chars: int = 100_000
+    max_turns: int = 200
+
+    def check(self, conversation: Conversation) -> None:
+        """Raise InputError naming the first thing over its limit (or holding unstorable text)."""
+        name = conversation.id or "(no id)"
+        if len(conversation.questions) > self.max_turns:
+            raise InputError(
+                f"conversation {name} has {len(conversation.questions)} turns; the limit is {self.max_turns}"
+            )
+        for index, question in enumerate(conversation.questions, start=1):
+            _check_text(question.text, f"question {index} of conversation {name}", self.max_question_chars)
+        if conversation.passage is not None:
+            _check_text(conversation.passage, f"the passage of conversation {name}", self.max_passage_chars)
+
+
+def _check_text(text: str, what: str, limit: int) -> None:
+    if len(text) > limit:
+        raise InputError(f"{what} has {len(text):,} characters; the limit is {limit:,}")
+    if "\x00" in text:
+        raise InputError(f"{what} contains a NUL character, which cannot be stored")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InputError(
+            f"{what} contains a lone surrogate (invalid Unicode), which cannot be stored"
+        ) from None
+
+
+@dataclass(frozen=True)
 class Question:
     """One user turn: the question and, when known, its gold answers (for scoring)."""
 

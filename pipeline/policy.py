@@ -1,7 +1,7 @@
 """Ranking-reduction policies: which members work on a turn, and whether it is ranked.
 
 Pure: state in, decision and new state out. The state lives in a PolicyStore
-(Redis in distributed mode, the database in embedded mode); see workers/policy_store.py.
+(the database, in every mode); see workers/policy_store.py.
 
 q = the conversation's number of turns, N = the committee's generators.
 - full: every member answers and reviews on every turn.

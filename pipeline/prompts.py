@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from pipeline.backend import Message, Prompt
 from pipeline.committee import AnswerStyle, FewShot
 from pipeline.context import Exchange
-from pipeline.prompt import Message, Prompt
 
 _STYLE = {
     "concise": "Give a concise, accurate answer in one short sentence.",
@@ -55,6 +55,16 @@ def generator_prompt(
     return Prompt(tuple(messages), max_new_tokens=max_new_tokens, stop=_STOP[style])
 
 
+def quoted_candidate(text: str) -> str:
+    """A candidate's text as it appears inside a review prompt: one line, no square brackets.
+
+    Candidates are listed one per line as ``[A] text``; a newline or a bracketed
+    label inside an answer could otherwise open a phantom candidate ("...\n[C] ...")
+    or pose as the prompt's own structure.
+    """
+    return " ".join(text.split()).replace("[", "(").replace("]", ")")
+
+
 def _transcript(history: Sequence[Exchange]) -> str:
     return "\n".join(f"User: {e.question}\nAssistant: {e.answer}" for e in history)
 
@@ -75,7 +85,8 @@ def ranking_prompt(
     if history:
         parts.append("Conversation so far:\n" + _transcript(history))
     parts.append(f"Question: {question}")
-    parts.append("Candidate answers:\n" + "\n".join(f"[{label}] {text}" for label, text in labelled))
+    listed = "\n".join(f"[{label}] {quoted_candidate(text)}" for label, text in labelled)
+    parts.append("Candidate answers:\n" + listed)
     parts.append(
         f"Rank all {len(labelled)} candidates from best to worst by accuracy, relevance, "
         "completeness and coherence. Reply with the labels only, best first, separated by '>'."
@@ -112,7 +123,7 @@ def fusion_prompt(
     max_new_tokens: int = 48,
 ) -> Prompt:
     """Ask the aggregator to write one answer from the top-ranked candidates (best first)."""
-    listed = "\n".join(f"- {text}" for text in candidates)
+    listed = "\n".join(f"- {quoted_candidate(text)}" for text in candidates)
     parts = []
     if history:
         parts.append("Conversation so far:\n" + _transcript(history))
@@ -138,7 +149,7 @@ def pairwise_prompt(
     if history:
         parts.append("Conversation so far:\n" + _transcript(history))
     parts.append(f"Question: {question}")
-    parts.append(f"Answer A: {first}\nAnswer B: {second}")
+    parts.append(f"Answer A: {quoted_candidate(first)}\nAnswer B: {quoted_candidate(second)}")
     parts.append("Which answer is more accurate, relevant, complete and coherent? Reply with A or B.")
     system = _system("You are a careful, impartial judge of answers.", passage)
     return Prompt((system, Message("user", "\n\n".join(parts))), prefill=PAIRWISE_PREFIX, max_new_tokens=1)

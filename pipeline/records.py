@@ -24,6 +24,7 @@ class TurnContext:
     history: tuple[Exchange, ...] = ()
     passage: str | None = None
     enqueued_at: float = 0.0  # epoch seconds when the turn's canvas was sent
+    attempt: int = 1  # which sending of this turn (recovery sends a stalled turn again)
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)

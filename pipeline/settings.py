@@ -29,8 +29,16 @@ class Settings(BaseSettings):
     database_url: str | None = None  # e.g. postgresql+psycopg://user@host/db; unset = SQLite
     committee_file: Path | None = None  # unset = the default offline committee
     default_queue: str = "peerblend"  # aggregation and control tasks
-    visibility_timeout_s: int = Field(default=4 * 3600, ge=60)  # above the longest task
-    generation_time_limit_s: float = Field(default=600.0, gt=0)  # a member's answer or review
+    # Redis redelivers a task unacknowledged for this long. Unset: derived from the longest a
+    # task may take (the members' time limits plus the store retry budget, see task_bound_s).
+    visibility_timeout_s: int | None = Field(default=None, ge=60)
+    generation_time_limit_s: float = Field(default=600.0, gt=0)  # a member's call, unless it sets timeout_s
+    store_retry_s: float = Field(default=600.0, ge=0)  # how long a finished turn's write is retried
+    result_expires_s: int = Field(default=3600, ge=60)  # task results in Redis (the database keeps turns)
+    # What one submitted conversation may carry (characters, turns); beyond, submit refuses it.
+    max_question_chars: int = Field(default=8_000, ge=1)
+    max_passage_chars: int = Field(default=100_000, ge=0)
+    max_turns: int = Field(default=200, ge=1)
     embedded_concurrency: int = Field(default=8, ge=1)  # threads of the in-process worker
     model_cache_dir: Path | None = None  # unset = ~/.cache/peerblend/models (shared by every home)
     torch_threads: int | None = None  # per worker process; unset = torch's default
@@ -39,6 +47,9 @@ class Settings(BaseSettings):
     # (1 = no batching); a batch waits at most batch_window_ms for company after its first.
     batch_max: int = Field(default=16, ge=1)
     batch_window_ms: float = Field(default=20.0, ge=0)
+    # Offer the test backends ("scripted": no model, scripted replies) to committees; the test
+    # suite and benchmarks set PEERBLEND_TEST_BACKENDS=1, users never need it.
+    test_backends: bool = False
 
     @model_validator(mode="after")
     def _distributed_needs_all(self) -> Settings:

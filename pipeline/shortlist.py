@@ -95,6 +95,7 @@ def advance(
     applied: list[ConversationState] = []
 
     def fold(value: dict[str, Any] | None) -> dict[str, Any]:
+        applied.clear()  # the store may call this again (a lost race): only the last call counts
         state = ConversationState.from_json(value or {})
         if state.applied_turns != turn_index:
             return state.to_json()
@@ -115,10 +116,12 @@ def advance(
     state = ConversationState.from_json(
         store.update(conversation_key(committee.name, run.policy, conversation_id), fold)
     )
-    if applied and run.policy == "p3" and decision.ranked and state.ordinal % 3 == 0:
+    if run.policy == "p3" and decision.ranked and state.ordinal % 3 == 0:
+        # Folded by its own record of which turns it holds: idempotent under retries and
+        # redeliveries, even one that crashed between the two updates.
         store.update(
             cycle_key(committee.name, run.policy, state.ordinal),
-            lambda v: {"scores": add_scores((v or {}).get("scores", {}), contribution)},
+            lambda v: fold_cycle(v, f"{conversation_id}/{turn_index}", contribution),
         )
     return (
         None
@@ -129,6 +132,15 @@ def advance(
             decide_turn(run.policy, committee, state, turn_index + 1, n_turns, top_k=run.top_k),
         )
     )
+
+
+def fold_cycle(value: dict[str, Any] | None, turn: str, contribution: Mapping[str, float]) -> dict[str, Any]:
+    """Add one ranked turn's scores to a p3 cycle once: ``turn`` ("conversation/turn") is remembered."""
+    value = value or {}
+    folded = list(value.get("folded", []))
+    if turn in folded:
+        return value
+    return {"scores": add_scores(value.get("scores", {}), contribution), "folded": [*folded, turn]}
 
 
 def resume(

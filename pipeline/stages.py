@@ -10,8 +10,10 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import replace
+from typing import cast
 
 from pipeline.aggregate import usable
+from pipeline.backend import Backend, Capability, PairJudge, ScoreRequest
 from pipeline.ballot import (
     ParseStatus,
     label_map,
@@ -23,7 +25,6 @@ from pipeline.ballot import (
 from pipeline.committee import Committee, Member
 from pipeline.context import Exchange, fit_history, fit_passage
 from pipeline.pairwise import Judgement, preference
-from pipeline.prompt import Backend, ScoreRequest
 from pipeline.prompts import (
     fusion_prompt,
     generator_prompt,
@@ -191,7 +192,7 @@ def judge(
     """The judge's confidence that ``pair[0]``'s answer beats ``pair[1]``'s (shown first).
 
     An LLM judge is scored on answering " A" or " B" to a comparison prompt; a
-    backend with a ``compare`` method (a cross-encoder) is asked directly.
+    backend declared with ``Capability.COMPARE`` (a cross-encoder) is asked directly.
     """
     first, second = pair
     text_of = {c.member: c.text for c in usable(candidates)}
@@ -199,12 +200,12 @@ def judge(
     if first not in text_of or second not in text_of:
         return replace(base, error="a candidate of this pair failed")
     history, passage = _fitted(committee, context)
-    compare = getattr(backend, "compare", None)  # a cross-encoder judge (workers/backends/cross_encoder.py)
     start = time.perf_counter()
     try:
-        if compare is not None:
+        if Capability.COMPARE in judge_member.capabilities:
             conversation = "\n".join([*(f"{e.question}\n{e.answer}" for e in history), context.question])
-            p_first = float(compare(conversation, text_of[first], text_of[second]))
+            judged = cast(PairJudge, backend).compare(conversation, text_of[first], text_of[second])
+            p_first = float(judged)
             return replace(
                 base, p_first=p_first, seconds=time.perf_counter() - start, finished_at=time.time()
             )

@@ -12,8 +12,62 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
 
 from pipeline.borda import Ballot, borda_scores
+from pipeline.committee import Committee
+from pipeline.policy import PolicyStore, calibration_key, trust_key
+from pipeline.records import ReviewRecord
+
+WeightMode = Literal["uniform", "online", "calibrated"]
+
+
+@dataclass(frozen=True)
+class ReviewerWeights:
+    """The Borda weight of each reviewer this turn (None: uniform), and how they were chosen."""
+
+    weights: dict[str, float] | None
+    note: str
+
+
+UNIFORM = ReviewerWeights(None, "uniform")
+
+
+def select_weights(
+    mode: WeightMode,
+    reviewers: Sequence[str],
+    *,
+    trust: Mapping[str, Sequence[float]] | None = None,
+    calibrated: Mapping[str, float] | None = None,
+) -> ReviewerWeights:
+    """The weights of ``reviewers`` under ``mode``, with the fallbacks said in the note.
+
+    - ``online``: ``trust_weights`` of the stored agreement statistics (none yet: the prior, 1).
+    - ``calibrated``: the stored weights; a reviewer missing from them (the committee
+      changed since calibration) gets the mean of the stored weights, and says so;
+      nothing stored falls back to uniform.
+    - Weights that are all zero would rank by nothing: uniform, said in the note.
+    """
+    if mode == "uniform" or not reviewers:
+        return UNIFORM
+    if mode == "online":
+        chosen, note = trust_weights(trust or {}, reviewers), "online trust"
+    elif not calibrated:
+        return ReviewerWeights(
+            None, "calibrated weights requested but none stored (run `peerblend calibrate`): uniform"
+        )
+    else:
+        stored = [float(v) for v in calibrated.values()]
+        fallback = sum(stored) / len(stored)
+        missing = [r for r in reviewers if r not in calibrated]
+        chosen = {r: float(calibrated.get(r, fallback)) for r in reviewers}
+        note = "calibrated trust"
+        if missing:
+            note += f"; not calibrated, given the mean {fallback:.3g}: {', '.join(missing)}"
+    if not any(chosen.values()):
+        return ReviewerWeights(None, f"{note}: every weight is 0, so uniform")
+    return ReviewerWeights(chosen, note)
 
 
 def _ranks(values: Sequence[float]) -> list[float]:
@@ -99,3 +153,26 @@ def calibrate(turns: Iterable[tuple[Sequence[Ballot], Mapping[str, float]]]) -> 
     if weights and not any(weights.values()):
         return dict.fromkeys(weights, 1.0)
     return weights
+
+
+def stored_weights(
+    store: PolicyStore, committee: Committee, reviews: Sequence[ReviewRecord]
+) -> ReviewerWeights:
+    """This turn's weights: read what the committee's mode needs from ``store``, then ``select_weights``."""
+    mode = committee.reviewer_weights
+    voters = [r.reviewer for r in reviews if r.ranking] or [r.reviewer for r in reviews]
+    if mode == "uniform" or not voters:
+        return UNIFORM
+    if mode == "online":
+        return select_weights(mode, voters, trust=store.get(trust_key(committee.name)))
+    return select_weights(mode, voters, calibrated=store.get(calibration_key(committee.name)))
+
+
+def learn_trust(
+    store: PolicyStore, committee_name: str, reviews: Sequence[ReviewRecord], pool: Sequence[str]
+) -> None:
+    """Fold one turn's agreement of each reviewer with the others into the committee's online trust."""
+    ballots = [Ballot(r.reviewer, r.ranking) for r in reviews if r.ranking]
+    agreement = consensus_agreement(ballots, list(pool))
+    if agreement:
+        store.update(trust_key(committee_name), lambda v: add_agreement(v or {}, agreement))

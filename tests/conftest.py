@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import os
-import uuid
-from collections.abc import Callable, Iterator
-from typing import Any
 
-import pytest
-
-from pipeline.client import BlendClient
-from pipeline.committee import Committee, Member
-from pipeline.settings import Settings
-from workers.backends.scripted import ScriptedBackend
-
+# The scripted backend is a test backend: enabled for this process and for the
+# worker and CLI subprocesses the tests start (they inherit os.environ).
+os.environ.setdefault("PEERBLEND_TEST_BACKENDS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import uuid  # noqa: E402
+from collections.abc import Callable, Iterator  # noqa: E402
+from typing import Any  # noqa: E402
+
+import pytest  # noqa: E402
+
+from pipeline.client import BlendClient  # noqa: E402
+from pipeline.committee import Committee, Member  # noqa: E402
+from pipeline.settings import Settings  # noqa: E402
+from workers.backends.scripted import ScriptedBackend  # noqa: E402
 
 REDIS_URL = os.environ.get("PEERBLEND_TEST_REDIS", "redis://127.0.0.1:6379")
 POSTGRES_URL = os.environ.get("PEERBLEND_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432")
@@ -44,9 +48,26 @@ def scripted_committee(
     return Committee(name=name, members=members, **committee_fields)
 
 
+def scripted_backends() -> list[ScriptedBackend]:
+    """The scripted backends built in this process (by any runtime), each with its own call log."""
+    from workers.runtime import resident_backends
+
+    return [b for b in resident_backends() if isinstance(b, ScriptedBackend)]
+
+
+def scripted_calls() -> list[tuple[str, str, Any]]:
+    """(model, kind, payload) of every call to those backends since the logs were cleared, backend by backend."""
+    return [call for backend in scripted_backends() for call in backend.calls]
+
+
+def clear_scripted_calls() -> None:
+    for backend in scripted_backends():
+        backend.calls.clear()
+
+
 @pytest.fixture(autouse=True)
 def _fresh_script_log() -> None:
-    ScriptedBackend.reset()
+    clear_scripted_calls()
 
 
 @pytest.fixture(scope="session")

@@ -26,24 +26,24 @@ ABC = ["A", "B", "C"]
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("A > B > C", ("A", "B", "C")),
+        ("A > C > B", ("A", "C", "B")),
         ("[B, A, C]", ("B", "A", "C")),
         (" C>A>B.", ("C", "A", "B")),
         ("B >> C >> A", ("B", "C", "A")),
         ("C, B, A", ("C", "B", "A")),
-        ("A > B > C\nBecause A is the most accurate.", ("A", "B", "C")),
+        ("A > C > B\nBecause A is the most accurate.", ("A", "C", "B")),
     ],
 )
 def test_strict_forms_parse_ok(text: str, expected: tuple[str, ...]) -> None:
     assert parse_ranking(text, ABC) == ParsedRanking(expected, ParseStatus.OK)
 
 
-@pytest.mark.parametrize("text", ["[A, B, C, D]", "[A>B>C>D]", "A > B > C > D"])
+@pytest.mark.parametrize("text", ["[D, B, C, A]", "[D>B>C>A]", "D > B > C > A"])
 def test_strict_form_keeps_first_and_last_items(text: str) -> None:
     # An earlier implementation stripped the brackets together with the first and last labels
     parsed = parse_ranking(text, ["A", "B", "C", "D"])
 
-    assert parsed.labels == ("A", "B", "C", "D")
+    assert parsed.labels == ("D", "B", "C", "A")
     assert parsed.status is ParseStatus.OK
 
 
@@ -61,39 +61,50 @@ def test_duplicates_and_unknown_labels_are_dropped() -> None:
 # --- parse_ranking: fallback forms -----------------------------------------------------------
 
 
-def test_fallback_reads_labels_in_order_of_appearance() -> None:
-    # Given prose around the labels; the pronoun "I" is not one of the labels
-    parsed = parse_ranking("I think B is best, then A, then C", ABC)
-
-    # Then the labels come out in order of appearance, marked as a fallback parse
-    assert parsed.labels == ("B", "A", "C")
-    assert parsed.status is ParseStatus.FALLBACK
-
-
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("Candidate C is best, then candidate A", ("C", "A")),
-        ("(B) then (C) then (A)", ("B", "C", "A")),
         ("Ranking: C > A > B", ("C", "A", "B")),  # the model repeated the prefilled prefix
-        ("Hmm.\nMy ranking is B then C.", ("B", "C")),  # the first line naming labels decides
+        ("I prefer C > A", ("C", "A")),  # the pronoun "I" is not one of the labels
+        ("My order is B > C > A, final.", ("B", "C", "A")),
     ],
 )
-def test_fallback_forms(text: str, expected: tuple[str, ...]) -> None:
+def test_one_chain_in_prose_that_names_no_label_is_a_fallback(text: str, expected: tuple[str, ...]) -> None:
     assert parse_ranking(text, ABC) == ParsedRanking(expected, ParseStatus.FALLBACK)
 
 
-def test_fallback_does_not_skip_a_line_that_names_a_label() -> None:
-    # Given a reviewer that names its choice (A) on one line and dismisses the others on the next
-    parsed = parse_ranking("A is the best answer.\nB and C are both wrong.", ABC)
+@pytest.mark.parametrize(
+    "text",
+    [
+        "I think B is best, then A, then C",  # labels in prose, no chain: not read
+        "Candidate C is best, then candidate A",
+        "(B) then (C) then (A)",
+        "Hmm.\nMy ranking is B > C.",  # only the first line, right after the prefix, counts
+        "A is the best answer.\nB > C",
+        # Prose cannot steer the ballot: a label named outside the chain voids it
+        "Candidate C asks to be ranked first; ignoring it: B > A > C",
+        "A careful comparison gives C > B > A",  # the article "A" reads as a label: no guess
+        "B > A, or maybe C > A",  # two chains
+    ],
+)
+def test_prose_that_names_labels_outside_one_chain_is_unparsable(text: str) -> None:
+    assert parse_ranking(text, ABC) == ParsedRanking((), ParseStatus.UNPARSABLE)
 
-    # Then no ballot is guessed: reading the second line would give B > C and put A last
-    assert parsed == ParsedRanking((), ParseStatus.UNPARSABLE)
 
-
-def test_fallback_does_not_read_labels_inside_words() -> None:
+def test_labels_inside_words_are_not_labels() -> None:
     # "Berlin" and "Cairo" start with label letters, but they are words, not labels
-    assert parse_ranking("Berlin is right, Cairo is not", ABC).status is ParseStatus.UNPARSABLE
+    assert parse_ranking("Berlin > Cairo", ABC).status is ParseStatus.UNPARSABLE
+    assert parse_ranking("Between them: C > A", ABC) == ParsedRanking(("C", "A"), ParseStatus.FALLBACK)
+
+
+@pytest.mark.parametrize("text", ["A > B > C", "[A, B, C]", "Ranking: A > B > C"])
+def test_a_ballot_that_copies_the_shown_order_is_dropped(text: str) -> None:
+    assert parse_ranking(text, ABC) == ParsedRanking((), ParseStatus.COPIED)
+
+
+def test_with_two_candidates_the_shown_order_is_a_real_ballot() -> None:
+    # (one of only two possible ballots: dropping it would bias every such turn)
+    assert parse_ranking("A > B", ["A", "B"]) == ParsedRanking(("A", "B"), ParseStatus.OK)
 
 
 # --- parse_ranking: no ballot ----------------------------------------------------------------
@@ -128,7 +139,10 @@ def rendered_permutations(draw: st.DrawFn) -> tuple[list[str], tuple[str, ...], 
 def test_any_rendered_permutation_parses_back_exactly(case: tuple[list[str], tuple[str, ...], str]) -> None:
     labels, order, text = case
 
-    assert parse_ranking(text, labels) == ParsedRanking(order, ParseStatus.OK)
+    if len(labels) >= 3 and order == tuple(labels):
+        assert parse_ranking(text, labels) == ParsedRanking((), ParseStatus.COPIED)
+    else:
+        assert parse_ranking(text, labels) == ParsedRanking(order, ParseStatus.OK)
 
 
 # --- review_seed, shuffled, label_map --------------------------------------------------------

@@ -17,11 +17,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pipeline.backend import Message, Prompt, ScoreRequest
 from pipeline.errors import BackendError, ConfigError
-from pipeline.prompt import Message, Prompt, ScoreRequest
 from pipeline.settings import Settings
 from tests.conftest import scripted_committee
-from workers.batching import BatchingBackend
+from workers.batching import BatchingBackend, SerializedBackend
 from workers.runtime import runtime_of
 
 
@@ -165,10 +165,40 @@ def test_the_worker_batches_only_backends_that_batch_their_calls(tmp_path: Any) 
 
     assert isinstance(batched, BatchingBackend) and batched.max_batch == 8
     assert not isinstance(direct, BatchingBackend)
-    assert not isinstance(
-        Runtime(Settings(home=tmp_path, batch_max=1), committee).backend(committee.members[0]),
-        BatchingBackend,
-    )
+    unbatched = Runtime(Settings(home=tmp_path, batch_max=1), committee).backend(committee.members[0])
+    assert not isinstance(unbatched, BatchingBackend)
+    # With batching off a local model is still called by one task thread at a time
+    assert isinstance(unbatched, SerializedBackend)
+    assert not isinstance(direct, SerializedBackend)  # a backend that does not batch is left alone
+
+
+class Overlaps(Recorder):
+    """Counts how many calls are inside the model at once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inside = 0
+        self.most_inside = 0
+
+    def generate(self, prompts: Sequence[Prompt]) -> list[str]:
+        with self._lock:
+            self.inside += 1
+            self.most_inside = max(self.most_inside, self.inside)
+        time.sleep(0.01)
+        with self._lock:
+            self.inside -= 1
+        return super().generate(prompts)
+
+
+def test_a_serialized_backend_lets_one_call_in_at_a_time() -> None:
+    inner = Overlaps()
+    backend = SerializedBackend(inner)
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda i: backend.generate([_prompt(f"q{i}")]), range(32)))
+
+    assert answers == [[f"q{i}"[::-1]] for i in range(32)]
+    assert inner.most_inside == 1
 
 
 @settings(max_examples=25, deadline=None)

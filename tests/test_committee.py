@@ -14,7 +14,7 @@ from pipeline.errors import ConfigError
 
 
 def _member(name: str, **extra: Any) -> dict[str, Any]:
-    return {"name": name, "backend": "scripted", "model": "echo", **extra}
+    return {"name": name, "backend": "transformers", "model": "echo", **extra}
 
 
 def _config(**extra: Any) -> dict[str, Any]:
@@ -130,12 +130,12 @@ top_k = 2
 
 [[members]]
 name = "alpha"
-backend = "scripted"
+backend = "transformers"
 model = "echo"
 
 [[members]]
 name = "beta"
-backend = "scripted"
+backend = "transformers"
 model = "echo"
 queue = "gpu0"
 review_method = "ranking"
@@ -150,10 +150,10 @@ EXPECTED = {
     "aggregator": "alpha",
     "top_k": 2,
     "members": [
-        {"name": "alpha", "backend": "scripted", "model": "echo"},
+        {"name": "alpha", "backend": "transformers", "model": "echo"},
         {
             "name": "beta",
-            "backend": "scripted",
+            "backend": "transformers",
             "model": "echo",
             "queue": "gpu0",
             "review_method": "ranking",
@@ -240,7 +240,7 @@ def test_load_committee_malformed_file_names_the_path(tmp_path: Path, filename: 
 def test_load_committee_invalid_content_names_path_and_field(tmp_path: Path) -> None:
     # Given a well-formed TOML file whose content is wrong (an unknown backend)
     path = tmp_path / "committee.toml"
-    path.write_text(TOML.replace('backend = "scripted"', 'backend = "vllm"', 1))
+    path.write_text(TOML.replace('backend = "transformers"', 'backend = "vllm"', 1))
 
     # Then the error names both the file and the field
     with pytest.raises(ConfigError) as raised:

@@ -14,13 +14,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.conversation import Conversation, Question
-from pipeline.datasets import (
+from pipeline.errors import DatasetError
+from pipeline.evaluation.datasets import (
     CANNOTANSWER,
     FORMATS,
     detect_format,
     load_conversations,
 )
-from pipeline.errors import DatasetError
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).resolve().parent / "data"
@@ -430,7 +430,7 @@ def test_bad_limit_raises(limit: object) -> None:
 
 def test_module_stays_pure() -> None:
     code = (
-        "import sys, pipeline.datasets; "
+        "import sys, pipeline.evaluation.datasets; "
         "heavy = {'celery', 'torch', 'transformers', 'sqlmodel'} & set(sys.modules); "
         "assert not heavy, heavy"
     )

@@ -13,7 +13,7 @@ import pytest
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 
-from pipeline.prompt import Message, Prompt, ScoreRequest  # noqa: E402
+from pipeline.backend import Message, Prompt, ScoreRequest  # noqa: E402
 from workers.backends.base import BackendSpec  # noqa: E402
 
 hf = pytest.importorskip("workers.backends.hf")

@@ -18,13 +18,13 @@ from typing import Any
 
 import pytest
 
-from pipeline.committee import Member, load_committee
+from pipeline.backend import Message, Prompt, ScoreRequest, render_transcript
+from pipeline.committee import Member
 from pipeline.errors import BackendError, ConfigError
-from pipeline.prompt import Message, Prompt, ScoreRequest, render_transcript
 from pipeline.settings import Settings
 from workers.backends.base import BackendSpec, create_backend
 from workers.backends.openai import OpenAIBackend
-from workers.runtime import Runtime
+from workers.runtime import Runtime, committee_from_settings
 
 QUESTION = Prompt(messages=(Message("user", "What is the capital of France?"),), max_new_tokens=8)
 
@@ -329,7 +329,7 @@ def test_create_backend_and_member_validation(server: FakeServer) -> None:
 
 
 def test_a_committee_file_member_is_built_by_the_worker_runtime(server: FakeServer, tmp_path: Path) -> None:
-    # Given the TOML a user writes (the runtime adds cache_dir to every member's options)
+    # Given the TOML a user writes, loaded as a worker loads it (from PEERBLEND_COMMITTEE_FILE)
     path = tmp_path / "committee.toml"
     path.write_text(
         f"""
@@ -346,9 +346,10 @@ backend = "scripted"
 model = "s"
 """
     )
-    committee = load_committee(path)
+    settings = Settings(home=tmp_path, committee_file=path)
+    committee = committee_from_settings(settings)
 
-    built = Runtime(Settings(home=tmp_path), committee).backend(committee.member("vllm-qwen"))
+    built = Runtime(settings, committee).backend(committee.member("vllm-qwen"))
 
     assert built.generate([QUESTION]) == ["Paris"]
 

@@ -11,9 +11,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pipeline.aggregate import decide_pairwise
+from pipeline.backend import ScoreRequest
 from pipeline.committee import Committee, Member
 from pipeline.pairwise import Judgement, max_logits, pairwise_ranking, preference
-from pipeline.prompt import ScoreRequest
 from pipeline.prompts import PAIRWISE_PREFIX
 from pipeline.records import CandidateRecord, TurnContext
 from pipeline.stages import judge

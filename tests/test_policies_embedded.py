@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import scripted_committee
-from workers.backends.scripted import ScriptedBackend
+from tests.conftest import clear_scripted_calls, scripted_calls, scripted_committee
 
 # m0 answers best by every likelihood reviewer's scores, then m1, m2, m3.
 SCORES = {"model0": -0.1, "model1": -0.2, "model2": -0.3, "model3": -0.4}
@@ -28,12 +27,12 @@ def _work_per_turn(questions: list[str]) -> list[tuple[set[str], int]]:
     for question in questions:
         answered = {
             m
-            for m, kind, p in ScriptedBackend.calls
+            for m, kind, p in scripted_calls()
             if kind == "generate" and not p.prefill and p.messages[-1].content == question
         }
         reviews = sum(
             1
-            for m, kind, payload in ScriptedBackend.calls
+            for m, kind, payload in scripted_calls()
             if kind == "score" and any(question in text for text in payload)
         )
         work.append((answered, reviews))
@@ -76,7 +75,7 @@ def test_p3_excludes_the_worst_half_for_two_conversations_then_resets(embedded):
     per_conversation = []
     for c in range(4):
         questions = [f"c{c} q{t}?" for t in range(2)]
-        ScriptedBackend.reset()
+        clear_scripted_calls()
         client.submit(questions, policy="p3").wait(timeout=60)
         per_conversation.append(set().union(*(w[0] for w in _work_per_turn(questions))))
 
@@ -89,9 +88,7 @@ def test_pairwise_judges_every_ordered_pair(embedded):
 
     (outcome,) = client.submit(["Which is best?"], method="pairwise").wait(timeout=60)
 
-    judged = [
-        payload for m, kind, payload in ScriptedBackend.calls if kind == "score" and payload == [" A", " B"]
-    ]
+    judged = [payload for m, kind, payload in scripted_calls() if kind == "score" and payload == [" A", " B"]]
     assert len(judged) == 4 * 3  # N(N-1) judgements
     stored = client.fetch(outcome.conversation_id).turns[0]
     (review,) = stored.reviews
@@ -105,4 +102,4 @@ def test_single_member_answers_alone(embedded):
     (outcome,) = client.submit(["Alone?"], method="single:m2").wait(timeout=60)
 
     assert outcome.chosen == "m2" and outcome.status == "single"
-    assert [m for m, kind, _ in ScriptedBackend.calls] == ["model2"]
+    assert [m for m, kind, _ in scripted_calls()] == ["model2"]

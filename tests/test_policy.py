@@ -27,6 +27,21 @@ from pipeline.shortlist import advance, begin
 BOTH = ("generator", "reviewer")
 
 
+class RetryingStore:
+    """A PolicyStore whose every update loses one race first: ``change`` runs twice, the first
+    result is thrown away, as the Redis and SQL stores do when another writer came first."""
+
+    def __init__(self) -> None:
+        self.inner = MemoryStore()
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        return self.inner.get(key)
+
+    def update(self, key: str, change: Callable[[dict[str, Any] | None], dict[str, Any]]) -> dict[str, Any]:
+        change(self.inner.get(key))  # the attempt that lost
+        return self.inner.update(key, change)
+
+
 class MemoryStore:
     """A PolicyStore in a dict; values pass through JSON on the way in and out, as in Redis."""
 
@@ -376,7 +391,7 @@ def test_p3_ranks_the_first_conversation_of_each_cycle_and_excludes_by_its_score
     conv0 = walk(store, members, run, [points(4, 0, 8, 12), points(0, 8, 4, 12)], conversation_id="c0")
     assert all(d.generators == d.reviewers == everyone for d in conv0)
     assert "ranking conversation" in conv0[0].reason
-    assert store.get(cycle_key("c", "p3", 0)) == {"scores": {"m0": 1.0, "m1": 2.0, "m2": 3.0, "m3": 6.0}}
+    assert store.get(cycle_key("c", "p3", 0))["scores"] == {"m0": 1.0, "m1": 2.0, "m2": 3.0, "m3": 6.0}
 
     # Conversations 1 and 2 leave out the worst half of cycle 0, on every turn; their
     # own scores (m3 last here) do not move the cycle's.
@@ -385,12 +400,12 @@ def test_p3_ranks_the_first_conversation_of_each_cycle_and_excludes_by_its_score
         assert [d.generators for d in seen] == [("m2", "m3")] * 2
         assert [d.excluded for d in seen] == [("m1", "m0")] * 2
         assert all(d.ranked for d in seen)
-    assert store.get(cycle_key("c", "p3", 0)) == {"scores": {"m0": 1.0, "m1": 2.0, "m2": 3.0, "m3": 6.0}}
+    assert store.get(cycle_key("c", "p3", 0))["scores"] == {"m0": 1.0, "m1": 2.0, "m2": 3.0, "m3": 6.0}
 
     # Cycle 1: conversation 3 ranks everyone again, into a new cycle key.
     conv3 = walk(store, members, run, [points(12, 8, 0, 4)] * 2, conversation_id="c3")
     assert all(d.generators == everyone for d in conv3)
-    assert store.get(cycle_key("c", "p3", 3)) == {"scores": {"m0": 6.0, "m1": 4.0, "m2": 0.0, "m3": 2.0}}
+    assert store.get(cycle_key("c", "p3", 3))["scores"] == {"m0": 6.0, "m1": 4.0, "m2": 0.0, "m3": 2.0}
 
     for conversation_id in ("c4", "c5"):
         seen = walk(store, members, run, [points(0, 0, 9, 9)] * 2, conversation_id=conversation_id)
@@ -472,7 +487,7 @@ def test_a_redelivered_turn_is_not_counted_twice(policy):
     assert state.scores == {"m0": 0.0, "m1": 1.0, "m2": 2.0, "m3": 3.0}
     assert state.applied_turns == 1
     if policy == "p3":
-        assert store.get(cycle_key("c", "p3", 0)) == {"scores": {"m0": 0.0, "m1": 1.0, "m2": 2.0, "m3": 3.0}}
+        assert store.get(cycle_key("c", "p3", 0))["scores"] == {"m0": 0.0, "m1": 1.0, "m2": 2.0, "m3": 3.0}
 
 
 @pytest.mark.parametrize("n_turns", [1, 3])
@@ -612,3 +627,29 @@ def test_p1_first_half_length_matches_the_spec():
         full = [d.generators == tuple(members.generators) for d in seen]
         ranked_by_all = math.ceil(q / 2)
         assert full == [True] * ranked_by_all + [False] * (q - ranked_by_all), q
+
+
+def test_p3_cycle_scores_are_folded_once_under_retried_updates_and_redeliveries():
+    # Given a store whose updates each run their change twice (a lost optimistic race)
+    members = committee(2)
+    store = RetryingStore()
+    run = run_of(members, "p3")
+    decision = begin(store, members, run, conversation_id="c0", n_turns=1)
+
+    # When turn 0 of the cycle's ranking conversation is folded in, then delivered again
+    for _ in range(2):
+        advance(
+            store,
+            members,
+            run,
+            decision,
+            conversation_id="c0",
+            turn_index=0,
+            n_turns=1,
+            ranking=["m1", "m0"],
+            scores={"m0": 0.0, "m1": 2.0},
+            ballots=2,
+        )
+
+    # Then its scores count once: 1.0 per ballot for m1, not 2.0 or 4.0
+    assert store.get(cycle_key("c", "p3", 0))["scores"] == {"m0": 0.0, "m1": 1.0}

@@ -1,4 +1,4 @@
-"""Policy state stores on the real Redis and PostgreSQL: updates are atomic under contention."""
+"""The policy state store on the real PostgreSQL (and SQLite): updates are atomic under contention."""
 
 from __future__ import annotations
 
@@ -12,16 +12,14 @@ from db.migrate import upgrade
 from pipeline.plan import RunConfig
 from pipeline.policy import ConversationState, conversation_key, counter_key
 from pipeline.shortlist import begin
-from tests.conftest import REDIS_URL, scripted_committee
-from workers.policy_store import RedisPolicyStore, SqlPolicyStore
+from tests.conftest import scripted_committee
+from workers.policy_store import SqlPolicyStore
 
 pytestmark = pytest.mark.services
 
 
-@pytest.fixture(params=["redis", "postgresql", "sqlite"])
+@pytest.fixture(params=["postgresql", "sqlite"])
 def store(request, tmp_path):
-    if request.param == "redis":
-        return RedisPolicyStore(f"{REDIS_URL}/1")
     url = (
         request.getfixturevalue("postgres_url")
         if request.param == "postgresql"

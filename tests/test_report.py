@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from pipeline.errors import InputError
-from pipeline.report import (
+from pipeline.evaluation.report import (
     BLEND_VS_SINGLE,
     ORACLE_BOUND,
     POLICY_VS_FULL,
@@ -21,8 +21,8 @@ from pipeline.report import (
     label_runs,
     method_label,
 )
-from pipeline.report_stats import ALL, ScoredTurn, paired_difference
-from pipeline.report_tables import CSV_COLUMNS, F1, SECONDS
+from pipeline.evaluation.stats import ALL, ScoredTurn, paired_difference
+from pipeline.evaluation.tables import CSV_COLUMNS, F1, SECONDS
 
 
 class OverlapScorer:

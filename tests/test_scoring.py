@@ -9,10 +9,10 @@ import pytest
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 
-from pipeline.report import Point  # noqa: E402
-from pipeline.report_stats import ALL  # noqa: E402
-from workers import scoring  # noqa: E402
-from workers.plot import plot_tradeoff  # noqa: E402
+from pipeline.evaluation.report import Point  # noqa: E402
+from pipeline.evaluation.stats import ALL  # noqa: E402
+from workers.evaluation import scoring  # noqa: E402
+from workers.evaluation.plot import plot_tradeoff  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -8,9 +8,9 @@ from collections.abc import Callable, Mapping, Sequence
 import pytest
 
 from pipeline.aggregate import Decision, decide, top_k_texts
+from pipeline.backend import Prompt, ScoreRequest
 from pipeline.committee import Committee, Member
 from pipeline.context import Exchange
-from pipeline.prompt import Prompt, ScoreRequest
 from pipeline.prompts import CONTENT_FREE_QUESTION, RANKING_PREFIX
 from pipeline.records import CandidateRecord, ReviewRecord, TurnContext
 from pipeline.stages import answer, fuse, review
@@ -169,27 +169,40 @@ def test_ranking_review_maps_labels_back_to_members(turn_index: int, arrival: li
     # When the reviewer answers with the labels under which beta, gamma, alpha were shown
     record = review(backend, COMMITTEE.member("judge-text"), COMMITTEE, context, _candidates(arrival))
 
-    # Then the ballot names those members, in that order
-    assert record.status == "ok"
-    assert record.ranking == ("beta", "gamma", "alpha")
+    # Then the ballot names those members, in that order (unless that is exactly the order
+    # shown, which is recorded as a copied list and dropped)
+    if record.shown_order == ("beta", "gamma", "alpha"):
+        assert (record.status, record.ranking) == ("copied", ())
+    else:
+        assert record.status == "ok"
+        assert record.ranking == ("beta", "gamma", "alpha")
     assert record.reviewer == "judge-text"
     assert record.method == "ranking"
     assert record.error is None
 
 
 def test_ranking_review_records_the_order_shown() -> None:
-    backend = FakeBackend(["A > B > C"])
+    backend = FakeBackend(["C > A > B"])
 
     record = review(backend, COMMITTEE.member("judge-text"), COMMITTEE, CONTEXT, _candidates())
 
-    # The labels A, B, C were given in the recorded shown order, so "A > B > C" is that order
+    # The labels A, B, C were given in the recorded shown order, so "C > A > B" maps through it
     (prompt,) = backend.generated
     labels = _shown_labels(prompt)
     assert [labels[TEXTS[m]] for m in record.shown_order] == ["A", "B", "C"]
-    assert record.ranking == record.shown_order
+    shown = record.shown_order
+    assert record.ranking == (shown[2], shown[0], shown[1])
     assert sorted(record.shown_order) == sorted(ORDER)
-    assert record.raw == "A > B > C"
+    assert record.raw == "C > A > B"
     assert prompt.prefill == RANKING_PREFIX
+
+
+def test_a_ranking_that_copies_the_shown_order_is_recorded_and_dropped() -> None:
+    record = review(
+        FakeBackend(["A > B > C"]), COMMITTEE.member("judge-text"), COMMITTEE, CONTEXT, _candidates()
+    )
+
+    assert (record.status, record.ranking, record.raw) == ("copied", (), "A > B > C")
 
 
 def test_shown_order_is_replayable_and_differs_between_reviewers() -> None:
@@ -224,7 +237,7 @@ def test_unparsable_ranking_gives_no_ballot() -> None:
 
 
 def test_fallback_ranking_is_marked() -> None:
-    backend = FakeBackend(["I prefer A, then C"])
+    backend = FakeBackend(["I prefer A > C"])
 
     record = review(backend, COMMITTEE.member("judge-text"), COMMITTEE, CONTEXT, _candidates())
 

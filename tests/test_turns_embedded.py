@@ -11,14 +11,13 @@ from sqlmodel import Session, func, select
 
 from db.models import Conversation, TurnResult
 from pipeline.errors import InputError
-from tests.conftest import scripted_committee
-from workers.backends.scripted import ScriptedBackend
+from tests.conftest import scripted_calls, scripted_committee
 
 QUESTIONS = ["Who wrote Dune?", "When was it published?", "What is the sequel called?"]
 
 
 def _prompts_of(model: str) -> list:
-    return [p for m, kind, p in ScriptedBackend.calls if m == model and kind == "generate" and not p.prefill]
+    return [p for m, kind, p in scripted_calls() if m == model and kind == "generate" and not p.prefill]
 
 
 def test_a_conversation_is_blended_turn_by_turn(embedded):
@@ -123,7 +122,7 @@ def test_bad_input_is_refused_and_nothing_is_stored(embedded, conversation, mess
         client.submit(conversation)
     with Session(client.engine) as session:
         assert session.exec(count).one() == before
-    assert ScriptedBackend.calls == []
+    assert scripted_calls() == []
 
 
 @pytest.mark.parametrize(

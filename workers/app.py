@@ -25,6 +25,8 @@ log = logging.getLogger(__name__)
 def create_app(settings: Settings, committee: Committee) -> Celery:
     app = Celery("peerblend", set_as_current=False)
     app.peerblend = Runtime(settings=settings, committee=committee)  # type: ignore[attr-defined]
+    bound = task_bound_s(settings, committee)
+    visibility = settings.visibility_timeout_s or int(bound + 300)
     app.conf.update(
         task_serializer="json",
         result_serializer="json",
@@ -36,9 +38,12 @@ def create_app(settings: Settings, committee: Committee) -> Celery:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
-        broker_transport_options={"visibility_timeout": settings.visibility_timeout_s},
-        result_backend_transport_options={"visibility_timeout": settings.visibility_timeout_s},
-        result_expires=7 * 24 * 3600,
+        broker_transport_options={"visibility_timeout": visibility},
+        result_backend_transport_options={"visibility_timeout": visibility},
+        # Prefork pools: a child stuck past every bound is replaced (threads pools rely on
+        # the per-call deadlines of workers.deadline instead).
+        task_time_limit=bound,
+        result_expires=settings.result_expires_s,
         result_extended=False,
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
@@ -57,6 +62,13 @@ def create_app(settings: Settings, committee: Committee) -> Celery:
 
     app.finalize()
     return app
+
+
+def task_bound_s(settings: Settings, committee: Committee) -> int:
+    """The longest one task may run: a member's call at its time limit, or an aggregate that
+    fuses (one call) and then retries an unreachable database for its whole budget."""
+    slowest = max(m.timeout_s or settings.generation_time_limit_s for m in committee.members)
+    return int(slowest + settings.store_retry_s + 120)
 
 
 def _router(committee: Committee, default_queue: str) -> Any:

@@ -31,8 +31,8 @@ from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
+from pipeline.backend import Backend, Prompt, ScoreRequest
 from pipeline.errors import BackendError, ConfigError
-from pipeline.prompt import Backend, Prompt, ScoreRequest
 
 log = logging.getLogger(__name__)
 
@@ -179,3 +179,28 @@ class BatchingBackend:
                 largest=max(stats.largest, size),
                 seconds=stats.seconds + seconds,
             )
+
+
+class SerializedBackend:
+    """A Backend that lets one call at a time into ``inner``: a local model or tokenizer is not
+    safe to call from several task threads at once (the tokenizer raised "Unable to create
+    tensor" under concurrent calls). Used for local models when batching is off; the batcher
+    already calls its model from one thread."""
+
+    def __init__(self, inner: Backend) -> None:
+        self.inner = inner
+        self._lock = threading.Lock()
+
+    def __getattr__(self, name: str) -> Any:
+        """Anything else (``warm_up``, ``compare``) goes straight to the inner backend."""
+        if name == "inner":
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
+    def generate(self, prompts: Sequence[Prompt]) -> list[str]:
+        with self._lock:
+            return self.inner.generate(prompts)
+
+    def score(self, requests: Sequence[ScoreRequest]) -> list[float]:
+        with self._lock:
+            return self.inner.score(requests)

@@ -1,4 +1,4 @@
-"""The ``peerblend`` command: demo, submit, show, db upgrade."""
+"""The ``peerblend`` command: demo, submit, replay, report, calibrate, show, recover, db upgrade."""
 
 from __future__ import annotations
 
@@ -84,6 +84,17 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("id", help="conversation id printed by submit")
     show.set_defaults(command=_show)
 
+    recover = sub.add_parser(
+        "recover", help="resend the stalled turn of every conversation with no progress for too long"
+    )
+    recover.add_argument(
+        "--older-than",
+        type=float,
+        default=None,
+        help="seconds without progress (default: the longest a task may take, see PEERBLEND_STORE_RETRY_S)",
+    )
+    recover.set_defaults(command=_recover)
+
     db = sub.add_parser("db", help="database schema")
     db.add_argument("action", choices=["upgrade"], help="create or migrate the schema (Alembic)")
     db.set_defaults(command=_db)
@@ -117,7 +128,7 @@ def _demo_conversation(dataset: Path | None, index: int) -> Conversation:
     if dataset is None:
         text = resources.files("pipeline").joinpath("data/demo_conversation.json").read_text()
         return conversation_from_json(json.loads(text), where="demo conversation")
-    from pipeline.datasets import load_conversations
+    from pipeline.evaluation.datasets import load_conversations
 
     conversations = load_conversations(dataset, limit=index + 1)
     if index >= len(conversations):
@@ -156,7 +167,7 @@ def _blend(conversation: Conversation, args: argparse.Namespace, *, preload: boo
 
 def _replay(args: argparse.Namespace) -> int:
     from workers.embedded import connect
-    from workers.replay import load_all, replay
+    from workers.evaluation.replay import load_all, replay
 
     conversations = load_all(
         args.files, args.limit, args.stride
@@ -187,10 +198,10 @@ def _report(args: argparse.Namespace) -> int:
 
     from db import crud
     from db.engine import get_engine
-    from pipeline.datasets import answerable
-    from pipeline.report import build_report
-    from workers.plot import plot_tradeoff
-    from workers.scoring import BertScorer
+    from pipeline.evaluation.datasets import answerable
+    from pipeline.evaluation.report import build_report
+    from workers.evaluation.plot import plot_tradeoff
+    from workers.evaluation.scoring import BertScorer
 
     settings = Settings()
     with Session(get_engine(settings.database)) as session:
@@ -229,11 +240,11 @@ def _calibrate(args: argparse.Namespace) -> int:
     from db import crud
     from db.engine import get_engine
     from pipeline.borda import Ballot
-    from pipeline.datasets import answerable
+    from pipeline.evaluation.datasets import answerable
     from pipeline.policy import calibration_key
     from pipeline.weights import calibrate
+    from workers.evaluation.scoring import BertScorer
     from workers.runtime import Runtime, committee_from_settings
-    from workers.scoring import BertScorer
 
     settings = Settings()
     committee = committee_from_settings(settings)
@@ -282,6 +293,23 @@ def _show(args: argparse.Namespace) -> int:
         )
         for turn in stored.turns:
             print_turn(console, turn)
+    return 0
+
+
+def _recover(args: argparse.Namespace) -> int:
+    from workers.app import task_bound_s
+    from workers.embedded import connect
+    from workers.recovery import recover
+
+    settings = Settings()
+    with connect(settings) as client:
+        older_than = (
+            args.older_than if args.older_than is not None else task_bound_s(settings, client.committee)
+        )
+        resent = recover(client, older_than_s=older_than)
+    for conversation_id, turn_index, attempt in resent:
+        console.print(f"resent turn {turn_index} of {conversation_id} (attempt {attempt})")
+    console.print(f"{len(resent)} stalled conversation(s) resent (no progress for {older_than:g} s)")
     return 0
 
 

@@ -16,6 +16,7 @@ from db.engine import get_engine
 from db.migrate import upgrade
 from pipeline.client import BlendClient
 from pipeline.committee import Committee
+from pipeline.conversation import Limits
 from pipeline.settings import Settings
 from workers.app import create_app
 from workers.runtime import committee_from_settings
@@ -42,4 +43,7 @@ def connect(settings: Settings | None = None, committee: Committee | None = None
                 )
             )
         runtime = app.peerblend  # type: ignore[attr-defined]
-        yield BlendClient(app, get_engine(settings.database), committee, policy_store=runtime.policy_store)
+        limits = Limits(settings.max_question_chars, settings.max_passage_chars, settings.max_turns)
+        yield BlendClient(
+            app, get_engine(settings.database), committee, policy_store=runtime.policy_store, limits=limits
+        )

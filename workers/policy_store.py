@@ -1,16 +1,17 @@
-"""Policy state stores: Redis in distributed mode, the database in embedded mode.
+"""The policy state store: the database, in every mode.
 
-Both offer an atomic read-modify-write (``update``) of a JSON value per key, so
-concurrent conversations of one committee (p3 counts them all) never lose an update.
+It offers an atomic read-modify-write (``update``) of a JSON value per key, so
+concurrent conversations of one committee (p3 counts them all) never lose an
+update. The database is the source of truth: Redis runs without persistence and
+loses everything on a restart, so policy state and reviewer weights never live
+there (nor expire).
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from typing import Any
 
-import redis
 from sqlalchemy import update as sql_update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
@@ -19,34 +20,6 @@ from sqlmodel import Session
 from db.models import PolicyState
 
 Change = Callable[[dict[str, Any] | None], dict[str, Any]]
-PREFIX = "peerblend:policy:"
-TTL_S = 30 * 24 * 3600  # policy state of idle committees and conversations expires
-
-
-class RedisPolicyStore:
-    """Optimistic transactions (WATCH / MULTI / EXEC), retried when another client wrote first."""
-
-    def __init__(self, url: str) -> None:
-        self.client = redis.Redis.from_url(url)
-
-    def get(self, key: str) -> dict[str, Any] | None:
-        raw = self.client.get(PREFIX + key)
-        return None if raw is None else json.loads(raw)
-
-    def update(self, key: str, change: Change) -> dict[str, Any]:
-        name = PREFIX + key
-        with self.client.pipeline() as pipe:
-            while True:
-                try:
-                    pipe.watch(name)
-                    raw = pipe.get(name)
-                    value = change(None if raw is None else json.loads(raw))
-                    pipe.multi()
-                    pipe.set(name, json.dumps(value), ex=TTL_S)
-                    pipe.execute()
-                    return value
-                except redis.WatchError:
-                    continue
 
 
 class SqlPolicyStore:

@@ -7,16 +7,22 @@ import logging
 import threading
 from dataclasses import dataclass
 from functools import cached_property
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from db.engine import get_engine
-from pipeline.committee import Committee, Member, default_committee, load_committee
+from pipeline.backend import Backend, Capability, WarmsUp
+from pipeline.committee import (
+    Committee,
+    Member,
+    default_committee,
+    load_committee,
+    require_enabled_backends,
+)
 from pipeline.policy import PolicyStore
-from pipeline.prompt import Backend
 from pipeline.settings import Settings
 from workers.backends.base import BackendSpec, create_backend
-from workers.batching import BatchingBackend
-from workers.policy_store import RedisPolicyStore, SqlPolicyStore
+from workers.batching import BatchingBackend, SerializedBackend
+from workers.policy_store import SqlPolicyStore
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -33,21 +39,36 @@ class Runtime:
     settings: Settings
     committee: Committee
 
+    def __post_init__(self) -> None:
+        # A committee built in code (not loaded by committee_from_settings) is checked here.
+        require_enabled_backends(self.committee, test_backends=self.settings.test_backends)
+
     @cached_property
     def policy_store(self) -> PolicyStore:
-        """Redis (the result backend's server) in distributed mode; the database when embedded."""
-        if self.settings.embedded or not str(self.settings.result_backend).startswith("redis"):
-            return SqlPolicyStore(get_engine(self.settings.database))
-        return RedisPolicyStore(str(self.settings.result_backend))
+        """The database: the source of truth for policy state and reviewer weights, in every mode.
+
+        (Redis loses everything on a restart without persistence; a conversation resumed
+        after one must continue under exactly the policy state it had.)
+        """
+        return SqlPolicyStore(get_engine(self.settings.database))
+
+    def timeout_s(self, member: Member) -> float:
+        """Most seconds one call of ``member`` may take."""
+        return member.timeout_s or self.settings.generation_time_limit_s
 
     def backend(self, member: Member) -> Backend:
         """The member's backend, built on first use and then kept resident."""
-        options = {"cache_dir": str(self.settings.models_dir), **member.options}
         batch_max, window_ms = self.settings.batch_max, self.settings.batch_window_ms
         batching = (batch_max, window_ms) if batch_max > 1 else None  # part of the key: tests vary it
-        spec = BackendSpec(model=member.model, device=member.device, dtype=member.dtype, options=options)
+        spec = BackendSpec(
+            model=member.model,
+            device=member.device,
+            dtype=member.dtype,
+            options=member.options,
+            cache_dir=self.settings.models_dir,
+        )
         key = json.dumps(
-            [member.backend, spec.model, spec.device, spec.dtype, options, batching],
+            [member.backend, spec.model, spec.device, spec.dtype, member.options, spec.cache_dir, batching],
             sort_keys=True,
             default=str,
         )
@@ -65,11 +86,16 @@ class Runtime:
                     member.model,
                     member.device,
                 )
-                backend = create_backend(member.backend, spec)
+                backend = create_backend(member.backend, spec, test_backends=self.settings.test_backends)
                 # One batcher per local model, shared by its members' tasks; remote servers
                 # batch on their side, and fakes gain nothing from waiting for company.
-                if batching is not None and getattr(backend, "batches_calls", False):
-                    backend = BatchingBackend(backend, max_batch=batch_max, window_s=window_ms / 1000)
+                if Capability.BATCH in member.capabilities:
+                    # A local model: batched, or at least called by one task thread at a time.
+                    backend = (
+                        BatchingBackend(backend, max_batch=batch_max, window_s=window_ms / 1000)
+                        if batching is not None
+                        else SerializedBackend(backend)
+                    )
                 _backends[key] = backend
         return backend
 
@@ -80,11 +106,17 @@ class Runtime:
         for member in self.committee.members:
             if queues is None or member.queue in queues:
                 backend = self.backend(member)
-                warm_up = getattr(backend, "warm_up", None)
-                if warm_up is not None:
-                    warm_up()
+                if Capability.WARM_UP in member.capabilities:
+                    cast(WarmsUp, backend).warm_up()  # a batcher passes it through
                 loaded.append(member.name)
         return loaded
+
+
+def resident_backends() -> list[Backend]:
+    """The backends built in this process, unwrapped from their batchers (tests read fakes' call logs)."""
+    with _backends_lock:
+        built = list(_backends.values())
+    return [b.inner if isinstance(b, (BatchingBackend, SerializedBackend)) else b for b in built]
 
 
 def _set_torch_threads(threads: int | None) -> None:
@@ -100,7 +132,7 @@ def _set_torch_threads(threads: int | None) -> None:
 def committee_from_settings(settings: Settings) -> Committee:
     if settings.committee_file is None:
         return default_committee()
-    return load_committee(settings.committee_file)
+    return load_committee(settings.committee_file, test_backends=settings.test_backends)
 
 
 def runtime_of(app: Celery) -> Runtime:

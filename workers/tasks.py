@@ -2,10 +2,13 @@
 
 No task of the canvas raises out of its body: a failure becomes a record (see
 pipeline.stages), because a raising chord header leaves the turn pending forever.
+Every model call is bounded by its member's ``timeout_s`` (``workers.deadline``):
+a late member is recorded as a timeout and the turn goes on without it.
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from celery import Task, shared_task
@@ -16,6 +19,7 @@ from pipeline.policy import TurnDecision
 from pipeline.records import CandidateRecord, ReviewRecord, TurnContext
 from pipeline.stages import answer, review
 from pipeline.stages import judge as stage_judge
+from workers.deadline import Timeout, call_with_deadline
 from workers.runtime import runtime_of
 from workers.turn import finish_turn
 
@@ -35,7 +39,15 @@ def generate(self: Task, *, turn: dict[str, Any], member: str) -> dict[str, Any]
         backend = runtime.backend(config)
     except Exception as error:  # noqa: BLE001 - a member that cannot load is excluded, recorded
         return CandidateRecord(member, error=f"{type(error).__name__}: {error}"[:500]).to_json()
-    return answer(backend, config, runtime.committee, context).to_json()
+    try:
+        record = call_with_deadline(
+            f"generate[{member}]",
+            runtime.timeout_s(config),
+            lambda: answer(backend, config, runtime.committee, context),
+        )
+    except Timeout as late:
+        record = CandidateRecord(member, error=str(late), seconds=late.timeout_s, finished_at=time.time())
+    return record.to_json()
 
 
 @shared_task(name="workers.review", bind=True)
@@ -51,7 +63,23 @@ def review_task(self: Task, candidates: Any, *, turn: dict[str, Any], reviewer: 
         return ReviewRecord(
             reviewer, config.review_method, "error", error=message, candidates=tuple(pool)
         ).to_json()
-    return review(backend, config, runtime.committee, context, pool).to_json()
+    try:
+        record = call_with_deadline(
+            f"review[{reviewer}]",
+            runtime.timeout_s(config),
+            lambda: review(backend, config, runtime.committee, context, pool),
+        )
+    except Timeout as late:
+        record = ReviewRecord(
+            reviewer,
+            config.review_method,
+            "timeout",
+            error=str(late),
+            seconds=late.timeout_s,
+            finished_at=time.time(),
+            candidates=tuple(pool),
+        )
+    return record.to_json()
 
 
 @shared_task(name="workers.judge", bind=True)
@@ -67,9 +95,24 @@ def judge_task(
     except Exception as error:  # noqa: BLE001
         message = f"{type(error).__name__}: {error}"[:500]
         return Judgement(judge, first, second, error=message, candidates=tuple(pool)).to_json()
-    return stage_judge(
-        backend, config, runtime.committee, TurnContext.from_json(turn), pool, (first, second)
-    ).to_json()
+    context = TurnContext.from_json(turn)
+    try:
+        record = call_with_deadline(
+            f"judge[{judge}]",
+            runtime.timeout_s(config),
+            lambda: stage_judge(backend, config, runtime.committee, context, pool, (first, second)),
+        )
+    except Timeout as late:
+        record = Judgement(
+            judge,
+            first,
+            second,
+            error=str(late),
+            seconds=late.timeout_s,
+            finished_at=time.time(),
+            candidates=tuple(pool),
+        )
+    return record.to_json()
 
 
 @shared_task(name="workers.aggregate", bind=True)

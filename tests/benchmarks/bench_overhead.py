@@ -23,6 +23,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+os.environ.setdefault("PEERBLEND_TEST_BACKENDS", "1")  # the scripted committee, here and in the workers
 
 from db.engine import get_engine  # noqa: E402
 from db.migrate import upgrade  # noqa: E402

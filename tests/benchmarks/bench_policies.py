@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from pipeline.conversation import Conversation  # noqa: E402
-from pipeline.datasets import load_conversations  # noqa: E402
+from pipeline.evaluation.datasets import load_conversations  # noqa: E402
 from pipeline.settings import Settings  # noqa: E402
 from workers.embedded import connect  # noqa: E402
 

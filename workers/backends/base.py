@@ -1,16 +1,18 @@
-"""The registry of model backends (the interface, ``Backend``, is in pipeline.prompt).
+"""Building model backends from the registry (``pipeline.backend.BACKENDS``).
 
 A backend is built once per worker process for one committee member's model and
-kept resident. It is given its device; it never discovers one on its own.
+kept resident. It is given its device and its cache folder; it never discovers
+them on its own.
 """
 
 from __future__ import annotations
 
 import importlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from pipeline.errors import ConfigError
-from pipeline.prompt import Backend
+from pipeline.backend import Backend, enabled_backend
 
 
 @dataclass(frozen=True)
@@ -20,29 +22,18 @@ class BackendSpec:
     model: str  # a model id, a local path, or an offline alias such as "smollm2-135m"
     device: str = "cpu"  # "cpu", "cuda", "cuda:1"
     dtype: str = "auto"  # "auto" (bf16 on GPU, fp32 on CPU), "float32", "bfloat16", "float16"
-    options: dict[str, object] = field(default_factory=dict)
+    options: Mapping[str, object] = field(default_factory=dict)  # the member's; the backend parses them
+    cache_dir: Path | None = None  # the worker's model cache (PEERBLEND_MODEL_CACHE_DIR); None: the default
 
 
-# name -> "module:factory"; imported lazily so a client never imports torch.
-_REGISTRY: dict[str, str] = {
-    "transformers": "workers.backends.hf:TransformersBackend",
-    "scripted": "workers.backends.scripted:ScriptedBackend",
-    "cross-encoder": "workers.backends.cross_encoder:CrossEncoderBackend",
-    "openai": "workers.backends.openai:OpenAIBackend",
-}
+def create_backend(name: str, spec: BackendSpec, *, test_backends: bool = False) -> Backend:
+    """Build the backend called ``name``.
 
-
-def backend_names() -> list[str]:
-    return sorted(_REGISTRY)
-
-
-def create_backend(name: str, spec: BackendSpec) -> Backend:
-    """Build the backend called ``name``; raises ConfigError for an unknown one."""
-    try:
-        target = _REGISTRY[name]
-    except KeyError:
-        raise ConfigError(f"unknown backend {name!r}; known backends: {', '.join(backend_names())}") from None
-    module_name, _, factory_name = target.partition(":")
-    factory = getattr(importlib.import_module(module_name), factory_name)
+    Raises ConfigError for an unknown backend, for a test backend unless
+    ``test_backends`` (``Settings.test_backends``), and for options it does not take.
+    """
+    info = enabled_backend(name, test_backends=test_backends)
+    module_name, _, class_name = info.factory.partition(":")
+    factory = getattr(importlib.import_module(module_name), class_name)
     backend: Backend = factory(spec)
     return backend

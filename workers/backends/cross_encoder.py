@@ -17,15 +17,18 @@ from collections.abc import Sequence
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+from pipeline.backend import CrossEncoderOptions, Prompt, ScoreRequest, parse_options
 from pipeline.errors import BackendError
-from pipeline.prompt import Prompt, ScoreRequest
 from workers.backends.base import BackendSpec
 
 log = logging.getLogger(__name__)
 
 
 class CrossEncoderBackend:
+    """Declared in ``pipeline.backend.BACKENDS`` with one capability: ``compare``."""
+
     def __init__(self, spec: BackendSpec) -> None:
+        parse_options(CrossEncoderOptions, spec.options, backend="cross-encoder")  # it takes none
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(spec.model)
             self.model = AutoModelForSequenceClassification.from_pretrained(spec.model).to(spec.device).eval()

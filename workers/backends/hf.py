@@ -3,6 +3,7 @@
 ``spec.model`` is an offline alias (``"smollm2-135m"``, ``"gemma3-270m"``), a local
 folder, or a hub id. An alias's GGUF file is dequantized once (15-60 s) and saved
 as a plain transformers folder in a cache dir; later loads read that folder (< 5 s).
+Options: ``pipeline.backend.TransformersOptions``.
 """
 
 from __future__ import annotations
@@ -32,8 +33,15 @@ from transformers import (
 )
 from transformers.cache_utils import Cache
 
+from pipeline.backend import (
+    Message,
+    Prompt,
+    ScoreRequest,
+    TransformersOptions,
+    parse_options,
+    render_transcript,
+)
 from pipeline.errors import BackendError, ConfigError
-from pipeline.prompt import Message, Prompt, ScoreRequest, render_transcript
 from workers.backends.base import BackendSpec
 
 logger = logging.getLogger(__name__)
@@ -102,7 +110,7 @@ def convert_gguf(alias: str, cache_dir: Path) -> None:
         started = time.perf_counter()
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-        model.hf_quantizer = None  # the weights are plain tensors now
+        model.hf_quantizer = None  # type: ignore[assignment]  # the weights are plain tensors now
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
         out = staging / "model"
@@ -120,12 +128,16 @@ def convert_gguf(alias: str, cache_dir: Path) -> None:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def _model_source(spec: BackendSpec) -> str:
-    """The folder or hub id to load, converting an offline alias's GGUF first if needed."""
+def _model_source(spec: BackendSpec, options: TransformersOptions) -> str:
+    """The folder or hub id to load, converting an offline alias's GGUF first if needed.
+
+    Converted aliases go to the member's ``cache_dir`` option, else the worker's
+    model cache (``spec.cache_dir``), else ~/.cache/peerblend/models.
+    """
     if spec.model not in OFFLINE_ALIASES:
         return spec.model
-    root = spec.options.get("cache_dir") or Path.home() / ".cache" / "peerblend" / "models"
-    cache_dir = Path(str(root)).expanduser() / spec.model  # one folder per alias
+    root = options.cache_dir or spec.cache_dir or Path.home() / ".cache" / "peerblend" / "models"
+    cache_dir = Path(root).expanduser() / spec.model  # one folder per alias
     if not (cache_dir / "config.json").exists():
         convert_gguf(spec.model, cache_dir)
     return str(cache_dir)
@@ -144,27 +156,30 @@ def _load_hint(exc: Exception) -> str:
 
 
 class TransformersBackend:
-    """A causal LM loaded eagerly onto ``spec.device``; greedy generation and scoring."""
+    """A causal LM loaded eagerly onto ``spec.device``; greedy generation and scoring.
 
-    batches_calls = True  # the worker gathers concurrent tasks' calls (workers/batching.py)
+    Its capabilities (batched by the worker, warmed up after loading) are declared
+    in ``pipeline.backend.BACKENDS``.
+    """
 
     def __init__(self, spec: BackendSpec) -> None:
         self.spec = spec
+        options = parse_options(TransformersOptions, spec.options, backend="transformers")
         dtype = resolve_dtype(spec.dtype, spec.device)
-        self.batch_size = int(str(spec.options.get("batch_size", 32)))  # rows per forward pass, at most
+        self.batch_size = options.batch_size  # rows per forward pass, at most
         # Prompts whose attention keys/values are kept for scoring (see score()).
-        self.prefix_cache_size = int(str(spec.options.get("prefix_cache", 8)))
+        self.prefix_cache_size = options.prefix_cache
         self._prefixes: OrderedDict[tuple[int, ...], _Prefix] = OrderedDict()
         self._prefixes_lock = threading.Lock()
         started = time.perf_counter()
         try:
-            source = _model_source(spec)
+            source = _model_source(spec, options)
             self.tokenizer = AutoTokenizer.from_pretrained(source)
-            if spec.options.get("device_map") == "auto":
+            if options.device_map == "auto":
                 self.model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, device_map="auto")
             else:
                 self.model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
-                self.model.to(spec.device)
+                self.model.to(spec.device)  # type: ignore[arg-type]  # transformers types `to` oddly
         except (OSError, ImportError, ValueError, RuntimeError, AssertionError) as exc:
             raise BackendError(
                 f"could not load model {spec.model!r} on {spec.device}: {exc} ({_load_hint(exc)})"
@@ -222,7 +237,7 @@ class TransformersBackend:
             )
         new = output[:, width:]
         texts = [
-            self.tokenizer.decode(new[row, :limit], skip_special_tokens=True)
+            str(self.tokenizer.decode(new[row, :limit], skip_special_tokens=True))
             for row, limit in enumerate(limits)
         ]
         return [_cut_at_stop(text, stop) for text, stop in zip(texts, stops, strict=True)]

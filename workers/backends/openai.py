@@ -1,7 +1,7 @@
 """Backend for OpenAI-compatible HTTP servers (vLLM, Ollama, llama.cpp server, hosted APIs).
 
 ``spec.model`` is the model name sent to the server. Options (the member's
-``options`` in the committee config), checked when the backend is built:
+``options`` in the committee config, ``pipeline.backend.OpenAIOptions``):
 
 - ``base_url`` (required): e.g. ``"http://127.0.0.1:8000/v1"``; requests go to
   ``{base_url}/chat/completions`` and, for scoring, ``{base_url}/completions``.
@@ -32,10 +32,9 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from pipeline.backend import OpenAIOptions, Prompt, ScoreRequest, parse_options, render_transcript
 from pipeline.errors import BackendError, ConfigError
-from pipeline.prompt import Prompt, ScoreRequest, render_transcript
 from workers.backends.base import BackendSpec
 
 logger = logging.getLogger(__name__)
@@ -54,32 +53,6 @@ _R = TypeVar("_R")
 
 class _Refused(BackendError):
     """The server answered with a 4xx other than 429: retrying will not help."""
-
-
-class OpenAIOptions(BaseModel):
-    """The member's ``options`` for the openai backend; unknown keys are refused."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    base_url: str = Field(min_length=1)
-    api_key_env: str | None = None
-    timeout_s: float = Field(default=60.0, gt=0)
-    max_retries: int = Field(default=3, ge=0, le=20)
-    backoff_s: float = Field(default=0.5, ge=0)
-    max_concurrency: int = Field(default=4, ge=1, le=256)
-    temperature: float = Field(default=0.0, ge=0, le=2)
-    extra_body: dict[str, Any] = Field(default_factory=dict)
-    continue_final_message: bool = False
-    cache_dir: str | None = None  # added to every member's options by the worker runtime; unused here
-
-
-def _options(spec: BackendSpec) -> OpenAIOptions:
-    try:
-        return OpenAIOptions.model_validate(spec.options)
-    except ValidationError as error:
-        problems = "; ".join(
-            f"options.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()
-        )
-        raise ConfigError(f"openai backend for model {spec.model!r}: {problems}") from None
 
 
 def _base_url(raw: str) -> str:
@@ -112,7 +85,7 @@ class OpenAIBackend:
 
     def __init__(self, spec: BackendSpec) -> None:
         self.spec = spec
-        self.options = _options(spec)
+        self.options = parse_options(OpenAIOptions, spec.options, backend="openai")
         self.base_url = _base_url(self.options.base_url)
         headers = {}
         if self.options.api_key_env:

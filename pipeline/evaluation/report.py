@@ -2,7 +2,7 @@
 
 Input: the rows of ``db.crud.run_turns`` (one per finished turn) and a scorer,
 ``scorer(candidates, references) -> list[float]``: one F1 in [0, 1] per candidate,
-the best over that candidate's references (``workers.scoring.BertScorer``; any
+the best over that candidate's references (``workers.evaluation.scoring.BertScorer``; any
 callable in tests). Pure: no model, plotting or database import here.
 
 Methods get one row each (``method_label``). Two bounds come from the candidates
@@ -23,8 +23,8 @@ from statistics import fmean
 from typing import Any, NamedTuple
 
 from pipeline.errors import InputError
-from pipeline.report_stats import ALL, Cell, PairedDifference, ScoredTurn, aggregate, paired_difference
-from pipeline.report_tables import CALLS, CONTAINS, F1, METRICS, SECONDS, render_csv, render_markdown
+from pipeline.evaluation.stats import ALL, Cell, PairedDifference, ScoredTurn, aggregate, paired_difference
+from pipeline.evaluation.tables import CALLS, CONTAINS, F1, METRICS, SECONDS, render_csv, render_markdown
 
 Scorer = Callable[[Sequence[str], Sequence[Sequence[str]]], list[float]]
 Row = Mapping[str, Any]

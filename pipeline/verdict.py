@@ -1,0 +1,133 @@
+"""The decision of a turn, as pure code: from candidates and ballots to the answer.
+
+``decide_turn`` ranks the usable candidates (Borda over the reviews, or "max
+logits" over the pairwise judgements), picks the best, or names the texts the
+aggregator should fuse, and builds everything the turn stores: status, ranking,
+scores, timings and the decision record. The worker then fuses through a backend
+if asked (``with_fusion``), stores the verdict, and advances the policy.
+
+Statuses: those of ``pipeline.aggregate.Decision`` ("ok", "single", "no_ballots",
+"no_candidates", "unranked"), plus "fused" (the aggregator's answer) and
+"fusion_failed" (the aggregator failed: the best candidate, with the error).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from pipeline.aggregate import Decision, decide, decide_pairwise, top_k_texts
+from pipeline.pairwise import Judgement
+from pipeline.plan import RunConfig
+from pipeline.policy import TurnDecision
+from pipeline.records import CandidateRecord, ReviewRecord, TurnContext
+from pipeline.weights import ReviewerWeights
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What a turn decided. ``to_fuse``: the texts for the aggregator, best first (empty: no fusion)."""
+
+    ranked: Decision
+    answer: str
+    chosen: str | None
+    status: str
+    record: dict[str, Any]  # the decision record stored with the turn
+    timings: dict[str, float] = field(default_factory=dict)
+    to_fuse: tuple[str, ...] = ()
+
+
+def decide_turn(
+    context: TurnContext,
+    candidates: Sequence[CandidateRecord],
+    reviews: Sequence[ReviewRecord],
+    judgements: Sequence[Judgement],
+    *,
+    run: RunConfig,
+    decision: TurnDecision,
+    committee_order: Sequence[str],
+    weights: ReviewerWeights,
+    exclude_self: bool = False,
+    now: float,
+) -> Verdict:
+    """Rank, then select (or name the texts to fuse).
+
+    ``committee_order``: every member, the policy's preference first (the tie-break).
+    ``now``: epoch seconds at the end of ranking (timings are measured up to it).
+    """
+    order = [*decision.preference, *(m for m in committee_order if m not in decision.preference)]
+    if run.method == "pairwise" and decision.ranked:
+        ranked = decide_pairwise(candidates, judgements, committee_order=order)
+    else:
+        ranked = decide(
+            candidates,
+            reviews,
+            committee_order=order,
+            weights=weights.weights,
+            exclude_self=exclude_self,
+        )
+    record = {
+        **decision.to_json(),
+        "top_k": run.top_k,
+        "excluded_failed": ranked.excluded,
+        "ballots": ranked.ballots_used,
+        "ranking_status": ranked.status,
+        "fusion_error": None,
+        "weights": dict(weights.weights or {}),
+        "weights_note": weights.note,
+    }
+    timings = stage_timings(context, candidates, [*reviews, *judgements], now)
+    best = top_k_texts(ranked, candidates, 1)
+    to_fuse = tuple(top_k_texts(ranked, candidates, run.top_k)) if run.fuses and best else ()
+    return Verdict(
+        ranked=ranked,
+        answer=best[0] if best else "",
+        chosen=ranked.chosen,
+        status=ranked.status,
+        record=record,
+        timings=timings,
+        to_fuse=to_fuse,
+    )
+
+
+def with_fusion(verdict: Verdict, fused: str | None, *, error: str | None = None) -> Verdict:
+    """The verdict after the aggregator ran: its answer, or the best candidate and the error."""
+    if not verdict.to_fuse:
+        return verdict
+    if error is None and fused:
+        return replace(verdict, answer=fused, chosen=None, status="fused")
+    why = error or "empty fused answer"
+    return replace(verdict, status="fusion_failed", record={**verdict.record, "fusion_error": why[:500]})
+
+
+def stage_timings(
+    context: TurnContext, candidates: Sequence[CandidateRecord], reviews: Sequence[Any], now: float
+) -> dict[str, float]:
+    """Stage durations in seconds, from the turn's send time and each record's finish time.
+
+    ``aggregate_s`` and ``total_s`` are completed by ``finish_timings`` once the
+    turn is stored; until then they run to ``now``.
+    """
+    generated = max((c.finished_at for c in candidates), default=context.enqueued_at)
+    reviewed = max((r.finished_at for r in reviews), default=generated)
+    return {
+        "generation_s": max(0.0, generated - context.enqueued_at),
+        "review_s": max(0.0, reviewed - generated),
+        "aggregate_s": max(0.0, now - reviewed),
+        "ranking_s": max(0.0, now - reviewed),
+        "total_s": max(0.0, now - context.enqueued_at),
+        "generation_model_s": max((c.seconds for c in candidates), default=0.0),
+        "review_model_s": max((r.seconds for r in reviews), default=0.0),
+        "model_calls": float(len(candidates) + len(reviews)),
+    }
+
+
+def finish_timings(timings: Mapping[str, float], *, ranked_at: float, now: float) -> dict[str, float]:
+    """Extend ``aggregate_s`` and ``total_s`` to ``now`` (after fusion), keeping the rest."""
+    extra = max(0.0, now - ranked_at)
+    return {
+        **timings,
+        "aggregate_s": timings["aggregate_s"] + extra,
+        "total_s": timings["total_s"] + extra,
+    }

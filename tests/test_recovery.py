@@ -1,0 +1,291 @@
+"""Time limits, retried writes, exactly-once sending, waits that read the truth, and recovery.
+
+Embedded deployments (in-process worker, SQLite) for speed; the claim race also
+runs on the real PostgreSQL. The fault-injection scenarios with real worker
+processes are in test_faults.py.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import timedelta
+
+import pytest
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlmodel import Session, select
+
+from db import crud
+from db.engine import get_engine
+from db.migrate import upgrade
+from db.models import Conversation, Turn, TurnResult
+from db.retry import with_retries
+from pipeline.canvas import final_task_id
+from pipeline.conversation import Conversation as UserConversation
+from pipeline.conversation import Limits, Question
+from pipeline.errors import BlendError, InputError
+from tests.conftest import scripted_calls, scripted_committee
+from workers.deadline import Timeout, call_with_deadline
+from workers.recovery import recover
+
+# --- deadlines -------------------------------------------------------------------------------------
+
+
+def test_a_call_within_its_deadline_returns_its_result_or_raises_its_error():
+    assert call_with_deadline("quick", 5.0, lambda: 42) == 42
+    with pytest.raises(ZeroDivisionError):
+        call_with_deadline("broken", 5.0, lambda: 1 / 0)
+
+
+def test_a_call_past_its_deadline_raises_timeout_naming_it():
+    release = threading.Event()
+
+    with pytest.raises(Timeout, match=r"timeout: generate\[m1\] gave no result within 0.2 s"):
+        call_with_deadline("generate[m1]", 0.2, release.wait)
+    release.set()
+
+
+def test_a_hanging_member_is_excluded_with_timeout_and_the_turn_completes(embedded):
+    base = scripted_committee(3, member_options={"m1": {"delay_s": 30}})
+    members = tuple(m.model_copy(update={"timeout_s": 0.5}) if m.name == "m1" else m for m in base.members)
+    client = embedded(base.model_copy(update={"members": members, "name": "hang"}))
+
+    (outcome,) = client.submit(["Who wrote Dune?"]).wait(timeout=60)
+
+    assert outcome.chosen in {"m0", "m2"} and "m1" not in outcome.ranking
+    stored = client.fetch(outcome.conversation_id).turns[0]
+    late = next(c for c in stored.candidates if c["member"] == "m1")
+    assert late["error"].startswith("timeout: generate[m1]")
+    # m1 also reviews: its review timed out too and was recorded, not counted
+    review = next(r for r in stored.reviews if r["reviewer"] == "m1")
+    assert review["status"] == "timeout"
+    assert stored.result["decision"]["excluded_failed"]["m1"].startswith("timeout")
+
+
+# --- retried writes --------------------------------------------------------------------------------
+
+
+def _unreachable() -> OperationalError:
+    return OperationalError("INSERT ...", {}, ConnectionRefusedError("connection refused"))
+
+
+def test_a_write_is_retried_while_the_database_is_unreachable():
+    failures = [_unreachable(), _unreachable()]
+    pauses: list[float] = []
+
+    def work() -> str:
+        if failures:
+            raise failures.pop()
+        return "stored"
+
+    assert with_retries("turn c/0", work, budget_s=60, sleep=pauses.append) == "stored"
+    assert len(pauses) == 2 and pauses[1] > 0
+
+
+def test_other_database_errors_are_not_retried():
+    calls = []
+
+    def work() -> None:
+        calls.append(1)
+        raise IntegrityError("INSERT ...", {}, ValueError("duplicate"))
+
+    with pytest.raises(IntegrityError):
+        with_retries("turn c/0", work, budget_s=60, sleep=lambda _: None)
+    assert len(calls) == 1
+
+
+def test_retries_stop_when_the_budget_is_spent():
+    def work() -> None:
+        raise _unreachable()
+
+    with pytest.raises(OperationalError):
+        with_retries("turn c/0", work, budget_s=0.3, sleep=time.sleep)
+
+
+# --- exactly-once sending --------------------------------------------------------------------------
+
+
+def _stored_turn(url: str) -> tuple[str, int]:
+    upgrade(url)
+    engine = get_engine(url)
+    conversation_id = f"c{time.monotonic_ns()}"
+    conversation = Conversation(id=conversation_id, committee="x", method="peer", n_turns=1)
+    with Session(engine) as session:
+        crud.create_conversation(
+            session=session,
+            conversation=conversation,
+            turns=[Turn(conversation_id=conversation_id, turn_index=0, question="q?")],
+        )
+    return conversation_id, 0
+
+
+@pytest.mark.services
+def test_of_many_concurrent_senders_exactly_one_claims_a_turn(postgres_url):
+    conversation_id, turn_index = _stored_turn(postgres_url)
+    engine = get_engine(postgres_url)
+    barrier, won = threading.Barrier(8), []
+
+    def send() -> None:
+        barrier.wait()
+        with Session(engine) as session:
+            claimed = crud.claim_send(
+                session=session, conversation_id=conversation_id, turn_index=turn_index, seen_attempt=0
+            )
+        if claimed is not None:
+            won.append(claimed)
+
+    threads = [threading.Thread(target=send) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+
+    assert won == [1]
+
+
+def test_a_redelivered_aggregate_does_not_send_the_next_turn_again(embedded):
+    client = embedded()
+    handle = client.submit(["Who wrote Dune?", "When was it published?"])
+    handle.wait(timeout=30)
+    second_question_calls = len(_generations_of("When was it published?"))
+
+    # When turn 0's aggregate runs again with its stored inputs (a redelivery)
+    _rerun_aggregate(client, handle.conversation_id)
+
+    # Then turn 1 was not sent again: no new generation, still attempt 1
+    time.sleep(0.5)  # a duplicate chain would have started by now on the in-process worker
+    assert len(_generations_of("When was it published?")) == second_question_calls == 3
+    with Session(client.engine) as session:
+        turn = crud.get_turn(session=session, conversation_id=handle.conversation_id, turn_index=1)
+        assert turn is not None and turn.attempt == 1
+
+
+def _generations_of(question: str) -> list:
+    return [
+        p
+        for _, kind, p in scripted_calls()
+        if kind == "generate" and not p.prefill and p.messages[-1].content == question
+    ]
+
+
+def _rerun_aggregate(client, conversation_id: str) -> None:
+    from pipeline.plan import RunConfig
+    from pipeline.policy import TurnDecision
+    from pipeline.records import CandidateRecord, ReviewRecord, TurnContext
+
+    stored = client.fetch(conversation_id).turns[0]
+    candidates = tuple(
+        CandidateRecord(c["member"], c["text"], c["error"], c["seconds"]) for c in stored.candidates
+    )
+    reviews = [
+        ReviewRecord(
+            r["reviewer"], r["method"], r["status"], tuple(r["ranking"]), candidates=candidates
+        ).to_json()
+        for r in stored.reviews
+    ]
+    members = ("m0", "m1", "m2")
+    context = TurnContext(conversation_id, 0, stored.question, n_turns=2).to_json()
+    client.app.tasks["workers.aggregate"].apply(
+        args=(reviews,),
+        kwargs={
+            "turn": context,
+            "run": RunConfig().to_json(),
+            "decision": TurnDecision(members, members, "full ranking").to_json(),
+        },
+    ).get()
+
+
+# --- waits read the truth; recovery ----------------------------------------------------------------
+
+
+def test_a_stale_failure_does_not_hide_a_stored_turn(embedded):
+    client = embedded()
+    (outcome,) = client.submit(["Who wrote Dune?"]).wait(timeout=30)
+
+    # Given the result backend says the turn's task failed (as after a crash and redelivery)
+    task_id = final_task_id(outcome.conversation_id, 0, 1)
+    client.app.backend.mark_as_failure(task_id, RuntimeError("worker lost"))
+
+    # Then waiting reads the stored turn
+    assert client.wait_turn(outcome.conversation_id, 0, timeout=10) == outcome
+
+
+def _stalled_conversation(client, questions: list[str], *, sent_ago_s: float) -> str:
+    """A conversation stored as sent ``sent_ago_s`` ago whose turn 0 never ran (a lost message)."""
+    conversation_id = f"stalled{time.monotonic_ns()}"
+    row = Conversation(
+        id=conversation_id, committee=client.committee.name, method="peer", n_turns=len(questions)
+    )
+    turns = [Turn(conversation_id=conversation_id, turn_index=i, question=q) for i, q in enumerate(questions)]
+    turns[0].attempt, turns[0].sent_at = 1, crud.utc_now() - timedelta(seconds=sent_ago_s)
+    with Session(client.engine) as session:
+        crud.create_conversation(session=session, conversation=row, turns=turns)
+    return conversation_id
+
+
+def test_a_failed_attempt_is_reported_then_resume_finishes_the_turn(embedded):
+    client = embedded()
+    conversation_id = _stalled_conversation(client, ["Who wrote Dune?"], sent_ago_s=0)
+    client.app.backend.mark_as_failure(final_task_id(conversation_id, 0, 1), RuntimeError("boom"))
+
+    with pytest.raises(BlendError, match=r"turn 0 .* failed \(attempt 1\).*boom"):
+        client.wait_turn(conversation_id, 0, timeout=10)
+
+    client.resume(conversation_id)
+    outcome = client.wait_turn(conversation_id, 0, timeout=30)
+    assert outcome.status == "ok"
+    assert client.poll_turn(conversation_id, 0) == outcome
+
+
+def test_recover_resends_only_conversations_without_progress(embedded):
+    client = embedded()
+    stalled = _stalled_conversation(client, ["Who wrote Dune?", "When?"], sent_ago_s=3600)
+    recent = _stalled_conversation(client, ["Who wrote Emma?"], sent_ago_s=0)
+
+    resent = recover(client, older_than_s=600)
+
+    assert [(c, t) for c, t, _ in resent] == [(stalled, 0)]
+    outcomes = client.handle(stalled).wait(timeout=30)
+    assert [o.turn_index for o in outcomes] == [0, 1]
+    with Session(client.engine) as session:
+        rows = session.exec(select(TurnResult).where(TurnResult.conversation_id == stalled)).all()
+        assert len(rows) == 2
+        assert crud.get_turn(session=session, conversation_id=stalled, turn_index=0).attempt == 2
+        assert crud.get_turn(session=session, conversation_id=recent, turn_index=0).attempt == 1
+    assert recover(client, older_than_s=600) == []  # nothing stalled any more (recent is too young)
+
+
+# --- limits ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("conversation", "message"),
+    [
+        (
+            UserConversation((Question("x" * 101),)),
+            "question 1 of conversation .* 101 characters; the limit is 100",
+        ),
+        (
+            UserConversation((Question("q?"),), passage="p" * 1001),
+            "passage .* 1,001 characters; the limit is 1,000",
+        ),
+        (UserConversation(tuple(Question(f"q{i}?") for i in range(4))), "4 turns; the limit is 3"),
+        (UserConversation((Question("a\x00b"),)), "NUL character"),
+        (UserConversation((Question("a\ud800b"),)), "lone surrogate"),
+    ],
+)
+def test_limits_refuse_what_cannot_travel_or_be_stored(conversation, message):
+    with pytest.raises(InputError, match=message):
+        Limits(max_question_chars=100, max_passage_chars=1000, max_turns=3).check(conversation)
+
+
+def test_submit_refuses_an_oversized_question_and_stores_nothing(embedded):
+    client = embedded()
+    with Session(client.engine) as session:
+        before = len(session.exec(select(Conversation)).all())
+
+    with pytest.raises(InputError, match="the limit is 8,000"):
+        client.submit(["x" * 1_000_000])
+
+    with Session(client.engine) as session:
+        assert len(session.exec(select(Conversation)).all()) == before

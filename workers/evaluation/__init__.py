@@ -1,0 +1,1 @@
+"""Evaluation that needs the running system or heavy libraries: replay, BERTScore, plots."""

@@ -1,0 +1,35 @@
+"""Recovery: resend the turns that stopped making progress (a worker died, Redis restarted).
+
+Safe to run at any time, from anywhere, as often as wanted: a stalled turn is sent
+again as a new attempt claimed in the database (one sender wins), turns are
+stored once, and the next turn is sent once. It does not depend on Redis's
+visibility timeout.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlmodel import Session
+
+from db import crud
+from pipeline.client import BlendClient
+
+
+def recover(client: BlendClient, *, older_than_s: float) -> list[tuple[str, int, int]]:
+    """Resend each conversation's first unfinished turn sent more than ``older_than_s`` ago.
+
+    Returns (conversation id, turn index, new attempt) for each turn resent.
+    """
+    cutoff = crud.utc_now() - timedelta(seconds=older_than_s)
+    with Session(client.engine) as session:
+        stalled = [
+            (t.conversation_id, t.turn_index) for t in crud.stalled_turns(session=session, sent_before=cutoff)
+        ]
+    resent = []
+    for conversation_id, turn_index in stalled:
+        client.resume(conversation_id)
+        state = client.poll_turn(conversation_id, turn_index)
+        if isinstance(state, int):
+            resent.append((conversation_id, turn_index, state))
+    return resent
