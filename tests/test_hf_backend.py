@@ -216,3 +216,17 @@ def test_missing_model_is_a_backend_error(tmp_path: os.PathLike[str]) -> None:
 
     with pytest.raises(BackendError, match="no-such-model"):
         hf.TransformersBackend(BackendSpec(model=str(tmp_path) + "/no-such-model"))
+
+
+def test_generation_stops_at_the_members_deadline(smollm: hf.TransformersBackend) -> None:
+    # Given the same model with a time limit far below what 400 new tokens take on a CPU
+    from dataclasses import replace
+
+    bounded = hf.TransformersBackend(replace(smollm.spec, timeout_s=0.05))
+    story = Prompt(messages=(Message("user", "Tell me a very long story about Dune."),), max_new_tokens=400)
+
+    # When it generates
+    [cut] = bounded.generate([story])
+
+    # Then it stopped early (a few tokens at most), instead of running on after its task gave up
+    assert len(bounded.tokenizer(cut)["input_ids"]) < 50

@@ -66,6 +66,7 @@ class Runtime:
             dtype=member.dtype,
             options=member.options,
             cache_dir=self.settings.models_dir,
+            timeout_s=max(self.timeout_s(m) for m in self.committee.members if _same_model(m, member)),
         )
         key = json.dumps(
             [member.backend, spec.model, spec.device, spec.dtype, member.options, spec.cache_dir, batching],
@@ -110,6 +111,17 @@ class Runtime:
                     cast(WarmsUp, backend).warm_up()  # a batcher passes it through
                 loaded.append(member.name)
         return loaded
+
+
+def _same_model(a: Member, b: Member) -> bool:
+    """Whether two members share one resident backend (one model in memory)."""
+    return (a.backend, a.model, a.device, a.dtype, a.options) == (
+        b.backend,
+        b.model,
+        b.device,
+        b.dtype,
+        b.options,
+    )
 
 
 def resident_backends() -> list[Backend]:

@@ -24,6 +24,9 @@ class BackendSpec:
     dtype: str = "auto"  # "auto" (bf16 on GPU, fp32 on CPU), "float32", "bfloat16", "float16"
     options: Mapping[str, object] = field(default_factory=dict)  # the member's; the backend parses them
     cache_dir: Path | None = None  # the worker's model cache (PEERBLEND_MODEL_CACHE_DIR); None: the default
+    # Longest one call may run (the members' time limit): a local model stops generating
+    # then, so a late call frees the model instead of running on after its task gave up.
+    timeout_s: float | None = None
 
 
 def create_backend(name: str, spec: BackendSpec, *, test_backends: bool = False) -> Backend:

@@ -234,6 +234,7 @@ class TransformersBackend:
                 do_sample=False,
                 pad_token_id=self.tokenizer.pad_token_id,
                 stopping_criteria=criteria,
+                max_time=self.spec.timeout_s,  # stop at the member's deadline (None: no bound)
             )
         new = output[:, width:]
         texts = [
