@@ -30,7 +30,7 @@ from pipeline.committee import Committee
 from pipeline.context import Exchange
 from pipeline.conversation import Conversation, Limits, conversation_from_json
 from pipeline.errors import BlendError, InputError
-from pipeline.plan import RunConfig, TurnPlan, check_run
+from pipeline.plan import RunConfig, TurnPlan, check_run, check_run_name
 from pipeline.policy import PolicyStore, check_policy
 from pipeline.records import TurnContext
 from pipeline.shortlist import begin, resume
@@ -155,6 +155,7 @@ class BlendClient:
             conversation = conversation_from_json(conversation)
         self.limits.check(conversation)
         config = check_run(self.committee, method=method, policy=policy, top_k=top_k)
+        run = check_run_name(run)
         conversation_id = uuid.uuid4().hex
         n_turns = len(conversation.questions)
         row = ConversationRow(

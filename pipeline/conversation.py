@@ -29,6 +29,10 @@ class Limits:
             )
         for index, question in enumerate(conversation.questions, start=1):
             _check_text(question.text, f"question {index} of conversation {name}", self.max_question_chars)
+            for gold in question.gold:
+                _check_text(gold, f"a gold answer of question {index} of {name}", self.max_question_chars)
+        if conversation.source is not None:
+            _check_text(conversation.source, f"the source of conversation {name}", MAX_ID_CHARS)
         if conversation.passage is not None:
             _check_text(conversation.passage, f"the passage of conversation {name}", self.max_passage_chars)
 
@@ -93,17 +97,34 @@ def conversation_from_json(data: object, *, where: str = "conversation") -> Conv
     passage = data.get("passage")
     if passage is not None and not isinstance(passage, str):
         raise InputError(f"{where}: 'passage' must be a string")
-    conv_id = data.get("id")
-    if conv_id is not None and not isinstance(conv_id, (str, int)):
-        raise InputError(f"{where}: 'id' must be a string or an integer")
+    conv_id = _checked_id(data.get("id"), where)
+    source = data.get("source")
     if not questions:
         raise InputError(f"{where}: 'turns' is empty; a conversation needs at least one question")
     return Conversation(
         questions=questions,
-        id=None if conv_id is None else str(conv_id),
+        id=conv_id,
         passage=passage,
-        source=data.get("source") if isinstance(data.get("source"), str) else None,
+        source=source if isinstance(source, str) else None,
     )
+
+
+MAX_ID_CHARS = 200
+
+
+def _checked_id(value: object, where: str) -> str | None:
+    """The conversation's own id as a short printable string (an integer id is written out)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise InputError(f"{where}: 'id' must be a string or an integer")
+    if isinstance(value, int):
+        if abs(value) >= 10**18:
+            raise InputError(f"{where}: 'id' is an integer of more than 18 digits; send it as a string")
+        return str(value)
+    if not 1 <= len(value) <= MAX_ID_CHARS or not value.isprintable():
+        raise InputError(f"{where}: 'id' must be 1 to {MAX_ID_CHARS} printable characters")
+    return value
 
 
 def _question_from_json(turn: object, *, where: str) -> Question:

@@ -19,3 +19,7 @@ class BackendError(BlendError):
 
 class DatasetError(InputError):
     """A dataset file or one of its records cannot be read."""
+
+
+class ServiceUnavailable(BlendError):
+    """The broker, result backend or database cannot be reached."""

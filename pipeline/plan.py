@@ -13,7 +13,9 @@ aggregator fuse the best ``top_k`` (fewer if fewer are usable).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from pipeline.committee import Committee
 from pipeline.errors import InputError
@@ -21,6 +23,36 @@ from pipeline.policy import Policy, TurnDecision, check_policy
 from pipeline.records import TurnContext
 
 METHODS = ("peer", "pairwise", "single:<member>")
+MAX_RUN_NAME = 100
+
+
+class RunRequest(BaseModel):
+    """A run's settings as a caller hands them in, before the committee is consulted: strict types
+    (no coercion: ``top_k=True`` or ``"2"`` is refused, not read as 1 or 2)."""
+
+    model_config = ConfigDict(strict=True, extra="forbid")
+    method: Annotated[str, Field(min_length=1, max_length=200)]
+    policy: Annotated[str, Field(min_length=1, max_length=20)]
+    top_k: Annotated[int, Field(ge=1, le=1000)] | None = None
+
+
+def _problems(error: ValidationError) -> str:
+    """Pydantic's errors as "field: what is wrong" (never echoing the input, which may be huge)."""
+    return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'value'}: {e['msg']}" for e in error.errors())
+
+
+def check_run_name(run: object) -> str | None:
+    """A replay run's name: None, or a short printable string."""
+    if run is None:
+        return None
+    if not isinstance(run, str):
+        raise InputError(f"run must be a string (a run name), got {type(run).__name__}")
+    if not 1 <= len(run) <= MAX_RUN_NAME or not run.isprintable() or run != run.strip():
+        raise InputError(
+            f"run name must be 1 to {MAX_RUN_NAME} printable characters without surrounding spaces, "
+            f"got {len(run)} characters"
+        )
+    return run
 
 
 @dataclass(frozen=True)
@@ -48,20 +80,33 @@ class RunConfig:
         return self.top_k > 1 and self.single is None
 
 
-def check_run(committee: Committee, *, method: str, policy: str, top_k: int | None) -> RunConfig:
-    """Refuse an unknown method, policy or member, or fusion without an aggregator, before anything runs."""
-    checked = check_policy(policy)
-    k = committee.top_k if top_k is None else top_k
-    if not isinstance(k, int) or k < 1:
-        raise InputError(f"top_k must be a positive integer, got {k!r}")
-    run = RunConfig(method=method, policy=checked, top_k=k)
+def check_run(committee: Committee, *, method: object, policy: object, top_k: object) -> RunConfig:
+    """Refuse an unknown method, policy or member, or fusion without an aggregator, before anything runs.
+
+    ``top_k`` is at most the committee's number of generators (None: the committee's).
+    """
+    if isinstance(top_k, int) and not isinstance(top_k, bool) and top_k < 1:
+        shown = str(top_k) if top_k > -(10**9) else "a large negative number"
+        raise InputError(f"top_k must be a positive integer, got {shown}")
+    try:
+        request = RunRequest(method=method, policy=policy, top_k=top_k)  # type: ignore[arg-type]
+    except ValidationError as error:
+        raise InputError(f"run settings: {_problems(error)}") from None
+    method = request.method
+    checked = check_policy(request.policy)
+    k = committee.top_k if request.top_k is None else request.top_k
+    if k > len(committee.generators):
+        raise InputError(f"top_k={k} is more than the committee's {len(committee.generators)} generators")
+    run = RunConfig(method=request.method, policy=checked, top_k=k)
     if run.single is not None:
         if run.single not in committee.generators:
             raise InputError(
                 f"method {method!r}: {run.single!r} is not a generator of committee {committee.name!r}"
             )
         if checked != "full":
-            raise InputError(f"method {method!r} answers with one member; policy {policy!r} does not apply")
+            raise InputError(
+                f"method {method!r} answers with one member; policy {request.policy!r} does not apply"
+            )
     elif method not in ("peer", "pairwise"):
         raise InputError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     if run.fuses and committee.aggregator is None:

@@ -76,3 +76,13 @@ class Settings(BaseSettings):
     @property
     def models_dir(self) -> Path:
         return self.model_cache_dir or Path.home() / ".cache" / "peerblend" / "models"
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its password masked, for messages and logs: redis://:***@host:6379/0."""
+    scheme, sep, rest = url.partition("://")
+    credentials, at, host = rest.rpartition("@")
+    if not sep or not at:
+        return url
+    user, colon, _password = credentials.partition(":")
+    return f"{scheme}://{user}{':***' if colon else ''}@{host}"

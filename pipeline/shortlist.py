@@ -92,14 +92,13 @@ def advance(
         return None if last else fixed
     store = _required(store, run)
     contribution = turn_scores(scores, ballots, decision.generators, signed=run.method == "pairwise")
-    applied: list[ConversationState] = []
 
     def fold(value: dict[str, Any] | None) -> dict[str, Any]:
-        applied.clear()  # the store may call this again (a lost race): only the last call counts
+        # Pure in its input: the store may call it again after a lost race.
         state = ConversationState.from_json(value or {})
         if state.applied_turns != turn_index:
-            return state.to_json()
-        new = after_turn(
+            return state.to_json()  # folded before (a redelivered turn)
+        return after_turn(
             run.policy,
             committee,
             state,
@@ -109,9 +108,7 @@ def advance(
             ranking=ranking,
             contribution=contribution,
             top_k=run.top_k,
-        )
-        applied[:] = [new]
-        return new.to_json()
+        ).to_json()
 
     state = ConversationState.from_json(
         store.update(conversation_key(committee.name, run.policy, conversation_id), fold)
@@ -123,15 +120,10 @@ def advance(
             cycle_key(committee.name, run.policy, state.ordinal),
             lambda v: fold_cycle(v, f"{conversation_id}/{turn_index}", contribution),
         )
-    return (
-        None
-        if last
-        else _for_method(
-            committee,
-            run,
-            decide_turn(run.policy, committee, state, turn_index + 1, n_turns, top_k=run.top_k),
-        )
-    )
+    if last:
+        return None
+    following = decide_turn(run.policy, committee, state, turn_index + 1, n_turns, top_k=run.top_k)
+    return _for_method(committee, run, following)
 
 
 def fold_cycle(value: dict[str, Any] | None, turn: str, contribution: Mapping[str, float]) -> dict[str, Any]:

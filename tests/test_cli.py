@@ -8,7 +8,7 @@ import re
 import pytest
 
 from tests.conftest import scripted_committee
-from workers.cli import main
+from workers.cli import EXIT_INPUT, EXIT_UNAVAILABLE, EXIT_USAGE, main
 
 
 @pytest.fixture
@@ -47,13 +47,13 @@ def test_submit_refuses_a_bad_file(env, capsys, content, message):
     bad = env / "bad.json"
     bad.write_text(content)
 
-    assert main(["submit", str(bad)]) == 2
-    assert message in capsys.readouterr().out
+    assert main(["submit", str(bad)]) == EXIT_INPUT
+    assert message in capsys.readouterr().err
 
 
 def test_submit_refuses_a_missing_file(env, capsys):
-    assert main(["submit", str(env / "nope.json")]) == 2
-    assert "cannot read" in capsys.readouterr().out
+    assert main(["submit", str(env / "nope.json")]) == EXIT_INPUT
+    assert "cannot read" in capsys.readouterr().err
 
 
 def test_a_malformed_committee_file_is_named(env, capsys, monkeypatch):
@@ -63,20 +63,100 @@ def test_a_malformed_committee_file_is_named(env, capsys, monkeypatch):
     conversation = env / "conversation.json"
     conversation.write_text(json.dumps(["q?"]))
 
-    assert main(["submit", str(conversation)]) == 2
-    out = capsys.readouterr().out
-    assert "broken.toml" in out and "at least two generators" in out
+    assert main(["submit", str(conversation)]) == EXIT_INPUT
+    err = capsys.readouterr().err
+    assert "broken.toml" in err and "at least two generators" in err
 
 
 def test_unknown_method_is_refused(env, capsys):
     conversation = env / "conversation.json"
     conversation.write_text(json.dumps(["q?"]))
 
-    assert main(["submit", str(conversation), "--method", "vote"]) == 2
-    assert "unknown method 'vote'" in capsys.readouterr().out
+    assert main(["submit", str(conversation), "--method", "vote"]) == EXIT_INPUT
+    assert "unknown method 'vote'" in capsys.readouterr().err
 
 
 def test_db_upgrade(env, capsys):
     assert main(["db", "upgrade"]) == 0
     assert "schema at head" in capsys.readouterr().out
     assert (env / "home" / "peerblend.db").exists()
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["replay", "x.json", "--run", "r", "--concurrency", "0"],
+        ["replay", "x.json", "--run", "r", "--concurrency", "-3"],
+        ["replay", "x.json", "--run", "r", "--limit", "-1"],
+        ["replay", "x.json", "--run", "r", "--stride", "0"],
+        ["replay", "x.json", "--run", "r", "--timeout", "0"],
+        ["replay", "x.json", "--run", "r", "--timeout", "nan"],
+        ["submit", "x.json", "--top-k", "two"],
+        ["demo", "--turns", "0"],
+    ],
+)
+def test_bad_flags_are_usage_errors_before_anything_runs(env, capsys, argv):
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+
+    assert exited.value.code == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "usage:" in err and "Traceback" not in err
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(["--version"])
+    assert exited.value.code == 0
+    assert capsys.readouterr().out.startswith("peerblend ")
+
+
+@pytest.mark.parametrize(
+    ("variables", "named"),
+    [
+        (
+            {
+                "PEERBLEND_BROKER_URL": "redis://:s3cret@127.0.0.1:1/0",
+                "PEERBLEND_RESULT_BACKEND": "redis://:s3cret@127.0.0.1:1/1",
+            },
+            "cannot reach Redis at redis://:***@127.0.0.1:1/0",
+        ),
+        (
+            {"PEERBLEND_DATABASE_URL": "postgresql+psycopg://peer:s3cret@127.0.0.1:1/test"},
+            "cannot reach the database at postgresql+psycopg://peer:***@127.0.0.1:1/test",
+        ),
+    ],
+    ids=["redis", "database"],
+)
+def test_an_unreachable_service_is_one_line_with_the_password_masked(
+    env, capsys, monkeypatch, variables, named
+):
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+    conversation = env / "conversation.json"
+    conversation.write_text(json.dumps(["q?"]))
+
+    code = main(["submit", str(conversation)])
+
+    err = capsys.readouterr().err
+    assert code == EXIT_UNAVAILABLE
+    assert named in err and "s3cret" not in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) <= 2
+
+
+def test_a_setting_of_the_wrong_type_is_an_input_error(env, capsys, monkeypatch):
+    monkeypatch.setenv("PEERBLEND_BATCH_MAX", "many")
+    conversation = env / "conversation.json"
+    conversation.write_text(json.dumps(["q?"]))
+
+    assert main(["submit", str(conversation)]) == EXIT_INPUT
+    assert "PEERBLEND_BATCH_MAX" in capsys.readouterr().err
+
+
+def test_a_dataset_that_is_not_utf8_is_an_input_error(env, capsys):
+    bad = env / "data.jsonl"
+    bad.write_bytes(b"\xff\xfe{not utf-8")
+
+    assert main(["replay", str(bad), "--run", "r"]) == EXIT_INPUT
+    err = capsys.readouterr().err
+    assert "data.jsonl" in err and "Traceback" not in err

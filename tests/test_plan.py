@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pipeline.errors import InputError
-from pipeline.plan import RunConfig, check_run
+from pipeline.plan import RunConfig, check_run, check_run_name
 from tests.test_policy import committee
 
 
@@ -22,6 +22,11 @@ from tests.test_policy import committee
         ("single:m9", "full", None, "'m9' is not a generator"),
         ("single:", "full", None, "is not a generator"),
         ("single:m1", "p1", None, "policy 'p1' does not apply"),
+        ("peer", "full", 5, "more than the committee's 4 generators"),
+        ("peer", "full", True, "top_k: Input should be a valid integer"),
+        ("peer", "full", "2", "top_k: Input should be a valid integer"),
+        (None, "full", None, "method: Input should be a valid string"),
+        ("peer", ["p1"], None, "policy: Input should be a valid string"),
     ],
 )
 def test_check_run_refuses(method, policy, top_k, message):
@@ -42,8 +47,8 @@ def test_check_run_defaults_and_accepts():
     members = committee(4, top_k=2, aggregator="m1")
 
     assert check_run(members, method="peer", policy="p2", top_k=None) == RunConfig("peer", "p2", 2)
-    assert check_run(members, method="single:m3", policy="full", top_k=5) == RunConfig("single:m3", "full", 5)
-    assert not RunConfig("single:m3", "full", 5).fuses  # a single member never fuses
+    assert check_run(members, method="single:m3", policy="full", top_k=4) == RunConfig("single:m3", "full", 4)
+    assert not RunConfig("single:m3", "full", 4).fuses  # a single member never fuses
 
 
 def test_pairwise_always_has_a_judge_the_first_reviewer_unless_named():
@@ -56,3 +61,26 @@ def test_pairwise_always_has_a_judge_the_first_reviewer_unless_named():
     assert named.judge == "m3"
     with pytest.raises(ValueError, match="at least one reviewer"):
         committee(2, roles={"m0": ("generator",), "m1": ("generator",)})
+
+
+@pytest.mark.parametrize("run", [None, "peer-full", "ConvQuestions books, p2"])
+def test_run_names_that_are_short_printable_strings_pass(run):
+    assert check_run_name(run) == run
+
+
+@pytest.mark.parametrize(
+    ("run", "message"),
+    [
+        (["a"], "must be a string"),
+        (1.5, "must be a string"),
+        ({"a": 1}, "must be a string"),
+        ("", "1 to 100 printable"),
+        ("x" * 101, "101 characters"),
+        ("bad\nname", "printable"),
+        (" padded ", "surrounding spaces"),
+        ("nul\x00", "printable"),
+    ],
+)
+def test_run_names_are_refused_when_not_short_printable_strings(run, message):
+    with pytest.raises(InputError, match=message):
+        check_run_name(run)

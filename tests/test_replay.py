@@ -143,4 +143,4 @@ def test_unknown_method_or_policy_is_refused(tmp_path, flag):
     process = _replay(env, dataset, *flag)
     out, _ = process.communicate(timeout=60)
 
-    assert process.returncode == 2 and "unknown" in out
+    assert process.returncode == 3 and "unknown" in out

@@ -13,10 +13,19 @@ from typing import Any
 from rich.console import Console
 
 from pipeline.conversation import Conversation, conversation_from_json
-from pipeline.errors import BlendError, InputError
+from pipeline.errors import BlendError, ConfigError, InputError, ServiceUnavailable
 from pipeline.settings import Settings
 
 console = Console()
+errors = Console(stderr=True)
+
+
+# Exit codes: what went wrong, for scripts (argparse's usage errors exit with 2).
+EXIT_FAILED = 1  # the work ran but did not finish (a turn failed or timed out)
+EXIT_USAGE = 2
+EXIT_INPUT = 3  # a conversation, dataset, committee file or setting is malformed
+EXIT_UNAVAILABLE = 4  # Redis or the database cannot be reached
+EXIT_INTERRUPTED = 130
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,22 +33,53 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         return int(args.command(args) or 0)
-    except BlendError as error:
-        console.print(f"[bold red]error:[/] {error}")
-        return 2
     except KeyboardInterrupt:
-        console.print("interrupted; stored turns are kept")
-        return 130
+        errors.print("interrupted; stored turns are kept")
+        return EXIT_INTERRUPTED
+    except Exception as error:  # noqa: BLE001 - every error a user can meet becomes one or two lines
+        message, code = _explain(error)
+        errors.print(f"[bold red]error:[/] {message}", highlight=False)
+        return code
+
+
+def _explain(error: Exception) -> tuple[str, int]:
+    """One line a user can act on, and the exit code; a bug (anything else) is re-raised."""
+    from kombu.exceptions import OperationalError as BrokerError
+    from pydantic import ValidationError
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from sqlalchemy.exc import DBAPIError, OperationalError
+
+    from workers.services import reason
+
+    if isinstance(error, (InputError, ConfigError)):
+        return str(error), EXIT_INPUT
+    if isinstance(error, ServiceUnavailable):
+        return str(error), EXIT_UNAVAILABLE
+    if isinstance(error, BlendError):
+        return str(error), EXIT_FAILED
+    if isinstance(error, ValidationError):  # a PEERBLEND_* setting of the wrong type
+        fields = "; ".join(
+            f"PEERBLEND_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in error.errors()
+        )
+        return f"bad setting: {fields}", EXIT_INPUT
+    if isinstance(error, OperationalError) or (
+        isinstance(error, DBAPIError) and error.connection_invalidated
+    ):
+        return f"the database became unreachable: {reason(error)}", EXIT_UNAVAILABLE
+    if isinstance(error, (RedisConnectionError, BrokerError, ConnectionError)):
+        return f"the broker became unreachable: {reason(error)}", EXIT_UNAVAILABLE
+    raise error
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="peerblend", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"peerblend {_version()}")
     sub = parser.add_subparsers(required=True, metavar="COMMAND")
 
     demo = sub.add_parser("demo", help="blend one real conversation with the offline committee")
     demo.add_argument("--dataset", type=Path, help="a dataset file (ConvQuestions, CoQA, QuAC, DoQA, JSONL)")
-    demo.add_argument("--index", type=int, default=0, help="which conversation of the dataset")
-    demo.add_argument("--turns", type=int, default=3, help="how many turns to blend (default 3)")
+    demo.add_argument("--index", type=_count(0), default=0, help="which conversation of the dataset")
+    demo.add_argument("--turns", type=_count(1), default=3, help="how many turns to blend (default 3)")
     _run_options(demo)
     demo.set_defaults(command=_demo)
 
@@ -48,33 +88,7 @@ def _parser() -> argparse.ArgumentParser:
     _run_options(submit)
     submit.set_defaults(command=_submit)
 
-    replay = sub.add_parser("replay", help="replay dataset conversations as queued jobs (resumable)")
-    replay.add_argument(
-        "files", type=Path, nargs="+", help="dataset files: ConvQuestions, CoQA, QuAC, DoQA, JSONL"
-    )
-    replay.add_argument("--run", required=True, help="run name; rerunning it skips stored turns")
-    replay.add_argument("--limit", type=int, default=None, help="conversations per file")
-    replay.add_argument("--stride", type=int, default=1, help="take every n-th conversation of each file")
-    replay.add_argument("--concurrency", type=int, default=4, help="conversations in flight at once")
-    _run_options(replay)
-    replay.set_defaults(command=_replay)
-
-    report = sub.add_parser("report", help="quality and latency tables and the trade-off plot of replay runs")
-    report.add_argument("runs", nargs="*", help="run names (default: every run in the database)")
-    report.add_argument(
-        "--out", type=Path, default=Path("docs/results"), help="folder for results.md/.csv/.png"
-    )
-    report.add_argument(
-        "--encoder", default=None, help="BERTScore encoder (default: the packaged all-MiniLM-L6-v2)"
-    )
-    report.add_argument(
-        "--layers", type=int, default=None, help="encoder layer to use (needed for a local path)"
-    )
-    report.add_argument("--device", default="cpu", help="device for the encoder")
-    report.add_argument(
-        "--note", action="append", default=[], help="a line for the report's notes (repeatable)"
-    )
-    report.set_defaults(command=_report)
+    _replay_and_report_commands(sub)
 
     calibrate = sub.add_parser("calibrate", help="fit reviewer weights on a run's gold answers (BERTScore)")
     calibrate.add_argument("run", help="a peer-blend run with gold answers (a calibration split)")
@@ -101,6 +115,38 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _replay_and_report_commands(sub: Any) -> None:
+    replay = sub.add_parser("replay", help="replay dataset conversations as queued jobs (resumable)")
+    replay.add_argument(
+        "files", type=Path, nargs="+", help="dataset files: ConvQuestions, CoQA, QuAC, DoQA, JSONL"
+    )
+    replay.add_argument("--run", required=True, help="run name; rerunning it skips stored turns")
+    replay.add_argument("--limit", type=_count(1), default=None, help="conversations per file")
+    replay.add_argument(
+        "--stride", type=_count(1), default=1, help="take every n-th conversation of each file"
+    )
+    replay.add_argument("--concurrency", type=_count(1), default=4, help="conversations in flight at once")
+    _run_options(replay)
+    replay.set_defaults(command=_replay)
+
+    report = sub.add_parser("report", help="quality and latency tables and the trade-off plot of replay runs")
+    report.add_argument("runs", nargs="*", help="run names (default: every run in the database)")
+    report.add_argument(
+        "--out", type=Path, default=Path("docs/results"), help="folder for results.md/.csv/.png"
+    )
+    report.add_argument(
+        "--encoder", default=None, help="BERTScore encoder (default: the packaged all-MiniLM-L6-v2)"
+    )
+    report.add_argument(
+        "--layers", type=int, default=None, help="encoder layer to use (needed for a local path)"
+    )
+    report.add_argument("--device", default="cpu", help="device for the encoder")
+    report.add_argument(
+        "--note", action="append", default=[], help="a line for the report's notes (repeatable)"
+    )
+    report.set_defaults(command=_report)
+
+
 def _run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--method", default="peer", help="peer (default), pairwise or single:<member>")
     parser.add_argument("--policy", default="full", help="full (default), p1, p2 or p3")
@@ -111,8 +157,45 @@ def _run_options(parser: argparse.ArgumentParser) -> None:
         help="1: take the best candidate; more: the aggregator fuses the best K (default: committee's)",
     )
     parser.add_argument(
-        "--timeout", type=float, default=1800.0, help="seconds to wait for the whole conversation"
+        "--timeout",
+        type=_seconds,
+        default=1800.0,
+        help="seconds to wait: for the whole conversation (submit, demo), for each turn (replay)",
     )
+
+
+def _count(least: int) -> Any:
+    """An argparse type: an integer of at least ``least``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < least:
+            raise argparse.ArgumentTypeError(f"must be at least {least}, got {value}")
+        return value
+
+    return parse
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text}")
+    return value
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("peerblend")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -183,6 +266,7 @@ def _replay(args: argparse.Namespace) -> int:
             policy=args.policy,
             top_k=args.top_k,
             concurrency=args.concurrency,
+            turn_timeout_s=args.timeout,
             console=console,
         )
     console.print(

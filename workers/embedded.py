@@ -20,12 +20,14 @@ from pipeline.conversation import Limits
 from pipeline.settings import Settings
 from workers.app import create_app
 from workers.runtime import committee_from_settings
+from workers.services import check_services
 
 
 @contextmanager
 def connect(settings: Settings | None = None, committee: Committee | None = None) -> Iterator[BlendClient]:
     settings = settings or Settings()
     committee = committee or committee_from_settings(settings)
+    check_services(settings)  # fail fast, naming the service, before anything is sent
     app = create_app(settings, committee)
     upgrade(settings.database)
     with ExitStack() as stack:

@@ -23,7 +23,7 @@ from pipeline.client import BlendClient, BlendHandle
 from pipeline.conversation import Conversation
 from pipeline.errors import InputError
 from pipeline.evaluation.datasets import load_conversations
-from pipeline.plan import check_run
+from pipeline.plan import RunConfig, check_run, check_run_name
 
 
 @dataclass
@@ -41,6 +41,7 @@ class ReplaySummary:
 class _InFlight:
     handle: BlendHandle
     next_turn: int
+    waiting_since: float  # time.monotonic() when its current turn began to be awaited
 
 
 def load_all(files: Sequence[Path], limit: int | None, stride: int = 1) -> list[Conversation]:
@@ -55,6 +56,16 @@ def load_all(files: Sequence[Path], limit: int | None, stride: int = 1) -> list[
     return [c for path in files for c in load_conversations(path)[::stride][:limit]]
 
 
+_COLUMNS = (
+    TextColumn("{task.description}"),
+    BarColumn(),
+    MofNCompleteColumn(),
+    TextColumn("turns"),
+    TextColumn("{task.fields[rate]:.2f}/s"),
+    TimeRemainingColumn(),
+)
+
+
 def replay(
     client: BlendClient,
     conversations: Sequence[Conversation],
@@ -65,39 +76,23 @@ def replay(
     top_k: int | None,
     concurrency: int,
     console: Console,
+    turn_timeout_s: float = float("inf"),
 ) -> ReplaySummary:
+    """Replay ``conversations`` under ``run``, ``concurrency`` at a time.
+
+    A turn not stored ``turn_timeout_s`` after the replay began to wait for it counts
+    as failed (its conversation is left; rerunning the run resumes it).
+    """
+    if concurrency < 1:
+        raise InputError(f"concurrency must be at least 1, got {concurrency}")
+    run = check_run_name(run) or ""
+    if not run:
+        raise InputError("a replay needs a run name")
     config = check_run(client.committee, method=method, policy=policy, top_k=top_k)
     summary = ReplaySummary(turns_total=sum(len(c.questions) for c in conversations))
-    with Session(client.engine) as session:
-        stored = crud.run_conversations(session=session, run=run)
-        done_turns = {c.id: len(crud.list_results(session=session, conversation_id=c.id)) for c in stored}
-    for row in stored:
-        if (row.method, row.policy, row.top_k) != (config.method, config.policy, config.top_k):
-            raise InputError(
-                f"run {run!r} was made with method {row.method}, policy {row.policy}, top_k {row.top_k}; "
-                "use another run name for other settings"
-            )
-    by_key = {(row.source, row.external_id): row for row in stored}
-    pending: list[Conversation | str] = []  # new conversations, or ids of unfinished stored ones
-    for conversation in conversations:
-        found = by_key.get((conversation.source, conversation.id))
-        if found is None:
-            pending.append(conversation)
-        elif done_turns[found.id] < found.n_turns:
-            pending.append(found.id)
-        else:
-            summary.skipped += 1
-        summary.turns_done += 0 if found is None else done_turns[found.id]
+    pending, done_turns = _pending(client, conversations, run, config, summary)
     started = time.monotonic()
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("turns"),
-        TextColumn("{task.fields[rate]:.2f}/s"),
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns, console=console) as progress:
+    with Progress(*_COLUMNS, console=console) as progress:
         bar = progress.add_task(
             f"replay {run}", total=summary.turns_total, completed=summary.turns_done, rate=0.0
         )
@@ -116,8 +111,8 @@ def replay(
                     )
                     summary.submitted += 1
                     first = 0
-                in_flight.append(_InFlight(handle, first))
-            finished = _poll(client, in_flight, summary)
+                in_flight.append(_InFlight(handle, first, time.monotonic()))
+            finished = _poll(client, in_flight, summary, turn_timeout_s)
             fresh += finished
             if finished:
                 summary.turns_done += finished
@@ -129,7 +124,41 @@ def replay(
     return summary
 
 
-def _poll(client: BlendClient, in_flight: list[_InFlight], summary: ReplaySummary) -> int:
+def _pending(
+    client: BlendClient,
+    conversations: Sequence[Conversation],
+    run: str,
+    config: RunConfig,
+    summary: ReplaySummary,
+) -> tuple[list[Conversation | str], dict[str, int]]:
+    """What is left to do: new conversations, or ids of unfinished stored ones; and turns stored per id.
+
+    Counts the finished ones as skipped and their stored turns as done.
+    """
+    with Session(client.engine) as session:
+        stored = crud.run_conversations(session=session, run=run)
+        done_turns = {c.id: len(crud.list_results(session=session, conversation_id=c.id)) for c in stored}
+    for row in stored:
+        if (row.method, row.policy, row.top_k) != (config.method, config.policy, config.top_k):
+            raise InputError(
+                f"run {run!r} was made with method {row.method}, policy {row.policy}, top_k {row.top_k}; "
+                "use another run name for other settings"
+            )
+    by_key = {(row.source, row.external_id): row for row in stored}
+    pending: list[Conversation | str] = []
+    for conversation in conversations:
+        found = by_key.get((conversation.source, conversation.id))
+        if found is None:
+            pending.append(conversation)
+        elif done_turns[found.id] < found.n_turns:
+            pending.append(found.id)
+        else:
+            summary.skipped += 1
+        summary.turns_done += 0 if found is None else done_turns[found.id]
+    return pending, done_turns
+
+
+def _poll(client: BlendClient, in_flight: list[_InFlight], summary: ReplaySummary, timeout_s: float) -> int:
     """Advance every conversation whose next turn has finished; the number of turns that did.
 
     The database has the last word: a turn counts as failed only if its current
@@ -141,6 +170,10 @@ def _poll(client: BlendClient, in_flight: list[_InFlight], summary: ReplaySummar
         while item.next_turn < item.handle.n_turns:
             state = client.poll_turn(conversation_id, item.next_turn)
             if isinstance(state, int):
+                if time.monotonic() - item.waiting_since > timeout_s:
+                    summary.failed += 1  # gave up waiting: rerunning the run resumes it
+                    in_flight.remove(item)
+                    break
                 result = client.app.AsyncResult(final_task_id(conversation_id, item.next_turn, max(state, 1)))
                 if not (result.ready() and result.failed()):
                     break
@@ -150,6 +183,7 @@ def _poll(client: BlendClient, in_flight: list[_InFlight], summary: ReplaySummar
                     break
                 continue  # stored or resent meanwhile: look again
             item.next_turn += 1
+            item.waiting_since = time.monotonic()
             finished += 1
         else:
             in_flight.remove(item)
