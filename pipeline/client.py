@@ -33,7 +33,7 @@ from pipeline.errors import BlendError, InputError
 from pipeline.plan import RunConfig, TurnPlan, check_run, check_run_name
 from pipeline.policy import PolicyStore, check_policy
 from pipeline.records import TurnContext
-from pipeline.shortlist import begin, resume
+from pipeline.shortlist import StoredOutcome, begin, resume
 
 WAIT_SLICE_S = 2.0  # how often a waiting client re-reads the database
 OUTCOME_FIELDS = (
@@ -204,10 +204,8 @@ class BlendClient:
             if row is None:
                 raise InputError(f"no conversation with id {conversation_id!r}")
             turns = crud.list_turns(session=session, conversation_id=conversation_id)
-            answers = {
-                r.turn_index: r.answer
-                for r in crud.list_results(session=session, conversation_id=conversation_id)
-            }
+            results = crud.list_results(session=session, conversation_id=conversation_id)
+            answers = {r.turn_index: r.answer for r in results}
             missing = [t for t in turns if t.turn_index not in answers]
             handle = BlendHandle(self, conversation_id, row.n_turns)
             if not missing:
@@ -229,6 +227,7 @@ class BlendClient:
             conversation_id=conversation_id,
             turn_index=first.turn_index,
             n_turns=row.n_turns,
+            stored=[StoredOutcome(r.turn_index, r.decision, r.ranking, r.scores) for r in results],
         )
         context = TurnContext(
             conversation_id=conversation_id,

@@ -8,6 +8,7 @@ no state at all.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from pipeline.committee import Committee
@@ -135,6 +136,16 @@ def fold_cycle(value: dict[str, Any] | None, turn: str, contribution: Mapping[st
     return {"scores": add_scores(value.get("scores", {}), contribution), "folded": [*folded, turn]}
 
 
+@dataclass(frozen=True)
+class StoredOutcome:
+    """What a stored turn contributes to its conversation's policy state."""
+
+    turn_index: int
+    decision: Mapping[str, Any]  # the stored decision record (TurnDecision fields, ballots used)
+    ranking: Sequence[str]
+    scores: Mapping[str, float]
+
+
 def resume(
     store: PolicyStore | None,
     committee: Committee,
@@ -143,11 +154,31 @@ def resume(
     conversation_id: str,
     turn_index: int,
     n_turns: int,
+    stored: Sequence[StoredOutcome] = (),
 ) -> TurnDecision:
-    """The decision for a turn that was never run (a replay interrupted before it)."""
+    """The decision for a turn that was never run (a replay interrupted before it, a lost message).
+
+    ``stored``: the conversation's stored turns. Any of them not yet folded into the
+    policy state (a worker died between storing a turn and folding it in) is folded
+    first, so the turn runs under exactly the state it would have had: the database's
+    stored turns are the truth the state is rebuilt from.
+    """
     fixed = _fixed(committee, run, n_turns)
     if fixed is not None:
         return fixed
+    for done in sorted(stored, key=lambda d: d.turn_index):
+        advance(
+            store,
+            committee,
+            run,
+            TurnDecision.from_json(done.decision),
+            conversation_id=conversation_id,
+            turn_index=done.turn_index,
+            n_turns=n_turns,
+            ranking=done.ranking,
+            scores=done.scores,
+            ballots=int(done.decision.get("ballots", 0)),
+        )
     value = _required(store, run).get(conversation_key(committee.name, run.policy, conversation_id)) or {}
     state = ConversationState.from_json(value)
     return _for_method(

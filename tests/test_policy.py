@@ -653,3 +653,40 @@ def test_p3_cycle_scores_are_folded_once_under_retried_updates_and_redeliveries(
 
     # Then its scores count once: 1.0 per ballot for m1, not 2.0 or 4.0
     assert store.get(cycle_key("c", "p3", 0))["scores"] == {"m0": 0.0, "m1": 1.0}
+
+
+def test_resume_folds_stored_turns_the_state_missed_before_deciding():
+    # Given a p1 conversation of 4 turns whose turn 1 was stored but never folded into the
+    # state (a worker died between the two writes)
+    from pipeline.shortlist import StoredOutcome, resume
+
+    members = committee(4)
+    store = MemoryStore()
+    run = run_of(members, "p1")
+    first = begin(store, members, run, conversation_id="conv", n_turns=4)
+    outcomes = [points(0, 4, 8, 12), points(0, 4, 8, 12)]
+    advance(
+        store,
+        members,
+        run,
+        first,
+        conversation_id="conv",
+        turn_index=0,
+        n_turns=4,
+        ranking=["m3", "m2", "m1", "m0"],
+        scores=outcomes[0],
+        ballots=4,
+    )
+    stored = [
+        StoredOutcome(t, {**first.to_json(), "ballots": 4}, sorted(o, key=lambda m: -o[m]), o)
+        for t, o in enumerate(outcomes)
+    ]
+
+    # When turn 2 is resumed from the stored turns
+    decision = resume(store, members, run, conversation_id="conv", turn_index=2, n_turns=4, stored=stored)
+
+    # Then turn 1 is folded in (once) and turn 2 runs without the bottom half, as without the fault
+    assert store.state(members, "p1", "conv").applied_turns == 2
+    assert decision.generators == ("m2", "m3") and set(decision.excluded) == {"m0", "m1"}
+    again = resume(store, members, run, conversation_id="conv", turn_index=2, n_turns=4, stored=stored)
+    assert again == decision and store.state(members, "p1", "conv").applied_turns == 2

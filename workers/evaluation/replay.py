@@ -15,6 +15,7 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from sqlalchemy.exc import OperationalError
 from sqlmodel import Session
 
 from db import crud
@@ -24,6 +25,7 @@ from pipeline.conversation import Conversation
 from pipeline.errors import InputError
 from pipeline.evaluation.datasets import load_conversations
 from pipeline.plan import RunConfig, check_run, check_run_name
+from workers.services import reason
 
 
 @dataclass
@@ -100,19 +102,13 @@ def replay(
         fresh = 0
         while pending or in_flight:
             while pending and len(in_flight) < concurrency:
-                item = pending.pop(0)
-                if isinstance(item, str):
-                    handle = client.resume(item)
-                    summary.resumed += 1
-                    first = done_turns[item]
-                else:
-                    handle = client.submit(
-                        item, method=config.method, policy=config.policy, top_k=config.top_k, run=run
-                    )
-                    summary.submitted += 1
-                    first = 0
-                in_flight.append(_InFlight(handle, first, time.monotonic()))
-            finished = _poll(client, in_flight, summary, turn_timeout_s)
+                in_flight.append(_start(client, pending.pop(0), run, config, summary, done_turns))
+            try:
+                finished = _poll(client, in_flight, summary, turn_timeout_s)
+            except OperationalError as error:  # the database blinked: the workers retry, so wait too
+                progress.console.print(f"database unreachable, still waiting: {reason(error)}")
+                time.sleep(1.0)
+                continue
             fresh += finished
             if finished:
                 summary.turns_done += finished
@@ -122,6 +118,23 @@ def replay(
                 time.sleep(0.05)
     summary.seconds = time.monotonic() - started
     return summary
+
+
+def _start(
+    client: BlendClient,
+    item: Conversation | str,
+    run: str,
+    config: RunConfig,
+    summary: ReplaySummary,
+    done_turns: dict[str, int],
+) -> _InFlight:
+    """Submit a new conversation, or resume a stored unfinished one (by id)."""
+    if isinstance(item, str):
+        summary.resumed += 1
+        return _InFlight(client.resume(item), done_turns[item], time.monotonic())
+    handle = client.submit(item, method=config.method, policy=config.policy, top_k=config.top_k, run=run)
+    summary.submitted += 1
+    return _InFlight(handle, 0, time.monotonic())
 
 
 def _pending(
