@@ -28,6 +28,15 @@ class ConversationBase(SQLModel):
     run: str | None = Field(default=None, index=True)  # replay run name
     n_turns: int
     passage: str | None = Field(default=None, sa_column=Column(Text))
+    # A live conversation grows a turn per question asked (n_turns counts them so far);
+    # a submitted one knows its questions up front.
+    live: bool = False
+    system: str | None = Field(default=None, sa_column=Column(Text))  # passed to the generators
+    # Exchanges before the first blended turn, [[question, answer], ...] (a chat's earlier messages).
+    history: list[list[str]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    # Hash of every exchange so far (pipeline.live.fingerprint): how a chat request that repeats
+    # a stored conversation's messages finds it.
+    fingerprint: str | None = Field(default=None, index=True)
 
 
 class Conversation(ConversationBase, table=True):

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from celery import Celery
@@ -30,6 +30,7 @@ from pipeline.committee import Committee
 from pipeline.context import Exchange
 from pipeline.conversation import Conversation, Limits, conversation_from_json
 from pipeline.errors import BlendError, InputError
+from pipeline.live import LiveConversation, fingerprint
 from pipeline.plan import RunConfig, TurnPlan, check_run, check_run_name
 from pipeline.policy import PolicyStore, check_policy
 from pipeline.records import TurnContext
@@ -191,6 +192,53 @@ class BlendClient:
         turn_signature(TurnPlan(first, config, decision), app=self.app).apply_async()
         return BlendHandle(self, conversation_id, n_turns)
 
+    def start(
+        self,
+        *,
+        passage: str | None = None,
+        history: Sequence[tuple[str, str]] = (),
+        system: str | None = None,
+        method: str = "peer",
+        policy: str = "full",
+        top_k: int | None = None,
+        run: str | None = None,
+    ) -> LiveConversation:
+        """Open a live conversation: ask its questions one at a time (``LiveConversation.ask``).
+
+        ``history``: earlier (question, answer) exchanges the turns should see;
+        ``system``: instructions given to the generators (a chat client's system
+        message). Validated like ``submit``; nothing is sent until the first ``ask``.
+        """
+        config = replace(check_run(self.committee, method=method, policy=policy, top_k=top_k), live=True)
+        run = check_run_name(run)
+        exchanges = _checked_history(history)
+        self.limits.check_context(passage=passage, system=system, history=exchanges)
+        row = ConversationRow(
+            id=uuid.uuid4().hex,
+            committee=self.committee.name,
+            method=config.method,
+            policy=config.policy,
+            top_k=config.top_k,
+            run=run,
+            n_turns=0,
+            passage=passage,
+            live=True,
+            system=system,
+            history=[[e.question, e.answer] for e in exchanges],
+            fingerprint=fingerprint(self.committee.name, config, system, exchanges),
+        )
+        with Session(self.engine, expire_on_commit=False) as session:
+            crud.create_conversation(session=session, conversation=row, turns=[])
+        return LiveConversation(self, row.id)
+
+    def live(self, conversation_id: str) -> LiveConversation:
+        """Re-attach to a live conversation started earlier (by any client)."""
+        with Session(self.engine) as session:
+            row = crud.get_conversation(session=session, conversation_id=conversation_id)
+        if row is None or not row.live:
+            raise InputError(f"no live conversation with id {conversation_id!r}")
+        return LiveConversation(self, conversation_id)
+
     def resume(self, conversation_id: str) -> BlendHandle:
         """Send the first unfinished turn of a stored conversation again, as a new attempt.
 
@@ -219,7 +267,7 @@ class BlendClient:
             )
         if attempt is None:
             return handle  # another client resent it at the same moment
-        config = RunConfig(method=row.method, policy=check_policy(row.policy), top_k=row.top_k)
+        config = RunConfig(method=row.method, policy=check_policy(row.policy), top_k=row.top_k, live=row.live)
         decision = resume(
             self.policy_store,
             self.committee,
@@ -234,10 +282,12 @@ class BlendClient:
             turn_index=first.turn_index,
             question=first.question,
             n_turns=row.n_turns,
-            history=tuple(Exchange(t.question, answers[t.turn_index]) for t in turns[: first.turn_index]),
+            history=tuple(Exchange(q, a) for q, a in row.history)
+            + tuple(Exchange(t.question, answers[t.turn_index]) for t in turns[: first.turn_index]),
             passage=row.passage,
             enqueued_at=time.time(),
             attempt=attempt,
+            system=row.system,
         )
         turn_signature(TurnPlan(context, config, decision), app=self.app).apply_async()
         return handle
@@ -337,3 +387,15 @@ class BlendClient:
                 run=row.run,
                 turns=turns,
             )
+
+
+def _checked_history(history: object) -> tuple[Exchange, ...]:
+    """Earlier exchanges as (question, answer) pairs of strings."""
+    if not isinstance(history, (list, tuple)):
+        raise InputError(f"history must be a list of (question, answer) pairs, got {type(history).__name__}")
+    exchanges = []
+    for index, pair in enumerate(history, start=1):
+        if not isinstance(pair, (list, tuple)) or len(pair) != 2 or not all(isinstance(x, str) for x in pair):
+            raise InputError(f"history item {index} must be a (question, answer) pair of strings")
+        exchanges.append(Exchange(pair[0], pair[1]))
+    return tuple(exchanges)

@@ -136,6 +136,8 @@ class Committee(BaseModel):
     pairwise_judge: str | None = None  # member judging pairs for method "pairwise" (default: first reviewer)
     top_k: int = Field(default=1, ge=1)  # candidates given to the aggregator
     exclude_self_votes: bool = False
+    # p1 on a live conversation (its length unknown): rank with everyone for this many first turns.
+    p1_live_rank_turns: int = Field(default=2, ge=1, le=100)
     # Borda weights per reviewer: "uniform"; "online" (agreement with the other reviewers so
     # far); "calibrated" (fitted on gold answers by `peerblend calibrate`). See pipeline/weights.py.
     reviewer_weights: Literal["uniform", "online", "calibrated"] = "uniform"

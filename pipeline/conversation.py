@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +36,21 @@ class Limits:
             _check_text(conversation.source, f"the source of conversation {name}", MAX_ID_CHARS)
         if conversation.passage is not None:
             _check_text(conversation.passage, f"the passage of conversation {name}", self.max_passage_chars)
+
+    def check_context(self, *, passage: object, system: object, history: Sequence[Any]) -> None:
+        """A live conversation's passage, system message and earlier exchanges (``Exchange``-like)."""
+        for name, value in (("passage", passage), ("system message", system)):
+            if value is not None and not isinstance(value, str):
+                raise InputError(f"the {name} must be a string, got {type(value).__name__}")
+        if passage is not None:
+            _check_text(str(passage), "the passage", self.max_passage_chars)
+        if system is not None:
+            _check_text(str(system), "the system message", self.max_question_chars)
+        if len(history) > self.max_turns:
+            raise InputError(f"history has {len(history)} exchanges; the limit is {self.max_turns}")
+        for index, exchange in enumerate(history, start=1):
+            _check_text(exchange.question, f"history question {index}", self.max_question_chars)
+            _check_text(exchange.answer, f"history answer {index}", self.max_passage_chars)
 
 
 def _check_text(text: str, what: str, limit: int) -> None:

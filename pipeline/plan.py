@@ -62,13 +62,19 @@ class RunConfig:
     method: str = "peer"
     policy: Policy = "full"
     top_k: int = 1
+    live: bool = False  # a live conversation: its length is unknown, each question is sent as asked
 
     def to_json(self) -> dict[str, Any]:
-        return {"method": self.method, "policy": self.policy, "top_k": self.top_k}
+        return {"method": self.method, "policy": self.policy, "top_k": self.top_k, "live": self.live}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> RunConfig:
-        return cls(method=data["method"], policy=data["policy"], top_k=int(data["top_k"]))
+        return cls(
+            method=data["method"],
+            policy=data["policy"],
+            top_k=int(data["top_k"]),
+            live=bool(data.get("live", False)),
+        )
 
     @property
     def single(self) -> str | None:

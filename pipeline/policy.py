@@ -8,6 +8,9 @@ q = the conversation's number of turns, N = the committee's generators.
 - p1 (dynamic conversation-specific elimination): all N members for the first
   ceil(q/2) turns; then the bottom floor(N/2) by cumulative rank score sit out
   the rest of the conversation. The next conversation starts with everyone.
+  A live conversation has no known q (``n_turns`` is None): it ranks with everyone
+  for its first R turns (the committee's ``p1_live_rank_turns``, 2 by default),
+  then drops the bottom half for as long as it goes on.
 - p2 (alternate ranking): turns 1, 3, 5, ... (1-based) are ranked by everyone;
   on turns 2, 4, ... only the top-K members of the previous turn answer, with no
   review stage, and the previous turn's order picks among them.
@@ -146,16 +149,21 @@ def start_conversation(
     )
 
 
+def p1_ranked_turns(committee: Committee, n_turns: int | None) -> int:
+    """How many first turns p1 ranks with everyone: ceil(q/2), or R for a live conversation."""
+    return committee.p1_live_rank_turns if n_turns is None else math.ceil(n_turns / 2)
+
+
 def decide_turn(
     policy: Policy,
     committee: Committee,
     state: ConversationState,
     turn_index: int,
-    n_turns: int,
+    n_turns: int | None,
     *,
     top_k: int | None = None,
 ) -> TurnDecision:
-    """What turn ``turn_index`` (0-based) of an ``n_turns`` conversation does.
+    """What turn ``turn_index`` (0-based) of an ``n_turns`` conversation (None: live, open-ended) does.
 
     ``top_k``: the run's (default: the committee's).
     """
@@ -173,10 +181,9 @@ def decide_turn(
         return TurnDecision(
             top, (), f"p2: even turn, reusing the previous top {len(top)}", rest, state.last_ranking
         )
-    if policy == "p1" and turn_index < math.ceil(n_turns / 2):
-        return replace(
-            everyone, reason=f"p1: turn {turn_index + 1} of the first {math.ceil(n_turns / 2)}, ranked"
-        )
+    if policy == "p1" and turn_index < p1_ranked_turns(committee, n_turns):
+        ranked = p1_ranked_turns(committee, n_turns)
+        return replace(everyone, reason=f"p1: turn {turn_index + 1} of the first {ranked}, ranked")
     if not state.excluded:
         return replace(everyone, reason=state.note or f"{policy}: no one excluded")
     return _without(committee, state.excluded, state.note or f"{policy}: bottom half excluded")
@@ -200,7 +207,7 @@ def after_turn(
     decision: TurnDecision,
     *,
     turn_index: int,
-    n_turns: int,
+    n_turns: int | None,
     ranking: Sequence[str],
     contribution: Mapping[str, float],
     top_k: int | None = None,
@@ -210,7 +217,8 @@ def after_turn(
     if not decision.ranked:
         return state
     state = replace(state, scores=add_scores(state.scores, contribution))
-    if policy == "p1" and turn_index + 1 == math.ceil(n_turns / 2) and turn_index + 1 < n_turns:
+    more_to_come = n_turns is None or turn_index + 1 < n_turns
+    if policy == "p1" and turn_index + 1 == p1_ranked_turns(committee, n_turns) and more_to_come:
         excluded = worst_half(committee, state.scores, top_k)
         return replace(
             state, excluded=excluded, note=f"p1: bottom {len(excluded)} after {turn_index + 1} turns"

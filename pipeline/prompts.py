@@ -43,11 +43,16 @@ def generator_prompt(
     few_shot: Sequence[FewShot] = (),
     passage: str | None = None,
     max_new_tokens: int = 48,
+    instructions: str | None = None,
 ) -> Prompt:
-    """Ask a member to answer ``question`` given the conversation so far."""
+    """Ask a member to answer ``question`` given the conversation so far.
+
+    ``instructions``: the user's own system message (a chat client's), after ours.
+    """
+    own = f"\n\n{instructions.strip()}" if instructions and instructions.strip() else ""
     system = _system(
         "You answer questions in a conversation. Follow-up questions refer to "
-        f"earlier turns. {_STYLE[style]}",
+        f"earlier turns. {_STYLE[style]}{own}",
         passage,
     )
     shots = [Exchange(s.question, s.answer) for s in few_shot]

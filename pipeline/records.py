@@ -25,6 +25,7 @@ class TurnContext:
     passage: str | None = None
     enqueued_at: float = 0.0  # epoch seconds when the turn's canvas was sent
     attempt: int = 1  # which sending of this turn (recovery sends a stalled turn again)
+    system: str | None = None  # the user's system message, given to the generators
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)

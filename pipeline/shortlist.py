@@ -29,6 +29,11 @@ from pipeline.policy import (
 )
 
 
+def _q(run: RunConfig, n_turns: int) -> int | None:
+    """The conversation's number of turns as the policies see it: None for a live one (unknown)."""
+    return None if run.live else n_turns
+
+
 def _for_method(committee: Committee, run: RunConfig, decision: TurnDecision) -> TurnDecision:
     return pairwise_decision(committee, decision) if run.method == "pairwise" else decision
 
@@ -67,7 +72,9 @@ def begin(
         run.policy, committee, ordinal=ordinal, cycle_scores=cycle_scores, top_k=run.top_k
     )
     store.update(conversation_key(committee.name, run.policy, conversation_id), lambda _: state.to_json())
-    return _for_method(committee, run, decide_turn(run.policy, committee, state, 0, n_turns, top_k=run.top_k))
+    return _for_method(
+        committee, run, decide_turn(run.policy, committee, state, 0, _q(run, n_turns), top_k=run.top_k)
+    )
 
 
 def advance(
@@ -87,7 +94,7 @@ def advance(
 
     A redelivered turn (already folded in) changes nothing.
     """
-    last = turn_index + 1 >= n_turns
+    last = run.live or turn_index + 1 >= n_turns  # a live conversation's next turn is sent when asked
     fixed = _fixed(committee, run, n_turns)
     if fixed is not None:
         return None if last else fixed
@@ -105,7 +112,7 @@ def advance(
             state,
             decision,
             turn_index=turn_index,
-            n_turns=n_turns,
+            n_turns=_q(run, n_turns),
             ranking=ranking,
             contribution=contribution,
             top_k=run.top_k,
@@ -123,7 +130,7 @@ def advance(
         )
     if last:
         return None
-    following = decide_turn(run.policy, committee, state, turn_index + 1, n_turns, top_k=run.top_k)
+    following = decide_turn(run.policy, committee, state, turn_index + 1, _q(run, n_turns), top_k=run.top_k)
     return _for_method(committee, run, following)
 
 
@@ -182,5 +189,7 @@ def resume(
     value = _required(store, run).get(conversation_key(committee.name, run.policy, conversation_id)) or {}
     state = ConversationState.from_json(value)
     return _for_method(
-        committee, run, decide_turn(run.policy, committee, state, turn_index, n_turns, top_k=run.top_k)
+        committee,
+        run,
+        decide_turn(run.policy, committee, state, turn_index, _q(run, n_turns), top_k=run.top_k),
     )

@@ -57,6 +57,7 @@ def answer(backend: Backend, member: Member, committee: Committee, context: Turn
         few_shot=settings.few_shot,
         passage=passage,
         max_new_tokens=settings.max_new_tokens,
+        instructions=context.system,
     )
     start = time.perf_counter()
     try:
