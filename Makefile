@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install services demo test test-fast lint typecheck bench
+.PHONY: install services browser demo test test-fast lint typecheck bench screenshots vllm-env
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -21,10 +21,20 @@ install: $(VENV)/.installed
 services:
 	tests/services.sh
 
+# The virtualenv of a real vLLM CPU server (tests/test_vllm.py, the vLLM benchmark): built
+# once per machine under ~/.cache/peerblend, keyed by its version; `make test` builds it
+# on first use too (or skips that test where it cannot be installed).
+vllm-env:
+	tests/vllm_env.sh
+
+# Debian's chromium and chromium-driver for the web page tests (apt-get when missing).
+browser:
+	tests/browser.sh
+
 demo: install
 	$(VENV)/bin/peerblend demo
 
-test: install services
+test: install services browser
 	$(PY) -m pytest -q
 
 test-fast: install
@@ -40,3 +50,6 @@ typecheck: install
 bench: install services
 	$(PY) tests/benchmarks/bench_overhead.py
 	$(PY) tests/benchmarks/bench_stages.py
+
+screenshots: install browser
+	$(PY) tests/screenshots.py

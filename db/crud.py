@@ -211,3 +211,149 @@ def stalled_turns(*, session: Session, sent_before: datetime) -> list[Turn]:
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+def run_passages(*, session: Session, runs: Sequence[str]) -> dict[str, bool]:
+    """Whether each conversation of the named runs was grounded in a passage, by conversation id."""
+    query = select(Conversation.id, Conversation.passage).where(col(Conversation.run).in_(list(runs)))
+    return {conversation_id: bool(passage) for conversation_id, passage in session.exec(query)}
+
+
+def run_records(*, session: Session, run: str) -> list[dict[str, Any]]:
+    """Every turn of a run's fully finished conversations, with all it stored: conversation fields,
+    question and golds, every candidate (failed ones too), every review, and the result row.
+
+    For re-deciding stored turns without models (``peerblend rerank``); turns come in
+    conversation order (created first, first), then turn order.
+    """
+    conversations = list(session.exec(select(Conversation).where(Conversation.run == run)))
+    ids = [c.id for c in conversations]
+    by_turn: dict[tuple[str, int], dict[str, Any]] = {}
+    for t in session.exec(select(Turn).where(col(Turn.conversation_id).in_(ids))):
+        by_turn[(t.conversation_id, t.turn_index)] = {"question": t.question, "gold": list(t.gold)}
+    for r in session.exec(select(TurnResult).where(col(TurnResult.conversation_id).in_(ids))):
+        by_turn[(r.conversation_id, r.turn_index)].update(result=r.model_dump(), candidates=[], reviews=[])
+    candidates = select(Candidate).where(col(Candidate.conversation_id).in_(ids)).order_by(col(Candidate.id))
+    for c in session.exec(candidates):  # stored with the result, in one transaction
+        by_turn[(c.conversation_id, c.turn_index)]["candidates"].append(c.model_dump(exclude={"id"}))
+    for v in session.exec(
+        select(Review).where(col(Review.conversation_id).in_(ids)).order_by(col(Review.id))
+    ):
+        by_turn[(v.conversation_id, v.turn_index)]["reviews"].append(v.model_dump(exclude={"id"}))
+    rows = []
+    for conversation in sorted(conversations, key=lambda c: (c.created_at, c.id)):
+        turns = [by_turn[(conversation.id, i)] for i in range(conversation.n_turns)]
+        if all("result" in t for t in turns):
+            fields = conversation.model_dump()
+            rows += [{"conversation": fields, "turn_index": i, **t} for i, t in enumerate(turns)]
+    return rows
+
+
+def turn_candidates(*, session: Session, conversation_id: str, turn_index: int) -> list[Candidate]:
+    """One turn's candidates, in the order they were stored."""
+    query = (
+        select(Candidate)
+        .where(Candidate.conversation_id == conversation_id, Candidate.turn_index == turn_index)
+        .order_by(col(Candidate.id))
+    )
+    return list(session.exec(query))
+
+
+def list_conversations(
+    *,
+    session: Session,
+    run: str | None = None,
+    committee: str | None = None,
+    method: str | None = None,
+    policy: str | None = None,
+    status: str | None = None,
+    offset: int = 0,
+    limit: int = 25,
+) -> tuple[list[tuple[Conversation, int, str | None]], int]:
+    """One page of conversations, newest first, and how many match the filters in all.
+
+    Each row: (conversation, turns stored, first question). ``status``: "finished"
+    (every turn so far stored) or "running" (a turn not stored yet); None for both.
+    """
+    from sqlalchemy import func  # local: this module's imports belong to its other functions
+
+    if status not in (None, "finished", "running"):
+        raise ValueError(f"unknown status {status!r}; choose 'finished' or 'running'")
+    stored = (
+        select(func.count(col(TurnResult.id)))
+        .where(col(TurnResult.conversation_id) == col(Conversation.id))
+        .scalar_subquery()
+    )
+    first = (
+        select(Turn.question)
+        .where(col(Turn.conversation_id) == col(Conversation.id), col(Turn.turn_index) == 0)
+        .scalar_subquery()
+    )
+    query = select(Conversation, stored, first)
+    for field, value in (("run", run), ("committee", committee), ("method", method), ("policy", policy)):
+        if value is not None:
+            query = query.where(getattr(Conversation, field) == value)
+    if status == "finished":
+        query = query.where(stored >= col(Conversation.n_turns))
+    elif status == "running":
+        query = query.where(stored < col(Conversation.n_turns))
+    total = session.exec(select(func.count()).select_from(query.subquery())).one()
+    page = (
+        query.order_by(col(Conversation.created_at).desc(), col(Conversation.id)).offset(offset).limit(limit)
+    )
+    return [(c, int(n), q) for c, n, q in session.exec(page)], int(total)
+
+
+def conversation_facets(*, session: Session) -> dict[str, list[str]]:
+    """The values stored in each filterable field of conversations: run, committee, method, policy."""
+    facets = {}
+    for field in ("run", "committee", "method", "policy"):
+        column = getattr(Conversation, field)
+        values = session.exec(select(column).where(col(column).is_not(None)).distinct())
+        facets[field] = sorted(str(v) for v in values)
+    return facets
+
+
+def run_summaries(*, session: Session) -> list[dict[str, Any]]:
+    """Each replay run: conversations, turns asked, turns stored, when its last conversation started."""
+    from sqlalchemy import func  # local: this module's imports belong to its other functions
+
+    runs = session.exec(
+        select(
+            Conversation.run,
+            func.count(col(Conversation.id)),
+            func.sum(col(Conversation.n_turns)),
+            func.max(col(Conversation.created_at)),
+        )
+        .where(col(Conversation.run).is_not(None))
+        .group_by(col(Conversation.run))
+    )
+    stored = dict(
+        session.exec(
+            select(Conversation.run, func.count(col(TurnResult.id)))
+            .join(TurnResult, col(TurnResult.conversation_id) == col(Conversation.id))
+            .where(col(Conversation.run).is_not(None))
+            .group_by(col(Conversation.run))
+        ).all()
+    )
+    return [
+        {
+            "run": run,
+            "conversations": int(n),
+            "turns": int(turns or 0),
+            "stored": int(stored.get(run, 0)),
+            "last": last,
+        }
+        for run, n, turns, last in sorted(runs, key=lambda row: str(row[0]))
+    ]
+
+
+def conversation_progress(*, session: Session, conversation_id: str) -> tuple[int, int] | None:
+    """(turns so far, turns stored) of a conversation; None when there is no such conversation."""
+    from sqlalchemy import func  # local: this module's imports belong to its other functions
+
+    n_turns = session.exec(select(Conversation.n_turns).where(Conversation.id == conversation_id)).first()
+    if n_turns is None:
+        return None
+    query = select(func.count(col(TurnResult.id))).where(TurnResult.conversation_id == conversation_id)
+    return int(n_turns), int(session.exec(query).one())

@@ -9,14 +9,16 @@ Where each rule of the method lives (one file each):
 - anonymous labels, shuffles, ballot parsing ......... ballot.py
 - Borda count and its tie-break ...................... borda.py
 - the pairwise baseline ("max logits") ............... pairwise.py
-- ranking a turn's candidates (Borda or pairwise) .... aggregate.py
+- ranking a turn's candidates (Borda or pairwise) .... aggregate.py (also: honest voters, the member prior)
 - the turn's decision (rank, select or fuse, status) . verdict.py
-- reviewer weights (uniform / online / calibrated) ... weights.py
+- reviewer weights (uniform / online / calibrated) ... weights.py (and the stored member prior)
 - shortlist policies (full, p1, p2, p3) .............. policy.py (pure rules), shortlist.py (applied to a store)
 - the Celery canvas of a turn (by task name) ......... canvas.py
 
-Around the method: client.py (submit, wait, fetch), conversation.py (the input
-shape), settings.py (environment, read at the edges only), errors.py (the error
-tree). Evaluation lives apart: evaluation/ (dataset loaders, report statistics
-and tables) here, and workers/evaluation/ (replay, BERTScore, plots).
+Around the method: client.py (submit, wait, fetch, resume), live.py (live
+conversations: ask one question at a time), conversation.py (the input shape and
+its limits), settings.py (environment, read at the edges only), errors.py (the
+error tree). Evaluation lives apart: evaluation/ here (dataset loaders, token F1 and
+exact match, report statistics and tables, calibration, re-ranking stored runs) and
+workers/evaluation/ (replay, BERTScore, plots, the rerank and calibrate commands).
 """

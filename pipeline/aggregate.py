@@ -1,13 +1,51 @@
-"""From candidates and reviews to the turn's decision: Borda, then select or fuse."""
+"""From candidates and reviews to the turn's decision: Borda, then select or fuse.
+
+Honest voters. Reviewers whose judgement is the same function count as one voter:
+same backend, model, device, dtype and backend options, same review method and the
+same review prompt (``judgement_key``; likelihood prompts carry nothing of the
+member, a ranking prompt differs only by its token limit). Two likelihood
+reviewers on one model give identical scores; two ranking reviewers on one model
+are one judge seen through two shuffles. Each such group shares one ballot's
+weight: a ballot counts its reviewer's weight divided by the number of ballots its
+group gave this turn (``voter_weights``), so a group weighs the mean of its
+members' weights, and a member that failed leaves its weight to the others.
+
+Member prior (``MemberPrior``). When given, the prior is one more ballot: the
+turn's candidates ordered by their member's calibrated quality (mean token F1 on a
+calibration run), best first, with the prior's own weight (``pipeline.weights``:
+its calibrated trust when reviewer weights are calibrated, else 1). With m
+candidates, voter groups g of reviewers r with weights w_r, candidate i scores
+``B_i = sum_g sum_(r in g) (w_r / |g|) * points_r(i) + w_prior * (m - rank_prior(i))``
+(points as in ``pipeline.borda``: m − position; a member the prior does not
+know is unranked by it and gets the partial-ballot share).
+"""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from pipeline.borda import Ballot, borda_ranking, borda_scores
+from pipeline.borda import Ballot, borda_scores, first_places
+from pipeline.committee import Committee, Member
 from pipeline.pairwise import Judgement, max_logits, pairwise_ranking
 from pipeline.records import CandidateRecord, ReviewRecord
+
+PRIOR_VOTER = "(member prior)"  # the prior's ballot; no member can have this name
+
+
+@dataclass(frozen=True)
+class MemberPrior:
+    """How good each member's answers are (higher is better), and the weight of the prior's ballot."""
+
+    quality: dict[str, float]
+    weight: float = 1.0
+    note: str = ""
+
+    def ballot(self, pool: Sequence[str]) -> Ballot:
+        """The members of ``pool`` the prior knows, best first (ties keep ``pool`` order)."""
+        known = [m for m in pool if m in self.quality]
+        return Ballot(PRIOR_VOTER, tuple(sorted(known, key=lambda m: -self.quality[m])))
 
 
 @dataclass(frozen=True)
@@ -16,9 +54,9 @@ class Decision:
 
     ``ranking``: usable candidates (member names) best first. ``status``:
     "ok" (ranked by ballots), "single" (one usable candidate, nothing to rank),
-    "no_ballots" (no reviewer gave a ballot: committee order decides),
+    "no_ballots" (no reviewer gave a ballot: the prior if given, else committee order, decides),
     "no_candidates" (every member failed), "unranked" (no review this turn: the
-    given order decides).
+    given order decides), "prior" (the member prior alone: ``decide_by_prior``).
     """
 
     ranking: tuple[str, ...]
@@ -26,6 +64,8 @@ class Decision:
     status: str
     ballots_used: int
     excluded: dict[str, str] = field(default_factory=dict)  # member -> why
+    voters: tuple[tuple[str, ...], ...] = ()  # reviewers whose ballots counted, one group per voter
+    ballot_weights: dict[str, float] = field(default_factory=dict)  # what each counted ballot weighed
 
     @property
     def chosen(self) -> str | None:
@@ -41,6 +81,41 @@ def excluded(candidates: Sequence[CandidateRecord]) -> dict[str, str]:
     return {c.member: c.error or "empty answer" for c in candidates if not c.ok}
 
 
+def judgement_key(member: Member) -> str:
+    """What a reviewer's judgement is a function of; equal keys vote as one (see the module docstring)."""
+    parts: dict[str, object] = {
+        "backend": member.backend,
+        "model": member.model,
+        "device": member.device,
+        "dtype": member.dtype,
+        "options": member.options,
+        "review_method": member.review_method,
+    }
+    if member.review_method == "ranking":
+        parts["review_max_new_tokens"] = member.generation.review_max_new_tokens
+    return json.dumps(parts, sort_keys=True, default=str)
+
+
+def judgement_keys(committee: Committee) -> dict[str, str]:
+    """``judgement_key`` of every reviewer of the committee."""
+    return {m.name: judgement_key(m) for m in committee.members if "reviewer" in m.roles}
+
+
+def voter_groups(reviewers: Sequence[str], keys: Mapping[str, str] | None) -> tuple[tuple[str, ...], ...]:
+    """``reviewers`` grouped by judgement key, in first-seen order; a reviewer without a key is alone."""
+    groups: dict[str, list[str]] = {}
+    for reviewer in dict.fromkeys(reviewers):
+        groups.setdefault((keys or {}).get(reviewer, f"\0{reviewer}"), []).append(reviewer)
+    return tuple(tuple(group) for group in groups.values())
+
+
+def voter_weights(
+    groups: Sequence[Sequence[str]], weights: Mapping[str, float] | None = None
+) -> dict[str, float]:
+    """Each reviewer's ballot weight: its own weight (default 1) divided by its group's size."""
+    return {r: (weights or {}).get(r, 1.0) / len(group) for group in groups for r in group}
+
+
 def decide(
     candidates: Sequence[CandidateRecord],
     reviews: Sequence[ReviewRecord],
@@ -48,12 +123,17 @@ def decide(
     committee_order: Sequence[str],
     weights: Mapping[str, float] | None = None,
     exclude_self: bool = False,
+    voters: Mapping[str, str] | None = None,
+    prior: MemberPrior | None = None,
 ) -> Decision:
     """Rank the usable candidates by the Borda count of the reviews' ballots.
 
     Ballots are taken only from reviews that produced one; a ballot's members
     outside the usable candidates are ignored. Candidates keep committee order
-    for the tie-break (see ``pipeline.borda``).
+    for the tie-break (see ``pipeline.borda``). ``voters``: reviewer -> judgement
+    key (``judgement_keys``); None counts every reviewer as its own voter.
+    ``prior``: adds the member prior's ballot (a ranked turn without any
+    reviewer's ballot is then ranked by the prior alone).
     """
     order = {name: i for i, name in enumerate(committee_order)}
     pool = sorted((c.member for c in usable(candidates)), key=lambda m: order.get(m, len(order)))
@@ -65,9 +145,40 @@ def decide(
         return Decision(tuple(pool), {pool[0]: 0.0}, "single", len(ballots), dropped)
     if not reviews:
         return Decision(tuple(pool), dict.fromkeys(pool, 0.0), "unranked", 0, dropped)
-    scores = borda_scores(ballots, pool, weights=weights, exclude_self=exclude_self)
-    ranking = borda_ranking(ballots, pool, weights=weights, exclude_self=exclude_self)
-    return Decision(tuple(ranking), scores, "ok" if ballots else "no_ballots", len(ballots), dropped)
+    groups = voter_groups([b.reviewer for b in ballots], voters)
+    counted = voter_weights(groups, weights)
+    status = "ok" if ballots else "no_ballots"
+    if prior is not None:
+        ballots.append(prior.ballot(pool))
+        counted[PRIOR_VOTER] = prior.weight
+    scores = borda_scores(ballots, pool, weights=counted, exclude_self=exclude_self)
+    firsts = first_places(ballots, pool, weights=counted, exclude_self=exclude_self)
+    ranking = _borda_order(pool, scores, firsts)
+    used = len(ballots) - (prior is not None)
+    return Decision(tuple(ranking), scores, status, used, dropped, groups, counted)
+
+
+def decide_by_prior(
+    candidates: Sequence[CandidateRecord], prior: MemberPrior, *, committee_order: Sequence[str]
+) -> Decision:
+    """Rank the usable candidates by the member prior alone (status "prior"); ties keep committee order."""
+    order = {name: i for i, name in enumerate(committee_order)}
+    pool = sorted((c.member for c in usable(candidates)), key=lambda m: order.get(m, len(order)))
+    dropped = excluded(candidates)
+    if len(pool) < 2:
+        return Decision(
+            tuple(pool), dict.fromkeys(pool, 0.0), "single" if pool else "no_candidates", 0, dropped
+        )
+    ballot = prior.ballot(pool)
+    ranking = [*ballot.ranking, *(m for m in pool if m not in ballot.ranking)]
+    scores = {m: float(prior.quality.get(m, 0.0)) for m in pool}
+    return Decision(tuple(ranking), scores, "prior", 0, dropped)
+
+
+def _borda_order(pool: Sequence[str], scores: Mapping[str, float], firsts: Mapping[str, float]) -> list[str]:
+    """``pipeline.borda``'s order (score, first places, pool order), comparing at 1e-9: shares of a
+    group's weight (1/3 + 1/3 + 1/3) must tie exactly where whole ballots would."""
+    return sorted(pool, key=lambda c: (-round(scores[c], 9), -round(firsts[c], 9), pool.index(c)))
 
 
 def top_k_texts(decision: Decision, candidates: Sequence[CandidateRecord], k: int) -> list[str]:

@@ -29,8 +29,8 @@ from pipeline.canvas import final_task_id, turn_signature
 from pipeline.committee import Committee
 from pipeline.context import Exchange
 from pipeline.conversation import Conversation, Limits, conversation_from_json
-from pipeline.errors import BlendError, InputError
-from pipeline.live import LiveConversation, fingerprint
+from pipeline.errors import BlendError, InputError, TurnTimeout
+from pipeline.live import LiveConversation
 from pipeline.plan import RunConfig, TurnPlan, check_run, check_run_name
 from pipeline.policy import PolicyStore, check_policy
 from pipeline.records import TurnContext
@@ -225,7 +225,6 @@ class BlendClient:
             live=True,
             system=system,
             history=[[e.question, e.answer] for e in exchanges],
-            fingerprint=fingerprint(self.committee.name, config, system, exchanges),
         )
         with Session(self.engine, expire_on_commit=False) as session:
             crud.create_conversation(session=session, conversation=row, turns=[])
@@ -316,7 +315,7 @@ class BlendClient:
             attempt = outcome
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
-                raise BlendError(
+                raise TurnTimeout(
                     f"turn {turn_index} of conversation {conversation_id} did not finish within {timeout:.0f} s"
                 )
             result = self.app.AsyncResult(final_task_id(conversation_id, turn_index, max(attempt, 1)))

@@ -26,7 +26,9 @@ from pydantic import (
 from pipeline.backend import Capability, backend_info, enabled_backend
 from pipeline.errors import ConfigError
 
-ReviewMethod = Literal["ranking", "likelihood"]
+# "ranking": free text after a prefilled "Ranking:"; "likelihood": PMI of each answer;
+# "verify": the reviewer's calibrated yes/no judgement that each answer is correct (pipeline/stages.py).
+ReviewMethod = Literal["ranking", "likelihood", "verify"]
 Role = Literal["generator", "reviewer", "aggregator", "judge"]  # judge: pairwise baseline only
 AnswerStyle = Literal["concise", "terse"]
 
@@ -121,7 +123,7 @@ def _role_needs(role: Role, review_method: ReviewMethod) -> frozenset[Capability
     """What a member in ``role`` needs of its backend: any one of these capabilities."""
     if role == "judge":  # an LLM judge scores " A" and " B"; a cross-encoder compares
         return frozenset({Capability.SCORE, Capability.COMPARE})
-    if role == "reviewer" and review_method == "likelihood":
+    if role == "reviewer" and review_method in ("likelihood", "verify"):
         return frozenset({Capability.SCORE})
     return frozenset({Capability.GENERATE})
 
@@ -141,6 +143,9 @@ class Committee(BaseModel):
     # Borda weights per reviewer: "uniform"; "online" (agreement with the other reviewers so
     # far); "calibrated" (fitted on gold answers by `peerblend calibrate`). See pipeline/weights.py.
     reviewer_weights: Literal["uniform", "online", "calibrated"] = "uniform"
+    # Add each member's calibrated quality (mean token F1 on a calibration run, `peerblend
+    # calibrate`) to the Borda count as one more ballot. See pipeline/aggregate.py.
+    member_prior: bool = False
     context_budget_tokens: int = Field(default=512, ge=0)  # earlier turns, estimated tokens
     passage_budget_tokens: int = Field(default=768, ge=0)  # grounding passage, estimated tokens
 

@@ -23,3 +23,11 @@ class DatasetError(InputError):
 
 class ServiceUnavailable(BlendError):
     """The broker, result backend or database cannot be reached."""
+
+
+class TurnInProgress(InputError):
+    """A live conversation's next question came while its previous turn still runs."""
+
+
+class TurnTimeout(BlendError):
+    """A turn did not finish within the time the caller would wait."""

@@ -37,7 +37,7 @@ from db.models import Turn
 from pipeline.canvas import turn_signature
 from pipeline.context import Exchange
 from pipeline.conversation import Conversation, Question
-from pipeline.errors import InputError
+from pipeline.errors import InputError, TurnInProgress
 from pipeline.plan import RunConfig, TurnPlan
 from pipeline.policy import TurnDecision, check_policy
 from pipeline.records import TurnContext
@@ -72,15 +72,24 @@ class LiveConversation:
 
     def ask(self, question: str, *, timeout: float | None = None) -> TurnOutcome:
         """Blend the answer to ``question`` (the turn sees every earlier blended answer)."""
-        turn_index = self.send(question)
-        outcome = self.client.wait_turn(self.conversation_id, turn_index, timeout=timeout)
-        self._remember()
-        return outcome
+        return self.wait(self.send(question), timeout=timeout)
 
     async def aask(self, question: str, *, timeout: float | None = None) -> TurnOutcome:
         """``ask`` for servers and notebooks: the event loop keeps running while the committee works."""
         return await asyncio.get_running_loop().run_in_executor(
             _WAITERS, lambda: self.ask(question, timeout=timeout)
+        )
+
+    def wait(self, turn_index: int, *, timeout: float | None = None) -> TurnOutcome:
+        """Wait for a turn ``send`` sent; records the conversation's new fingerprint."""
+        outcome = self.client.wait_turn(self.conversation_id, turn_index, timeout=timeout)
+        self._remember()
+        return outcome
+
+    async def await_turn(self, turn_index: int, *, timeout: float | None = None) -> TurnOutcome:
+        """``wait`` without blocking the event loop."""
+        return await asyncio.get_running_loop().run_in_executor(
+            _WAITERS, lambda: self.wait(turn_index, timeout=timeout)
         )
 
     def send(self, question: str) -> int:
@@ -95,7 +104,7 @@ class LiveConversation:
             results = crud.list_results(session=session, conversation_id=self.conversation_id)
             turns = crud.list_turns(session=session, conversation_id=self.conversation_id)
             if len(results) < len(turns):
-                raise InputError(
+                raise TurnInProgress(
                     f"turn {len(turns) - 1} of conversation {self.conversation_id} is still running; "
                     "ask the next question once it has an answer"
                 )
@@ -135,7 +144,7 @@ class LiveConversation:
             session.commit()
         except IntegrityError:
             session.rollback()
-            raise InputError(
+            raise TurnInProgress(
                 f"another question was asked in conversation {self.conversation_id} at the same time"
             ) from None
 

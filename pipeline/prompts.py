@@ -118,6 +118,32 @@ def likelihood_prompts(
     return conditional, content_free
 
 
+VERIFY_PREFIX = "Answer:"
+VERIFY_YES, VERIFY_NO = " yes", " no"
+
+
+def verification_prompts(
+    question: str, history: Sequence[Exchange], answer: str, *, passage: str | None = None
+) -> tuple[Prompt, Prompt]:
+    """(conditional, content-free) prompts asking whether ``answer`` correctly answers the question.
+
+    The reviewer is scored on continuing with VERIFY_YES or VERIFY_NO after VERIFY_PREFIX;
+    nothing is generated. The content-free prompt asks the same about the same answer to the
+    question CONTENT_FREE_QUESTION, with no history or passage: how much the reviewer says
+    "yes" to this text whatever was asked (contextual calibration, per candidate).
+    """
+
+    def ask(q: str, h: Sequence[Exchange], p: str | None) -> Prompt:
+        parts = ["Conversation so far:\n" + _transcript(h)] if h else []
+        parts.append(f"Question: {q}")
+        parts.append(f"Proposed answer: {quoted_candidate(answer)}")
+        parts.append("Is the proposed answer correct? Reply with yes or no.")
+        system = _system("You are a careful, impartial judge of answers.", p)
+        return Prompt((system, Message("user", "\n\n".join(parts))), prefill=VERIFY_PREFIX, max_new_tokens=1)
+
+    return ask(question, history, passage), ask(CONTENT_FREE_QUESTION, (), None)
+
+
 def fusion_prompt(
     question: str,
     history: Sequence[Exchange],

@@ -39,6 +39,12 @@ class Settings(BaseSettings):
     max_question_chars: int = Field(default=8_000, ge=1)
     max_passage_chars: int = Field(default=100_000, ge=0)
     max_turns: int = Field(default=200, ge=1)
+    # The chat endpoint (peerblend serve): bearer keys (comma-separated; required in production)
+    # and how long a request waits for its turn before answering 504.
+    api_keys: str | None = None
+    turn_timeout_s: float = Field(default=600.0, gt=0)
+    flower_url: str | None = None  # the web pages link each turn to its tasks in Flower
+    report_dir: Path = Path("docs/results")  # where `peerblend report` writes (the runs page shows it)
     embedded_concurrency: int = Field(default=8, ge=1)  # threads of the in-process worker
     model_cache_dir: Path | None = None  # unset = ~/.cache/peerblend/models (shared by every home)
     torch_threads: int | None = None  # per worker process; unset = torch's default
@@ -86,3 +92,8 @@ def redact_url(url: str) -> str:
         return url
     user, colon, _password = credentials.partition(":")
     return f"{scheme}://{user}{':***' if colon else ''}@{host}"
+
+
+def api_keys(settings: Settings) -> frozenset[str]:
+    """The chat endpoint's accepted bearer keys (empty: no authentication)."""
+    return frozenset(k.strip() for k in (settings.api_keys or "").split(",") if k.strip())

@@ -26,11 +26,14 @@ from pipeline.committee import Committee, Member
 from pipeline.context import Exchange, fit_history, fit_passage
 from pipeline.pairwise import Judgement, preference
 from pipeline.prompts import (
+    VERIFY_NO,
+    VERIFY_YES,
     fusion_prompt,
     generator_prompt,
     likelihood_prompts,
     pairwise_prompt,
     ranking_prompt,
+    verification_prompts,
 )
 from pipeline.records import CandidateRecord, ReviewRecord, TurnContext
 
@@ -104,6 +107,8 @@ def review(
     try:
         if reviewer.review_method == "ranking":
             status, ranking, raw = _rank_by_text(backend, reviewer, committee, context, pool, shown)
+        elif reviewer.review_method == "verify":
+            status, ranking, raw = _rank_by_verification(backend, committee, context, pool, shown)
         else:
             status, ranking, raw = _rank_by_likelihood(backend, committee, context, pool, shown)
     except Exception as error:  # noqa: BLE001 - a failed reviewer gives no ballot, recorded
@@ -163,6 +168,32 @@ def _rank_by_likelihood(
     pmi = {m: values[2 * i] - values[2 * i + 1] for i, m in enumerate(shown)}
     raw = " ".join(f"{m}={v:.4f}" for m, v in pmi.items())
     return ParseStatus.SCORED.value, ranking_from_scores(pmi, shown), raw
+
+
+def _rank_by_verification(
+    backend: Backend,
+    committee: Committee,
+    context: TurnContext,
+    pool: Sequence[CandidateRecord],
+    shown: Sequence[str],
+) -> _Ballot:
+    """Each candidate scores log P(yes) − log P(no) on its verification prompt, minus the same
+    under the content-free question (``verification_prompts``); the ballot is that order."""
+    history, passage = _fitted(committee, context)
+    text_of = {c.member: c.text for c in pool}
+    requests = []
+    for member in shown:
+        for prompt in verification_prompts(context.question, history, text_of[member], passage=passage):
+            requests += [ScoreRequest(prompt, VERIFY_YES), ScoreRequest(prompt, VERIFY_NO)]
+    values = backend.score(requests)
+    if len(values) != len(requests):
+        raise ValueError(f"backend returned {len(values)} scores for {len(requests)} requests")
+    scores = {
+        m: (values[4 * i] - values[4 * i + 1]) - (values[4 * i + 2] - values[4 * i + 3])
+        for i, m in enumerate(shown)
+    }
+    raw = " ".join(f"{m}={v:.4f}" for m, v in scores.items())
+    return ParseStatus.SCORED.value, ranking_from_scores(scores, shown), raw
 
 
 def fuse(

@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from pipeline.aggregate import Decision, decide, decide_pairwise, top_k_texts
+from pipeline.aggregate import Decision, MemberPrior, decide, decide_pairwise, top_k_texts
 from pipeline.pairwise import Judgement
 from pipeline.plan import RunConfig
 from pipeline.policy import TurnDecision
@@ -49,11 +49,15 @@ def decide_turn(
     committee_order: Sequence[str],
     weights: ReviewerWeights,
     exclude_self: bool = False,
+    voters: Mapping[str, str] | None = None,
+    prior: MemberPrior | None = None,
     now: float,
 ) -> Verdict:
     """Rank, then select (or name the texts to fuse).
 
     ``committee_order``: every member, the policy's preference first (the tie-break).
+    ``voters``: reviewer -> judgement key: reviewers with one key count as one voter.
+    ``prior``: the member prior, added to the Borda count as one more ballot.
     ``now``: epoch seconds at the end of ranking (timings are measured up to it).
     """
     order = [*decision.preference, *(m for m in committee_order if m not in decision.preference)]
@@ -66,6 +70,8 @@ def decide_turn(
             committee_order=order,
             weights=weights.weights,
             exclude_self=exclude_self,
+            voters=voters,
+            prior=prior,
         )
     record = {
         **decision.to_json(),
@@ -76,6 +82,7 @@ def decide_turn(
         "fusion_error": None,
         "weights": dict(weights.weights or {}),
         "weights_note": weights.note,
+        **voter_record(ranked, prior),
     }
     timings = stage_timings(context, candidates, [*reviews, *judgements], now)
     best = top_k_texts(ranked, candidates, 1)
@@ -89,6 +96,21 @@ def decide_turn(
         timings=timings,
         to_fuse=to_fuse,
     )
+
+
+def voter_record(ranked: Decision, prior: MemberPrior | None) -> dict[str, Any]:
+    """Who voted as whom, what each ballot weighed, and the member prior, for the decision record."""
+    record: dict[str, Any] = {
+        "voters": [list(group) for group in ranked.voters],
+        "independent_voters": len(ranked.voters),
+        "ballot_weights": {r: round(w, 6) for r, w in ranked.ballot_weights.items()},
+    }
+    if prior is not None:
+        pool = set(ranked.ranking)
+        record["prior"] = {m: round(q, 6) for m, q in prior.quality.items() if m in pool}
+        record["prior_weight"] = prior.weight
+        record["prior_note"] = prior.note
+    return record
 
 
 def with_fusion(verdict: Verdict, fused: str | None, *, error: str | None = None) -> Verdict:

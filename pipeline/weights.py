@@ -5,16 +5,25 @@
   of the other reviewers), shrunk towards 1 by a prior of one pseudo-turn and
   floored at 0. Needs no gold answers.
 - Calibrated trust: a reviewer's weight is its mean Spearman correlation with the
-  candidates' true quality (e.g. BERTScore against gold) on a calibration split,
-  floored at 0; if every reviewer is at 0, weights fall back to uniform.
+  candidates' true quality (token F1 against gold by default) on a calibration
+  split, floored at 0; if every reviewer is at 0, weights fall back to uniform.
+- Honest voters: reviewers of one judgement key (``pipeline.aggregate``) do not
+  count as each other's "others" in online agreement (they would agree by construction).
+- Member prior (committee ``member_prior = true``): each member's mean quality on the
+  calibration split (``fit_prior``), per question feature ("passage": the turn has a
+  grounding passage, "no_passage"; "all" pooled). Its ballot's weight is its own
+  calibrated trust (the mean Spearman correlation of the prior's order with the
+  candidates' quality, floored at 0) when reviewer weights are calibrated, else 1:
+  one voter. Stored per committee under ``prior_key``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
+from pipeline.aggregate import MemberPrior
 from pipeline.borda import Ballot, borda_scores
 from pipeline.committee import Committee
 from pipeline.policy import PolicyStore, calibration_key, trust_key
@@ -105,11 +114,17 @@ def ballot_correlation(ranking: Sequence[str], values: Mapping[str, float]) -> f
     return spearman([-float(i) for i in range(len(ranked))], [values[m] for m in ranked])
 
 
-def consensus_agreement(ballots: Sequence[Ballot], candidates: Sequence[str]) -> dict[str, float]:
-    """Each reviewer's agreement with the Borda consensus of the *other* reviewers."""
+def consensus_agreement(
+    ballots: Sequence[Ballot], candidates: Sequence[str], voters: Mapping[str, str] | None = None
+) -> dict[str, float]:
+    """Each reviewer's agreement with the Borda consensus of the *other* voters.
+
+    ``voters``: reviewer -> judgement key; ballots of the same key are not "others".
+    """
+    keys = {b.reviewer: (voters or {}).get(b.reviewer, "\0" + b.reviewer) for b in ballots}
     agreement = {}
     for ballot in ballots:
-        others = [b for b in ballots if b.reviewer != ballot.reviewer]
+        others = [b for b in ballots if keys[b.reviewer] != keys[ballot.reviewer]]
         if not others:
             continue
         value = ballot_correlation(ballot.ranking, borda_scores(others, candidates))
@@ -169,10 +184,84 @@ def stored_weights(
 
 
 def learn_trust(
-    store: PolicyStore, committee_name: str, reviews: Sequence[ReviewRecord], pool: Sequence[str]
+    store: PolicyStore,
+    committee_name: str,
+    reviews: Sequence[ReviewRecord],
+    pool: Sequence[str],
+    voters: Mapping[str, str] | None = None,
 ) -> None:
-    """Fold one turn's agreement of each reviewer with the others into the committee's online trust."""
+    """Fold one turn's agreement of each reviewer with the other voters into the committee's online trust."""
     ballots = [Ballot(r.reviewer, r.ranking) for r in reviews if r.ranking]
-    agreement = consensus_agreement(ballots, list(pool))
+    agreement = consensus_agreement(ballots, list(pool), voters)
     if agreement:
         store.update(trust_key(committee_name), lambda v: add_agreement(v or {}, agreement))
+
+
+# --- the member prior -------------------------------------------------------------------------
+
+PRIOR_BUCKETS = ("passage", "no_passage")
+POOLED = "all"
+
+
+def prior_key(committee: str) -> str:
+    """The member prior of a committee, written by `peerblend calibrate`."""
+    return f"{committee}:member-prior"
+
+
+def prior_bucket(has_passage: bool) -> str:
+    """The question feature the prior is fitted and read by."""
+    return PRIOR_BUCKETS[0] if has_passage else PRIOR_BUCKETS[1]
+
+
+def fit_prior(turns: Sequence[tuple[str, Mapping[str, float]]]) -> dict[str, dict[str, Any]]:
+    """Per bucket (and ``all``): each member's mean quality, the prior's calibrated weight, the turn count.
+
+    ``turns``: (bucket, quality per usable candidate, higher is better) of gold-annotated turns.
+    """
+    fitted: dict[str, dict[str, Any]] = {}
+    for bucket in (*PRIOR_BUCKETS, POOLED):
+        mine = [quality for b, quality in turns if bucket in (b, POOLED)]  # POOLED takes every turn
+        if not mine:
+            continue
+        sums: dict[str, list[float]] = {}
+        for quality in mine:
+            for member, value in quality.items():
+                total, count = sums.get(member, [0.0, 0.0])
+                sums[member] = [total + value, count + 1]
+        prior = MemberPrior({m: total / count for m, (total, count) in sums.items()})
+        agreement = [ballot_correlation(prior.ballot(list(q)).ranking, q) for q in mine]
+        measured = [a for a in agreement if a is not None]
+        weight = max(0.0, sum(measured) / len(measured)) if measured else 0.0
+        fitted[bucket] = {"quality": prior.quality, "weight": weight, "turns": len(mine)}
+    return fitted
+
+
+def select_prior(
+    stored: Mapping[str, object] | None, *, has_passage: bool, calibrated_weight: bool
+) -> MemberPrior | None:
+    """The prior for a turn from a stored ``fit_prior`` value: its feature's bucket, else the pooled one."""
+    buckets = dict(stored or {})
+    bucket = prior_bucket(has_passage)
+    chosen = buckets.get(bucket) or buckets.get(POOLED)
+    if not isinstance(chosen, Mapping):
+        return None
+    used = bucket if bucket in buckets else POOLED
+    quality = {str(m): float(q) for m, q in dict(chosen["quality"]).items()}
+    weight = float(chosen["weight"]) if calibrated_weight else 1.0
+    how = "calibrated weight" if calibrated_weight else "weight 1 (one voter)"
+    return MemberPrior(quality, weight, f"member prior ({used}, {chosen['turns']} turns), {how}")
+
+
+def stored_prior(store: PolicyStore, committee: Committee, *, has_passage: bool) -> MemberPrior | None:
+    """This turn's member prior, when the committee asks for one and a calibration stored it."""
+    if not committee.member_prior:
+        return None
+    stored = store.get(prior_key(committee.name)) or {}
+    prior = select_prior(
+        stored.get("buckets"),
+        has_passage=has_passage,
+        calibrated_weight=committee.reviewer_weights == "calibrated",
+    )
+    if prior is None:
+        return MemberPrior({}, 0.0, "member prior requested but none stored (run `peerblend calibrate`)")
+    return prior

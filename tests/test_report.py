@@ -22,7 +22,7 @@ from pipeline.evaluation.report import (
     method_label,
 )
 from pipeline.evaluation.stats import ALL, ScoredTurn, paired_difference
-from pipeline.evaluation.tables import CSV_COLUMNS, F1, SECONDS
+from pipeline.evaluation.tables import BERTSCORE, CSV_COLUMNS, EXACT, F1, SECONDS
 
 
 class OverlapScorer:
@@ -265,3 +265,52 @@ def test_points_hold_every_method_per_dataset_and_overall() -> None:
 )
 def test_contains_gold(answer: str, golds: list[str], expected: bool) -> None:
     assert contains_gold(answer, golds) is expected
+
+
+def test_token_f1_and_exact_match_lead_and_bertscore_follows() -> None:
+    # Given one answer with partial overlap: token F1 2/3, no exact match; the fake BERTScore agrees
+    rows = [row("A", 0, "Frank Herbert", gold=["Herbert"])]
+
+    result = report(rows)
+
+    assert result.cells[F1][("m0 (single)", "d1")].value == pytest.approx(200 / 3)
+    assert result.cells[EXACT][("m0 (single)", "d1")].value == 0.0
+    assert result.cells[BERTSCORE][("m0 (single)", "d1")].value == pytest.approx(200 / 3)
+    headings = [line for line in result.markdown.splitlines() if line.startswith("## ")]
+    assert headings[:3] == [
+        "## Quality: token F1 × 100 (official CoQA/QuAC definition)",
+        "## Exact match (%)",
+        "## BERTScore F1 × 100",
+    ]
+
+
+def test_without_a_bertscore_scorer_the_report_has_token_metrics_only() -> None:
+    result = build_report([row("A", 0, "paris")], None, encoder_name=None, resamples=50)
+
+    assert result.cells[F1][("m0 (single)", "d1")].value == 100.0
+    assert not result.cells[BERTSCORE]
+    assert "BERTScore: not computed" in result.markdown
+
+
+def test_cannotanswer_questions_are_left_out_and_counted() -> None:
+    rows = [row("A", 0, "paris"), row("A", 1, "I do not know", gold=["CANNOTANSWER"])]
+
+    result = report(rows)
+
+    assert result.cells[F1][("m0 (single)", "d1")].n_questions == 1
+    assert "m0 (single): 1 question(s) whose gold is CANNOTANSWER left out" in result.markdown
+
+
+def test_comparisons_lead_with_token_f1_and_carry_bertscore() -> None:
+    # Given a blend that answers "paris france" (token F1 2/3) and a single member that answers "rome"
+    rows = []
+    for c in ("A", "B"):
+        rows += [
+            row(c, 0, "rome", method="single:m0", run="s0"),
+            row(c, 0, "paris france", method="peer", run="full", candidates={"m0": "rome", "m1": "paris"}),
+        ]
+
+    (comparison,) = [c for c in report(rows).comparisons if c.section == BLEND_VS_SINGLE]
+
+    assert comparison.quality.mean == pytest.approx(200 / 3)
+    assert comparison.bertscore is not None and comparison.bertscore.mean == pytest.approx(200 / 3)

@@ -90,13 +90,29 @@ def _parser() -> argparse.ArgumentParser:
 
     _replay_and_report_commands(sub)
 
-    calibrate = sub.add_parser("calibrate", help="fit reviewer weights on a run's gold answers (BERTScore)")
+    calibrate = sub.add_parser(
+        "calibrate", help="fit reviewer weights and the member prior on a run's gold answers"
+    )
     calibrate.add_argument("run", help="a peer-blend run with gold answers (a calibration split)")
+    calibrate.add_argument(
+        "--metric",
+        choices=["f1", "bertscore"],
+        default="f1",
+        help="answer quality: token F1 (default) or BERTScore",
+    )
     calibrate.set_defaults(command=_calibrate)
+    _rerank_command(sub)
 
     show = sub.add_parser("show", help="print a stored conversation")
     show.add_argument("id", help="conversation id printed by submit")
     show.set_defaults(command=_show)
+
+    serve = sub.add_parser("serve", help="an OpenAI-compatible chat endpoint whose model is the blend")
+    serve.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)"
+    )
+    serve.add_argument("--port", type=_count(1), default=8000, help="port (default 8000)")
+    serve.set_defaults(command=_serve)
 
     recover = sub.add_parser(
         "recover", help="resend the stalled turn of every conversation with no progress for too long"
@@ -129,7 +145,9 @@ def _replay_and_report_commands(sub: Any) -> None:
     _run_options(replay)
     replay.set_defaults(command=_replay)
 
-    report = sub.add_parser("report", help="quality and latency tables and the trade-off plot of replay runs")
+    report = sub.add_parser(
+        "report", help="token F1, exact match, BERTScore and latency tables and the trade-off plot of runs"
+    )
     report.add_argument("runs", nargs="*", help="run names (default: every run in the database)")
     report.add_argument(
         "--out", type=Path, default=Path("docs/results"), help="folder for results.md/.csv/.png"
@@ -144,7 +162,25 @@ def _replay_and_report_commands(sub: Any) -> None:
     report.add_argument(
         "--note", action="append", default=[], help="a line for the report's notes (repeatable)"
     )
+    report.add_argument(
+        "--no-bertscore", action="store_true", help="token F1 and exact match only (no encoder, seconds)"
+    )
     report.set_defaults(command=_report)
+
+
+def _rerank_command(sub: Any) -> None:
+    rerank = sub.add_parser("rerank", help="apply a selection rule to a stored run's candidates and ballots")
+    rerank.add_argument("run", help="a stored peer run (K=1)")
+    rerank.add_argument("--method", choices=["borda", "borda-all", "prior"], default="borda", help="the rule")
+    rerank.add_argument("--weights", choices=["uniform", "online", "calibrated"], default="uniform")
+    rerank.add_argument("--prior", action="store_true", help="add the calibrated member prior to the count")
+    rerank.add_argument(
+        "--exclude-self", action="store_true", help="reviewers give no points to their own answer"
+    )
+    rerank.add_argument(
+        "--into", default=None, help="store the result as this new run (default: print a report)"
+    )
+    rerank.set_defaults(command=_rerank)
 
 
 def _run_options(parser: argparse.ArgumentParser) -> None:
@@ -282,7 +318,6 @@ def _report(args: argparse.Namespace) -> int:
 
     from db import crud
     from db.engine import get_engine
-    from pipeline.evaluation.datasets import answerable
     from pipeline.evaluation.report import build_report
     from workers.evaluation.plot import plot_tradeoff
     from workers.evaluation.scoring import BertScorer
@@ -297,64 +332,64 @@ def _report(args: argparse.Namespace) -> int:
         rows = crud.run_turns(session=session, runs=runs)
     if not rows:
         raise InputError(f"runs {', '.join(runs)} have no finished turns yet")
-    unanswerable = 0
-    for row in rows:  # "no answer in the passage" is not a text to compare answers with
-        if row["gold"] and not answerable(row["gold"]):
-            row["gold"], unanswerable = [], unanswerable + 1
-    notes = [*args.note]
-    if unanswerable:
-        notes.append(
-            f"{unanswerable} answers to questions whose gold is CANNOTANSWER are not scored for quality."
-        )
-    with console.status("scoring answers with BERTScore"):
-        scorer = BertScorer(args.encoder, args.layers, device=args.device)
-        report = build_report(rows, scorer, encoder_name=scorer.name, notes=notes)
+    # token F1 / exact match always; CANNOTANSWER questions are counted in the notes (QuAC's rule)
+    scorer = None if args.no_bertscore else BertScorer(args.encoder, args.layers, device=args.device)
+    with console.status("scoring answers"):
+        report = build_report(rows, scorer, encoder_name=scorer.name if scorer else None, notes=args.note)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.md").write_text(report.markdown)
     (args.out / "results.csv").write_text(report.csv)
     plot_tradeoff(report.points, args.out / "tradeoff.png", "peerblend: time vs quality per method")
-    console.print(report.markdown)
+    console.print(report.markdown, markup=False)  # labels hold [run] names
     console.print(f"written: {args.out / 'results.md'}, results.csv, tradeoff.png")
     return 0
 
 
 def _calibrate(args: argparse.Namespace) -> int:
-    from sqlmodel import Session
-
-    from db import crud
-    from db.engine import get_engine
-    from pipeline.borda import Ballot
-    from pipeline.evaluation.datasets import answerable
-    from pipeline.policy import calibration_key
-    from pipeline.weights import calibrate
-    from workers.evaluation.scoring import BertScorer
-    from workers.runtime import Runtime, committee_from_settings
+    from workers.evaluation.calibration import calibrate_run
+    from workers.runtime import committee_from_settings
 
     settings = Settings()
     committee = committee_from_settings(settings)
-    with Session(get_engine(settings.database)) as session:
-        rows = crud.run_turns(session=session, runs=[args.run])
-    rows = [r for r in rows if answerable(r["gold"]) and r["ballots"] and len(r["candidates"]) > 2]
-    if not rows:
-        raise InputError(f"run {args.run!r} has no reviewed turns with gold answers and 3+ candidates")
-    scorer = BertScorer()
-    texts = [(t, r["gold"]) for r in rows for t in r["candidates"].values()]
-    with console.status(f"scoring {len(texts)} candidates"):
-        values = iter(scorer([t for t, _ in texts], [g for _, g in texts]))
-    turns = [
-        (
-            [Ballot(rv, tuple(rk)) for rv, rk in r["ballots"].items()],
-            {m: next(values) for m in r["candidates"]},
-        )
-        for r in rows
-    ]
-    weights = calibrate(turns)
-    Runtime(settings, committee).policy_store.update(calibration_key(committee.name), lambda _: weights)
+    with console.status(f"fitting on run {args.run} ({args.metric})"):
+        fitted = calibrate_run(settings, committee, args.run, metric=args.metric)
     console.print(
-        f"calibrated weights of committee {committee.name} from {len(rows)} turns of run {args.run}:"
+        f"committee {committee.name}, run {args.run}, quality {args.metric}: reviewer weights from "
+        f"{fitted.reviewed_turns} turns (3+ candidates, a ballot), member prior from {fitted.turns} turns"
     )
-    for reviewer, weight in sorted(weights.items()):
-        console.print(f"  {reviewer}: {weight:.3f}")
+    for reviewer, weight in sorted(fitted.weights.items()):
+        console.print(f"  reviewer {reviewer}: {weight:.3f}")
+    for bucket, prior in fitted.prior.items():
+        members = ", ".join(f"{m} {q:.3f}" for m, q in sorted(prior["quality"].items(), key=lambda x: -x[1]))
+        console.print(f"  prior, {bucket} ({prior['turns']} turns, weight {prior['weight']:.3f}): {members}")
+    return 0
+
+
+def _rerank(args: argparse.Namespace) -> int:
+    from pipeline.evaluation.report import build_report
+    from pipeline.evaluation.rerank import Rule
+    from workers.evaluation.rerank import rerank_run
+    from workers.runtime import committee_from_settings
+
+    settings = Settings()
+    rule = Rule(args.method, args.weights, prior=args.prior, exclude_self=args.exclude_self)
+    done = rerank_run(settings, committee_from_settings(settings), args.run, rule, into=args.into)
+    console.print(
+        f"{rule.name} on run {args.run}: {done.changed} of {len(done.stored)} turns choose another member"
+    )
+    if args.into:
+        console.print(f"stored as run {args.into}; `peerblend report` shows it beside the others")
+        return 0
+    notes = ["Re-ranked turns keep the stored run's histories (its earlier answers), not the rule's own."]
+    report = build_report(
+        [*done.stored, *done.reranked],
+        None,
+        encoder_name=None,
+        title=f"rerank {args.run}: {rule.name}",
+        notes=notes,
+        versus=[(done.label, args.run)],
+    )
+    console.print(report.markdown, markup=False)  # labels hold [run] names
     return 0
 
 
@@ -377,6 +412,37 @@ def _show(args: argparse.Namespace) -> int:
         )
         for turn in stored.turns:
             print_turn(console, turn)
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from pipeline.settings import api_keys
+    from workers.embedded import connect
+    from workers.serve import ServerOptions, create_api
+
+    settings = Settings()
+    keys = api_keys(settings)
+    if settings.environment == "production" and not keys:
+        raise ConfigError(
+            "production needs PEERBLEND_API_KEYS (comma-separated bearer keys) for peerblend serve"
+        )
+    with connect(settings) as client:
+        _preload_if_embedded(client, settings)
+        options = ServerOptions(
+            api_keys=keys,
+            turn_timeout_s=settings.turn_timeout_s,
+            flower_url=settings.flower_url,
+            report_dir=settings.report_dir,
+        )
+        api = create_api(client, options)
+        where = f"http://{args.host}:{args.port}"
+        console.print(
+            f"peerblend serving committee {client.committee.name}: pages at {where}/ , "
+            f"OpenAI-compatible API at {where}/v1 (Ctrl-C stops)"
+        )
+        uvicorn.run(api, host=args.host, port=args.port, log_level="warning")
     return 0
 
 

@@ -1,8 +1,11 @@
-"""Printing a stored turn for people: candidates, ballots, Borda scores, timings."""
+"""Printing a stored turn for people: candidates, ballots, voters, Borda scores, prior, timings."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from pipeline.client import StoredTurn
@@ -42,6 +45,8 @@ def print_turn(console: Console, turn: StoredTurn) -> None:
                 f"{r['seconds']:.2f}",
             )
         console.print(ballots)
+    if result:
+        print_voters(console, result.get("decision") or {})
     if not result:
         console.print("[yellow]not finished yet[/]")
         return
@@ -52,3 +57,25 @@ def print_turn(console: Console, turn: StoredTurn) -> None:
         f"[dim]timings: generation {t['generation_s']:.2f} s, review {t['review_s']:.2f} s, "
         f"aggregate {t['aggregate_s']:.3f} s, total {t['total_s']:.2f} s[/]"
     )
+
+
+def print_voters(console: Console, decision: dict[str, Any]) -> None:
+    """Independent voters (reviewers of one judgement joined by '='), ballot weights and the member prior."""
+    groups = decision.get("voters")
+    if groups is None:  # stored before voters were recorded
+        return
+    weights = decision.get("ballot_weights") or {}
+    shown = "; ".join(
+        " = ".join(f"{r} ({weights[r]:.3g})" if r in weights else r for r in group) for group in groups
+    )
+    n = decision.get("independent_voters", len(groups))
+    console.print(
+        f"[dim]independent voters: {n} of {decision.get('ballots', 0)} ballots: {escape(shown or 'none')} "
+        f"({escape(str(decision.get('weights_note', '')))})[/]"
+    )
+    if "prior" in decision:
+        prior = ", ".join(f"{m} {q:.3f}" for m, q in sorted(decision["prior"].items(), key=lambda x: -x[1]))
+        console.print(
+            f"[dim]member prior (weight {decision.get('prior_weight', 0):.3g}): {escape(prior or 'none')} "
+            f"({escape(str(decision.get('prior_note', '')))})[/]"
+        )

@@ -15,6 +15,7 @@ from db import crud
 from db.engine import get_engine
 from db.retry import with_retries
 from db.rows import candidate_rows, judgement_rows, result_row, review_rows
+from pipeline.aggregate import judgement_keys
 from pipeline.canvas import turn_signature
 from pipeline.client import OUTCOME_FIELDS
 from pipeline.context import Exchange
@@ -25,7 +26,7 @@ from pipeline.records import CandidateRecord, ReviewRecord, TurnContext
 from pipeline.shortlist import advance
 from pipeline.stages import fuse
 from pipeline.verdict import Verdict, decide_turn, finish_timings, with_fusion
-from pipeline.weights import learn_trust, stored_weights
+from pipeline.weights import learn_trust, stored_prior, stored_weights
 from workers.runtime import Runtime, runtime_of
 
 log = logging.getLogger(__name__)
@@ -43,18 +44,8 @@ def finish_turn(
 ) -> dict[str, Any]:
     runtime = runtime_of(app)
     committee = runtime.committee
-    verdict = decide_turn(
-        context,
-        candidates,
-        reviews,
-        judgements,
-        run=run,
-        decision=decision,
-        committee_order=[m.name for m in committee.members],
-        weights=stored_weights(runtime.policy_store, committee, reviews),
-        exclude_self=committee.exclude_self_votes,
-        now=time.time(),
-    )
+    voters = judgement_keys(committee)  # reviewers of one judgement count as one voter
+    verdict = _decide(runtime, context, candidates, reviews, judgements, run=run, decision=decision)
     ranked_at = time.time()
     verdict = _fused(runtime, context, verdict)
     result = result_row(
@@ -68,7 +59,7 @@ def finish_turn(
                 session=session, result=result, candidates=candidate_rows(context, candidates), reviews=rows
             )
             if created and committee.reviewer_weights == "online" and reviews:
-                learn_trust(runtime.policy_store, committee.name, reviews, verdict.ranked.ranking)
+                learn_trust(runtime.policy_store, committee.name, reviews, verdict.ranked.ranking, voters)
             following = advance(
                 runtime.policy_store,
                 committee,
@@ -89,6 +80,34 @@ def finish_turn(
     where = f"turn {context.conversation_id}/{context.turn_index}"
     stored = with_retries(where, store_and_send, budget_s=runtime.settings.store_retry_s)
     return stored.model_dump(include=set(OUTCOME_FIELDS))
+
+
+def _decide(
+    runtime: Runtime,
+    context: TurnContext,
+    candidates: Sequence[CandidateRecord],
+    reviews: Sequence[ReviewRecord],
+    judgements: Sequence[Judgement],
+    *,
+    run: RunConfig,
+    decision: TurnDecision,
+) -> Verdict:
+    """The pure verdict, with what the committee and the policy store say about weights and voters."""
+    committee = runtime.committee
+    return decide_turn(
+        context,
+        candidates,
+        reviews,
+        judgements,
+        run=run,
+        decision=decision,
+        committee_order=[m.name for m in committee.members],
+        weights=stored_weights(runtime.policy_store, committee, reviews),
+        exclude_self=committee.exclude_self_votes,
+        voters=judgement_keys(committee),
+        prior=stored_prior(runtime.policy_store, committee, has_passage=bool(context.passage)),
+        now=time.time(),
+    )
 
 
 def _fused(runtime: Runtime, context: TurnContext, verdict: Verdict) -> Verdict:

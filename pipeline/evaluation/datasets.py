@@ -27,10 +27,11 @@ from typing import Any, Literal
 
 from pipeline.conversation import Conversation, Question, conversation_from_json
 from pipeline.errors import DatasetError, InputError
+from pipeline.evaluation.metrics import CANNOTANSWER, is_no_answer
 
 DatasetFormat = Literal["convquestions", "coqa", "quac", "doqa", "jsonl"]
 FORMATS: tuple[DatasetFormat, ...] = ("convquestions", "coqa", "quac", "doqa", "jsonl")
-CANNOTANSWER = "CANNOTANSWER"  # QuAC/DoQA gold meaning "no answer in the passage"
+__all__ = ["CANNOTANSWER", "FORMATS", "DatasetFormat", "answerable", "detect_format", "load_conversations"]
 
 
 def load_conversations(
@@ -289,5 +290,6 @@ _LOADERS: dict[DatasetFormat, Callable[[Path, str], Iterator[Conversation]]] = {
 
 
 def answerable(gold: list[str] | tuple[str, ...]) -> bool:
-    """Whether gold answers can score an answer: some gold, and not only "no answer in the passage"."""
-    return bool(gold) and list(gold) != [CANNOTANSWER]
+    """Whether gold answers can score an answer: some gold, and not a no-answer question by
+    QuAC's rule (``pipeline.evaluation.metrics.quac_references``)."""
+    return bool(gold) and not is_no_answer(gold)

@@ -1,15 +1,19 @@
 """The results of replayed runs: quality and cost per method and dataset, bounds, comparisons.
 
-Input: the rows of ``db.crud.run_turns`` (one per finished turn) and a scorer,
-``scorer(candidates, references) -> list[float]``: one F1 in [0, 1] per candidate,
-the best over that candidate's references (``workers.evaluation.scoring.BertScorer``; any
-callable in tests). Pure: no model, plotting or database import here.
+Input: the rows of ``db.crud.run_turns`` (one per finished turn) and, optionally, a
+BERTScore scorer, ``scorer(candidates, references) -> list[float]``: one F1 in
+[0, 1] per candidate, the best over that candidate's references
+(``workers.evaluation.scoring.BertScorer``; any callable in tests). Token F1 and
+exact match (``pipeline.evaluation.metrics``, the official CoQA/QuAC definitions)
+lead every table and every comparison. Pure: no model, plotting or database import.
 
 Methods get one row each (``method_label``). Two bounds come from the candidates
 stored by a full-policy peer or pairwise run: "random pick" is the mean score of a
 turn's usable candidates (what a uniformly random pick scores on average), "oracle"
-is its best candidate (picking by hindsight). Rows without a gold answer are left
-out of every table and counted in the notes.
+is its best candidate (picking by hindsight, per metric). Rows without a gold
+answer, and no-answer questions (CANNOTANSWER by QuAC's rule: only a literal
+"CANNOTANSWER" would score, and no generator is asked to say it), are left out of
+every table and counted in the notes.
 """
 
 from __future__ import annotations
@@ -23,8 +27,19 @@ from statistics import fmean
 from typing import Any, NamedTuple
 
 from pipeline.errors import InputError
+from pipeline.evaluation.metrics import best_exact, best_f1, is_no_answer
 from pipeline.evaluation.stats import ALL, Cell, PairedDifference, ScoredTurn, aggregate, paired_difference
-from pipeline.evaluation.tables import CALLS, CONTAINS, F1, METRICS, SECONDS, render_csv, render_markdown
+from pipeline.evaluation.tables import (
+    BERTSCORE,
+    CALLS,
+    CONTAINS,
+    EXACT,
+    F1,
+    METRICS,
+    SECONDS,
+    render_csv,
+    render_markdown,
+)
 
 Scorer = Callable[[Sequence[str], Sequence[Sequence[str]]], list[float]]
 Row = Mapping[str, Any]
@@ -35,6 +50,8 @@ _POLICY_ORDER = {"full": 0, "p1": 1, "p2": 2, "p3": 3}
 BLEND_VS_SINGLE = "Blending (full ranking) vs the best single member"
 PEER_VS_PAIRWISE = "Peer review vs pairwise ranking (full ranking, same K)"
 POLICY_VS_FULL = "Reduced ranking vs full ranking (same method and K)"
+BLEND_VS_RANDOM = "Blending (full ranking) vs a random pick among its candidates"
+VERSUS = "Requested comparisons"
 
 
 class Point(NamedTuple):
@@ -43,7 +60,7 @@ class Point(NamedTuple):
     label: str
     dataset: str
     seconds: float  # mean seconds per question
-    f1x100: float  # mean BERTScore F1 x 100
+    f1x100: float  # mean token F1 x 100
 
 
 @dataclass(frozen=True)
@@ -54,8 +71,9 @@ class Comparison:
     dataset: str
     method: str
     baseline: str
-    quality: PairedDifference  # F1 x 100, method − baseline
+    quality: PairedDifference  # token F1 x 100, method − baseline
     speedup: float | None  # baseline seconds / method seconds (> 1: method is faster)
+    bertscore: PairedDifference | None = None  # BERTScore F1 x 100, method − baseline (if scored)
 
 
 @dataclass(frozen=True)
@@ -128,37 +146,48 @@ def _normalize(text: str) -> str:
 
 def build_report(
     rows: Sequence[Row],
-    scorer: Scorer,
+    scorer: Scorer | None,
     *,
-    encoder_name: str,
+    encoder_name: str | None,
     title: str = "peerblend results",
     notes: Sequence[str] = (),
     resamples: int = 2000,
     seed: int = 0,
+    versus: Sequence[tuple[str, str]] = (),
 ) -> Report:
     """Score every answer once, average, compare, and render the tables.
 
+    ``scorer``: BERTScore (None: token F1 and exact match only, in seconds).
+    ``versus``: (method run, baseline run) names to compare besides the standard comparisons.
     ``notes`` are printed under the header: say there which answer style the
     generators were asked for and whether they saw the passage.
     """
     labels = label_runs(RunKey.of(r) for r in rows)
-    usable = [r for r in rows if _golds(r)]
+    usable = [r for r in rows if _golds(r) and not is_no_answer(_golds(r))]
     skipped = Counter(labels[RunKey.of(r)] for r in rows if not _golds(r))
+    no_answer = Counter(labels[RunKey.of(r)] for r in rows if _golds(r) and is_no_answer(_golds(r)))
     sources = _bound_sources(usable)
     bound_rows = [
         r for r in usable if sources.get(r["dataset"]) == RunKey.of(r) and len(r["candidates"]) >= 2
     ]
-    scores = _score(_pairs(usable, bound_rows), scorer)
+    scores = _score(_pairs(usable, bound_rows), scorer) if scorer is not None else {}
     turns = [_scored_turn(r, labels[RunKey.of(r)], scores) for r in usable]
     turns += [t for r in bound_rows for t in _bound_turns(r, scores)]
     cells = {metric: aggregate(turns, metric) for metric in METRICS}
     order = [*labels.values(), *(b for b in (RANDOM_BOUND, ORACLE_BOUND) if (b, ALL) in cells[F1])]
     datasets = sorted({t.dataset for t in turns})
-    comparisons = _comparisons(turns, cells, {v: k for k, v in labels.items()}, datasets, resamples, seed)
-    report_notes = [*_bound_notes(sources, labels, cells), *_skip_notes(skipped)]
+    runs = {v: k for k, v in labels.items()}
+    by_run = {k.run: label for k, label in labels.items()}
+    wanted = [(by_run[a], by_run[b]) for a, b in versus if a in by_run and b in by_run]
+    comparisons = _comparisons(turns, cells, runs, datasets, (resamples, seed), wanted)
+    report_notes = [
+        *_bound_notes(sources, labels, cells),
+        *_skip_notes(skipped),
+        *_no_answer_notes(no_answer),
+    ]
     markdown = render_markdown(
         title=title,
-        encoder_name=encoder_name,
+        encoder_name=encoder_name if scorer is not None else None,
         notes=notes,
         order=order,
         datasets=datasets,
@@ -198,7 +227,7 @@ def _pairs(rows: Iterable[Row], bound_rows: Iterable[Row]) -> Iterable[tuple[str
 def _score(
     pairs: Iterable[tuple[str, tuple[str, ...]]], scorer: Scorer
 ) -> dict[tuple[str, tuple[str, ...]], float]:
-    """F1 per distinct (text, golds) pair, one scorer call; an empty text scores 0 unscored."""
+    """BERTScore F1 per distinct (text, golds) pair, one scorer call; an empty text scores 0 unscored."""
     unique = [p for p in dict.fromkeys(pairs) if p[0].strip()]
     if not unique:
         return {}
@@ -208,13 +237,22 @@ def _score(
     return dict(zip(unique, scores, strict=True))
 
 
-def _scored_turn(row: Row, label: str, scores: Mapping[tuple[str, tuple[str, ...]], float]) -> ScoredTurn:
-    golds = _golds(row)
-    answer = str(row["answer"])
+def answer_metrics(
+    answer: str, golds: Sequence[str], bertscores: Mapping[tuple[str, tuple[str, ...]], float] | None = None
+) -> dict[str, float]:
+    """An answer's quality metrics x 100: token F1, exact match, gold contained, BERTScore when scored."""
     values = {
-        F1: 100.0 * scores.get((answer, tuple(golds)), 0.0),
+        F1: 100.0 * best_f1(answer, golds),
+        EXACT: 100.0 * best_exact(answer, golds),
         CONTAINS: 100.0 * contains_gold(answer, golds),
     }
+    if bertscores:
+        values[BERTSCORE] = 100.0 * bertscores.get((answer, tuple(golds)), 0.0)
+    return values
+
+
+def _scored_turn(row: Row, label: str, scores: Mapping[tuple[str, tuple[str, ...]], float]) -> ScoredTurn:
+    values = answer_metrics(str(row["answer"]), _golds(row), scores)
     timings = row.get("timings") or {}
     for metric, key in ((SECONDS, "total_s"), (CALLS, "model_calls")):
         if timings.get(key) is not None:
@@ -224,12 +262,11 @@ def _scored_turn(row: Row, label: str, scores: Mapping[tuple[str, tuple[str, ...
 
 def _bound_turns(row: Row, scores: Mapping[tuple[str, tuple[str, ...]], float]) -> list[ScoredTurn]:
     golds = _golds(row)
-    texts = list(row["candidates"].values())
-    f1 = [100.0 * scores.get((str(t), tuple(golds)), 0.0) for t in texts]
-    contains = [100.0 * contains_gold(str(t), golds) for t in texts]
+    per_candidate = [answer_metrics(str(t), golds, scores) for t in row["candidates"].values()]
+    metrics = per_candidate[0].keys()
     return [
-        _turn(row, RANDOM_BOUND, {F1: fmean(f1), CONTAINS: fmean(contains)}),
-        _turn(row, ORACLE_BOUND, {F1: max(f1), CONTAINS: max(contains)}),
+        _turn(row, RANDOM_BOUND, {m: fmean(v[m] for v in per_candidate) for m in metrics}),
+        _turn(row, ORACLE_BOUND, {m: max(v[m] for v in per_candidate) for m in metrics}),
     ]
 
 
@@ -250,14 +287,16 @@ def _comparisons(
     cells: Mapping[str, Mapping[tuple[str, str], Cell]],
     runs: Mapping[str, RunKey],
     datasets: Sequence[str],
-    resamples: int,
-    seed: int,
+    bootstrap: tuple[int, int],
+    versus: Sequence[tuple[str, str]],
 ) -> list[Comparison]:
+    resamples, seed = bootstrap
     by_cell: dict[tuple[str, str], list[ScoredTurn]] = defaultdict(list)
     for turn in turns:
         by_cell[(turn.label, turn.dataset)].append(turn)
     out = []
-    for section, dataset, method, baseline in _what_to_compare(cells[F1], runs, datasets):
+    requested = ((VERSUS, d, a, b) for a, b in versus for d in datasets)
+    for section, dataset, method, baseline in (*_what_to_compare(cells[F1], runs, datasets), *requested):
         quality = paired_difference(
             by_cell[(method, dataset)], by_cell[(baseline, dataset)], F1, resamples=resamples, seed=seed
         )
@@ -265,7 +304,14 @@ def _comparisons(
             seconds = cells[SECONDS]
             m, b = seconds.get((method, dataset)), seconds.get((baseline, dataset))
             speedup = b.value / m.value if m and b and m.value > 0 else None
-            out.append(Comparison(section, dataset, method, baseline, quality, speedup))
+            bert = paired_difference(
+                by_cell[(method, dataset)],
+                by_cell[(baseline, dataset)],
+                BERTSCORE,
+                resamples=resamples,
+                seed=seed,
+            )
+            out.append(Comparison(section, dataset, method, baseline, quality, speedup, bert))
     return out
 
 
@@ -280,6 +326,8 @@ def _what_to_compare(
         if ran:
             best = max(ran, key=lambda s: quality[(s, dataset)].value)
             yield from ((BLEND_VS_SINGLE, dataset, b, best) for b in blends)
+    for dataset in (d for d in datasets if (RANDOM_BOUND, d) in quality):
+        yield from ((BLEND_VS_RANDOM, dataset, b, RANDOM_BOUND) for b in blends if (b, dataset) in quality)
     for a, b in ((a, b) for a in blends for b in blends):
         if runs[a].method == "peer" and runs[b].method == "pairwise" and runs[a].top_k == runs[b].top_k:
             yield from ((PEER_VS_PAIRWISE, d, a, b) for d in datasets)
@@ -304,6 +352,14 @@ def _bound_notes(
 
 def _skip_notes(skipped: Mapping[str, int]) -> list[str]:
     return [f"{label}: {n} question(s) without a gold answer left out." for label, n in skipped.items()]
+
+
+def _no_answer_notes(no_answer: Mapping[str, int]) -> list[str]:
+    return [
+        f"{label}: {n} question(s) whose gold is CANNOTANSWER left out (QuAC's scorer gives them 1 only "
+        "for the literal answer CANNOTANSWER, which no generator is asked to give: 0 for every method)."
+        for label, n in no_answer.items()
+    ]
 
 
 def _points(cells: Mapping[str, Mapping[tuple[str, str], Cell]], labels: Mapping[RunKey, str]) -> list[Point]:

@@ -7,20 +7,24 @@ import io
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
-from pipeline.evaluation.stats import ALL, Cell
+from pipeline.evaluation.stats import ALL, Cell, PairedDifference
 
 if TYPE_CHECKING:
     from pipeline.evaluation.report import Comparison
 
 Cells = Mapping[str, Mapping[tuple[str, str], Cell]]  # metric -> (label, dataset) -> cell
 
-F1 = "bertscore_f1x100"  # BERTScore F1 x 100 against the gold answers
+F1 = "token_f1x100"  # official CoQA/QuAC token F1 x 100 against the gold answers (the lead metric)
+EXACT = "exact_match_pct"  # official exact match, % of answers
+BERTSCORE = "bertscore_f1x100"  # BERTScore F1 x 100 against the gold answers
 CONTAINS = "contains_gold_pct"  # % of answers that contain a gold answer
 SECONDS = "seconds_per_question"  # timings["total_s"]: from sending the question to the stored answer
 CALLS = "model_calls_per_question"  # timings["model_calls"]: generations + reviews
 # metric -> (section heading, cell format), in the order the tables appear
 _TABLES = {
-    F1: ("Quality: BERTScore F1 × 100", "{:.1f}"),
+    F1: ("Quality: token F1 × 100 (official CoQA/QuAC definition)", "{:.1f}"),
+    EXACT: ("Exact match (%)", "{:.1f}"),
+    BERTSCORE: ("BERTScore F1 × 100", "{:.1f}"),
     CONTAINS: ("Gold answer contained in the answer (%)", "{:.1f}"),
     SECONDS: ("Time per question (s)", "{:.2f}"),
     CALLS: ("Model calls per question", "{:.1f}"),
@@ -32,7 +36,7 @@ CSV_COLUMNS = ("method", "dataset", "metric", "value", "n_conversations", "n_que
 def render_markdown(
     *,
     title: str,
-    encoder_name: str,
+    encoder_name: str | None,
     notes: Sequence[str],
     order: Sequence[str],
     datasets: Sequence[str],
@@ -59,16 +63,24 @@ def render_markdown(
     return "\n".join(lines)
 
 
-def _header(encoder_name: str) -> list[str]:
+def _header(encoder_name: str | None) -> list[str]:
+    bertscore = (
+        f"- BERTScore F1 × 100 (the best over the golds): encoder `{encoder_name}`. Raw F1, no baseline "
+        "rescaling: compare rows with each other, not with numbers from another encoder. BERTScore "
+        "rewards answer style: short golds (ConvQuestions entity names) favour terse answers."
+        if encoder_name
+        else "- BERTScore: not computed for this report."
+    )
     return [
-        f"- Quality: BERTScore F1 × 100 of each answer against the question's gold answers "
-        f"(the best over its golds); encoder `{encoder_name}`. Raw F1, no baseline rescaling: "
-        f"compare rows with each other, not with numbers from another encoder.",
+        "- Quality: token F1 × 100 and exact match of each answer against the question's gold answers, "
+        "as the official CoQA/QuAC scorers define them (lower-case, punctuation and articles removed; "
+        "the best over the golds, without their leave-one-out averaging). Questions whose gold is "
+        "CANNOTANSWER by QuAC's rule are left out (see the notes).",
+        bertscore,
         "- Averages: per conversation first, then over the conversations of a dataset; "
         "`all` is the mean of the dataset columns.",
         '- "Gold contained": the answer holds a gold answer as whole words (case, punctuation '
         "and articles ignored). Time: from sending a question to its stored answer.",
-        "- BERTScore rewards answer style: short golds (ConvQuestions entity names) favour terse answers.",
     ]
 
 
@@ -107,26 +119,45 @@ def _comparisons(comparisons: Sequence[Comparison]) -> list[str]:
         "## Comparisons",
         "",
         "Paired on the questions both methods answered (same dataset conversation and turn); "
-        "Δ = method − baseline in F1 × 100, per conversation then over conversations; 95 % CI from "
-        "a seeded bootstrap over conversations. Speed-up = baseline time / method time (cell means).",
+        "Δ = method − baseline in token F1 × 100 (and BERTScore F1 × 100), per conversation then over "
+        "conversations; 95 % CI from a seeded bootstrap over conversations. Speed-up = baseline time / "
+        "method time (cell means).",
     ]
     sections = dict.fromkeys(c.section for c in comparisons)
     for section in sections:
         lines += ["", f"### {section}", ""]
         lines.append(
-            _row(["dataset", "method", "baseline", "Δ F1×100", "95 % CI", "speed-up", "conv. / questions"])
+            _row(
+                [
+                    "dataset",
+                    "method",
+                    "baseline",
+                    "Δ F1×100",
+                    "95 % CI",
+                    "Δ BERTScore",
+                    "95 % CI",
+                    "speed-up",
+                    "conv. / questions",
+                ]
+            )
         )
-        lines.append(_row(["---", "---", "---", "---:", "---:", "---:", "---:"]))
+        lines.append(_row(["---", "---", "---", *("---:" for _ in range(6))]))
         lines += [_comparison_row(c) for c in comparisons if c.section == section]
     return [*lines, ""]
 
 
 def _comparison_row(c: Comparison) -> str:
     q = c.quality
-    ci = "—" if q.n_conversations < 2 else f"[{q.low:+.1f}, {q.high:+.1f}]"  # one cluster: no interval
     speedup = "—" if c.speedup is None else f"{c.speedup:.2f}×"
     counts = f"{q.n_conversations} / {q.n_questions}"
-    return _row([c.dataset, c.method, c.baseline, f"{q.mean:+.1f}", ci, speedup, counts])
+    return _row([c.dataset, c.method, c.baseline, *_delta(q), *_delta(c.bertscore), speedup, counts])
+
+
+def _delta(d: PairedDifference | None) -> list[str]:
+    if d is None:
+        return ["—", "—"]
+    ci = "—" if d.n_conversations < 2 else f"[{d.low:+.1f}, {d.high:+.1f}]"  # one cluster: no interval
+    return [f"{d.mean:+.1f}", ci]
 
 
 def _row(cells: Sequence[str]) -> str:

@@ -23,7 +23,7 @@ def plot_tradeoff(points: Sequence[Point], path: Path, title: str) -> Path:
     """Mean over datasets (the ``all`` column) as a labelled marker per method, datasets faint.
 
     x: seconds per question, on a log scale when the values span more than 10x;
-    y: BERTScore F1 x 100. Returns the PNG's path.
+    y: token F1 x 100 (official CoQA/QuAC definition). Returns the PNG's path.
     """
     figure = Figure(figsize=(8, 5.5), layout="constrained")
     FigureCanvasAgg(figure)
@@ -49,7 +49,7 @@ def plot_tradeoff(points: Sequence[Point], path: Path, title: str) -> Path:
     if seconds and max(seconds) > 10 * min(seconds):
         axes.set_xscale("log")
     axes.set_xlabel("seconds per question")
-    axes.set_ylabel("BERTScore F1 × 100")
+    axes.set_ylabel("token F1 × 100")
     axes.set_title(title)
     axes.grid(True, alpha=0.3)
     if datasets:

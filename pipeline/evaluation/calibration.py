@@ -1,0 +1,56 @@
+"""Fitting reviewer weights and the member prior from a run with gold answers (pure).
+
+Input: the rows of ``db.crud.run_turns`` of one calibration run, whether each
+conversation had a grounding passage (the prior's question feature), and a quality
+function ``quality(text, golds) -> float`` (token F1 by default; higher is better).
+Questions without a scorable gold (none, or CANNOTANSWER by QuAC's rule) are left out.
+
+- Reviewer weights (``pipeline.weights.calibrate``): turns with 3+ usable candidates
+  and at least one ballot (Spearman needs three items).
+- Member prior (``pipeline.weights.fit_prior``): every turn with a usable candidate;
+  a member's quality is the mean over the turns it answered, so calibrate on a
+  full-policy run (reduced policies leave members out of later turns).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pipeline.borda import Ballot
+from pipeline.evaluation.datasets import answerable
+from pipeline.evaluation.metrics import best_f1
+from pipeline.weights import calibrate, fit_prior, prior_bucket
+
+Quality = Callable[[str, Sequence[str]], float]
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """What a calibration run gave: reviewer weights, the member prior per bucket, and from how much."""
+
+    weights: dict[str, float]
+    prior: dict[str, dict[str, Any]]  # bucket -> {"quality": {member: q}, "weight": w, "turns": n}
+    reviewed_turns: int  # turns that fitted the reviewer weights
+    turns: int  # turns that fitted the prior
+
+
+def fit_calibration(
+    rows: Sequence[Mapping[str, Any]], has_passage: Mapping[str, bool], quality: Quality = best_f1
+) -> Calibration:
+    """Reviewer weights and member prior from the run's stored candidates, ballots and golds."""
+    scorable = [r for r in rows if answerable(r["gold"]) and r["candidates"]]
+    scored = [{m: quality(text, r["gold"]) for m, text in r["candidates"].items()} for r in scorable]
+    reviewed = [
+        ([Ballot(reviewer, tuple(ranking)) for reviewer, ranking in r["ballots"].items()], values)
+        for r, values in zip(scorable, scored, strict=True)
+        if r["ballots"] and len(values) > 2
+    ]
+    buckets = [prior_bucket(has_passage.get(str(r["conversation_id"]), False)) for r in scorable]
+    return Calibration(
+        weights=calibrate(reviewed),
+        prior=fit_prior(list(zip(buckets, scored, strict=True))),
+        reviewed_turns=len(reviewed),
+        turns=len(scorable),
+    )

@@ -1,0 +1,167 @@
+"""Re-deciding a stored run's turns under another selection rule, without running a model (pure).
+
+A rule (``Rule``) says how a turn's stored candidates are ranked from its stored
+ballots: ``borda`` (honest voters, as live turns), ``borda-all`` (every reviewer a
+voter, the count before honest voters), or ``prior`` (the member prior alone); with
+reviewer weights ``uniform``, ``calibrated`` (stored by `peerblend calibrate`) or
+``online`` (learned afresh over the run's turns in stored order); optionally adding
+the member prior and excluding self-votes.
+
+Caveat, said in every report of a re-ranked run: a turn's candidates were generated
+after the *stored* run's earlier answers, so a rule that would have chosen other
+answers earlier is evaluated on histories it would not have produced. Turns the
+stored policy left unranked (reuse turns) keep the policy's preference.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pipeline.aggregate import Decision, MemberPrior, decide, decide_by_prior, judgement_keys
+from pipeline.borda import Ballot
+from pipeline.committee import Committee
+from pipeline.errors import InputError
+from pipeline.records import CandidateRecord, ReviewRecord
+from pipeline.verdict import voter_record
+from pipeline.weights import (
+    ReviewerWeights,
+    add_agreement,
+    consensus_agreement,
+    select_prior,
+    select_weights,
+)
+
+RerankMethod = Literal["borda", "borda-all", "prior"]
+RerankWeights = Literal["uniform", "online", "calibrated"]
+METHODS: tuple[RerankMethod, ...] = ("borda", "borda-all", "prior")
+WEIGHTS: tuple[RerankWeights, ...] = ("uniform", "online", "calibrated")
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A selection rule over stored candidates and ballots."""
+
+    method: RerankMethod = "borda"
+    weights: RerankWeights = "uniform"
+    prior: bool = False  # add the member prior to the count (``method="prior"`` uses it alone)
+    exclude_self: bool = False
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise InputError(f"unknown rerank method {self.method!r}; expected one of {', '.join(METHODS)}")
+        if self.weights not in WEIGHTS:
+            raise InputError(
+                f"unknown reviewer weights {self.weights!r}; expected one of {', '.join(WEIGHTS)}"
+            )
+
+    @property
+    def uses_prior(self) -> bool:
+        return self.prior or self.method == "prior"
+
+    @property
+    def name(self) -> str:
+        """A short label: ``borda/calibrated+prior``, ``prior``."""
+        if self.method == "prior":
+            return "prior"
+        extras = "".join(s for s, on in (("+prior", self.prior), ("-self", self.exclude_self)) if on)
+        return f"{self.method}/{self.weights}{extras}"
+
+
+@dataclass(frozen=True)
+class Calibrated:
+    """What `peerblend calibrate` stored for the committee: reviewer weights and the member prior."""
+
+    weights: Mapping[str, float] | None = None
+    prior: Mapping[str, Any] | None = None  # the stored value of ``prior_key``: {"buckets": ...}
+
+
+def rerank(
+    rows: Sequence[Mapping[str, Any]], rule: Rule, committee: Committee, calibrated: Calibrated
+) -> list[tuple[Decision, dict[str, Any]]]:
+    """A decision and its decision-record fields for each row of ``db.crud.run_records``, in order."""
+    if rule.uses_prior:
+        _require_prior(calibrated)
+    voters = judgement_keys(committee) if rule.method == "borda" else None
+    trust: dict[str, list[float]] = {}
+    out = []
+    for row in rows:
+        candidates = [CandidateRecord.from_json(_candidate(c)) for c in row["candidates"]]
+        reviews = [
+            ReviewRecord(r["reviewer"], r["method"], r["status"], tuple(r["ranking"])) for r in row["reviews"]
+        ]
+        reviews = [r for r in reviews if r.method != "pairwise"]
+        order = _order(row, committee)
+        prior = _prior(row, rule, calibrated)
+        if rule.method == "prior" and prior is not None:
+            decision = decide_by_prior(candidates, prior, committee_order=order)
+            weights = ReviewerWeights(None, "none: the member prior alone")
+        else:
+            weights = _weights(rule, reviews, trust, calibrated)
+            decision = decide(
+                candidates,
+                reviews,
+                committee_order=order,
+                weights=weights.weights,
+                exclude_self=rule.exclude_self,
+                voters=voters,
+                prior=prior if rule.prior else None,
+            )
+            if rule.weights == "online":
+                ballots = [Ballot(r.reviewer, r.ranking) for r in reviews if r.ranking]
+                trust = add_agreement(trust, consensus_agreement(ballots, list(decision.ranking), voters))
+        out.append(
+            (decision, _record(decision, weights, prior if rule.prior or rule.method == "prior" else None))
+        )
+    return out
+
+
+def _require_prior(calibrated: Calibrated) -> None:
+    if not (calibrated.prior or {}).get("buckets"):
+        raise InputError(
+            "this rule needs the member prior: run `peerblend calibrate RUN` on a calibration run first"
+        )
+
+
+def _candidate(stored: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "member": stored["member"],
+        "text": stored["text"],
+        "error": stored["error"],
+        "seconds": stored["seconds"],
+    }
+
+
+def _order(row: Mapping[str, Any], committee: Committee) -> list[str]:
+    """The live tie-break order: the stored policy preference first, then the committee's order."""
+    preference = list(row["result"]["decision"].get("preference") or [])
+    return [*preference, *(m.name for m in committee.members if m.name not in preference)]
+
+
+def _prior(row: Mapping[str, Any], rule: Rule, calibrated: Calibrated) -> MemberPrior | None:
+    if not rule.uses_prior:
+        return None
+    return select_prior(
+        (calibrated.prior or {}).get("buckets"),
+        has_passage=bool(row["conversation"].get("passage")),
+        calibrated_weight=rule.weights == "calibrated",
+    )
+
+
+def _weights(
+    rule: Rule, reviews: Sequence[ReviewRecord], trust: Mapping[str, Sequence[float]], calibrated: Calibrated
+) -> ReviewerWeights:
+    reviewers = [r.reviewer for r in reviews if r.ranking]
+    return select_weights(rule.weights, reviewers, trust=trust, calibrated=calibrated.weights)
+
+
+def _record(decision: Decision, weights: ReviewerWeights, prior: MemberPrior | None) -> dict[str, Any]:
+    return {
+        "ballots": decision.ballots_used,
+        "ranking_status": decision.status,
+        "excluded_failed": decision.excluded,
+        "weights": dict(weights.weights or {}),
+        "weights_note": weights.note,
+        **voter_record(decision, prior),
+    }

@@ -1,0 +1,136 @@
+"""`peerblend calibrate` and `peerblend rerank` on a small stored run made by a scripted committee."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from pipeline.client import BlendClient
+from pipeline.errors import InputError
+from pipeline.evaluation.rerank import Rule
+from pipeline.settings import Settings
+from pipeline.weights import prior_key
+from tests.conftest import scripted_committee
+from workers import cli
+from workers.evaluation.calibration import calibrate_run
+from workers.evaluation.rerank import rerank_run
+
+# m0 always answers the gold "paris" but, reviewing, prefers "rome"; m2 answers "london" and prefers
+# "paris"; m1 answers "rome" and ranks by free text (the scripted default: the labels reversed).
+OPTIONS = {
+    "m0": {"replies": ["paris"], "scores": {"rome": -0.1}},
+    "m1": {"replies": ["rome"]},
+    "m2": {"replies": ["london"], "scores": {"paris": -0.1}},
+}
+COMMITTEE = scripted_committee(3, name="rerank", member_options=OPTIONS)
+
+
+def _stored_run(client: BlendClient, *, method: str = "peer") -> str:
+    run = f"r-{uuid.uuid4().hex[:8]}"
+    for c in range(3):
+        conversation = {
+            "id": f"c{c}",
+            "source": "jsonl",
+            "turns": [{"question": f"c{c} q{t}?", "answers": ["Paris"]} for t in range(2)],
+        }
+        client.submit(conversation, method=method, run=run).wait(timeout=30)
+    return run
+
+
+def _settings(client: BlendClient) -> Settings:
+    return Settings(database_url=client.engine.url.render_as_string(hide_password=False))
+
+
+@pytest.fixture
+def stored(embedded) -> tuple[BlendClient, str]:
+    client = embedded(COMMITTEE)
+    return client, _stored_run(client)
+
+
+def test_the_live_rule_reranked_changes_nothing(stored) -> None:
+    client, run = stored
+
+    done = rerank_run(_settings(client), COMMITTEE, run, Rule("borda", "uniform"))
+
+    assert len(done.stored) == 6
+    assert done.changed == 0
+    assert [r["answer"] for r in done.reranked] == [r["answer"] for r in done.stored]
+
+
+def test_calibration_fits_the_prior_and_rules_that_use_it_pick_the_good_member(stored) -> None:
+    client, run = stored
+    settings = _settings(client)
+
+    fitted = calibrate_run(settings, COMMITTEE, run)
+    by_prior = rerank_run(settings, COMMITTEE, run, Rule("prior"))
+    by_trust = rerank_run(settings, COMMITTEE, run, Rule("borda", "calibrated"))
+
+    # Then: the prior knows m0 is right, m2's ballots are the trustworthy ones, m0's are not
+    assert fitted.prior["no_passage"]["quality"] == {"m0": 1.0, "m1": 0.0, "m2": 0.0}
+    assert fitted.prior["no_passage"]["turns"] == 6
+    assert fitted.weights["m0"] == 0.0 and fitted.weights["m2"] > 0.5  # quality ties m1 and m2: < 1
+    assert client.policy_store.get(prior_key("rerank"))["run"] == run
+    assert {r["answer"] for r in by_prior.reranked} == {"paris"}
+    assert {r["answer"] for r in by_trust.reranked} == {"paris"}
+
+
+def test_into_stores_a_new_run_that_report_rows_and_show_can_read(stored) -> None:
+    client, run = stored
+    settings = _settings(client)
+    calibrate_run(settings, COMMITTEE, run)
+    new = f"{run}-prior"
+
+    rerank_run(settings, COMMITTEE, run, Rule("borda", "uniform", prior=True), into=new)
+
+    conversations = [c for c in _runs(client, new)]
+    assert len(conversations) == 3
+    turn = conversations[0].turns[1]
+    decision = turn.result["decision"]
+    assert (
+        decision["reranked_from"]["run"] == run and decision["reranked_from"]["rule"] == "borda/uniform+prior"
+    )
+    assert decision["prior"] == {"m0": 1.0, "m1": 0.0, "m2": 0.0}
+    assert len(turn.candidates) == 3 and len(turn.reviews) == 3
+    with pytest.raises(InputError, match="exists already"):
+        rerank_run(settings, COMMITTEE, run, Rule(), into=new)
+
+
+def test_a_rule_needing_the_prior_without_one_and_a_single_member_run_are_refused(embedded) -> None:
+    client = embedded(COMMITTEE)
+    settings = _settings(client)
+    single = _stored_run(client, method="single:m0")
+
+    with pytest.raises(InputError, match="peer runs with K=1"):
+        rerank_run(settings, COMMITTEE, single, Rule())
+    with pytest.raises(InputError, match="no finished conversation"):
+        rerank_run(settings, COMMITTEE, "no-such-run", Rule())
+    with pytest.raises(InputError, match="unknown rerank method"):
+        Rule("vote")  # type: ignore[arg-type]
+
+
+def test_the_commands_print_the_fit_and_the_comparison(stored, tmp_path, monkeypatch, capsys) -> None:
+    client, run = stored
+    committee_file = tmp_path / "committee.json"
+    committee_file.write_text(COMMITTEE.model_dump_json())
+    monkeypatch.setenv("PEERBLEND_DATABASE_URL", _settings(client).database)
+    monkeypatch.setenv("PEERBLEND_COMMITTEE_FILE", str(committee_file))
+    monkeypatch.setenv("COLUMNS", "200")
+
+    assert cli.main(["calibrate", run]) == 0
+    assert cli.main(["rerank", run, "--method", "prior"]) == 0
+
+    out = capsys.readouterr().out
+    assert "prior, no_passage (6 turns" in out and "m0 1.000" in out
+    assert f"prior on run {run}:" in out
+    assert "Requested comparisons" in out and f"[{run}:prior]" in out
+
+
+def _runs(client: BlendClient, run: str) -> list:
+    from sqlmodel import Session
+
+    from db import crud
+
+    with Session(client.engine) as session:
+        ids = [c.id for c in crud.run_conversations(session=session, run=run)]
+    return [client.fetch(i) for i in ids]

@@ -1,0 +1,295 @@
+"""The web pages of ``peerblend serve``: in a real headless browser, and over plain HTTP.
+
+Embedded default (in-process worker, SQLite) with the scripted story committee of
+tests/screenshots.py: m2 is slow (each of its calls sleeps, so a turn takes over a
+second), m3's server is down. The browser is Debian's chromium driven through
+chromium-driver (tests/browser.sh installs both; those tests are skipped, saying
+why, where that cannot be done). Filters, pages, keys and 404s are checked with
+FastAPI's TestClient, on rows written straight to the database where no model work
+is needed.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlmodel import Session
+
+from db import crud
+from db.models import Conversation, Turn, TurnResultBase
+from pipeline.client import BlendClient
+from tests.screenshots import STORY, browser_problem, chrome, free_port, save_page, serve_in_thread
+from tests.screenshots import story_committee as _story_committee
+from workers.serve import ServerOptions, create_api
+
+ROOT = Path(__file__).resolve().parents[1]
+COMMITTEE = _story_committee(delay_s=0.6, name="web")
+KEY = "web-key-1"
+# The smallest valid PNG (1x1, transparent): a stand-in for the report's plot.
+PNG = bytes.fromhex(
+    "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
+    "1f15c4890000000d49444154789c63000100000500010d0a2db40000000049454e44ae426082"
+)
+
+
+@pytest.fixture
+def client(embedded: Callable[..., BlendClient]) -> BlendClient:
+    return embedded(COMMITTEE)
+
+
+@pytest.fixture
+def site(client: BlendClient) -> Iterator[str]:
+    """The app served by uvicorn on a thread of this process; its base URL."""
+    port = free_port()
+    server = serve_in_thread(create_api(client, ServerOptions()), port)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Headless chromium; installed by tests/browser.sh first if it is missing."""
+    if browser_problem() is not None and shutil.which("chromedriver") is None:
+        install = subprocess.run(
+            [str(ROOT / "tests" / "browser.sh")], capture_output=True, text=True, timeout=600, check=False
+        )
+        if install.returncode != 0:
+            pytest.skip(f"chromium-driver could not be installed: {install.stderr.strip()[-300:]}")
+    if (problem := browser_problem()) is not None:
+        pytest.skip(problem)
+    driver = chrome()
+    yield driver
+    driver.quit()
+
+
+@pytest.fixture
+def shots(tmp_path: Path) -> Path:
+    """Where the browser tests save their screenshots (docs/screenshots is tests/screenshots.py's)."""
+    return tmp_path / "screenshots"
+
+
+def _by(selector: str) -> tuple[str, str]:
+    from selenium.webdriver.common.by import By
+
+    return By.CSS_SELECTOR, selector
+
+
+def _wait(driver: Any, seconds: float) -> Any:
+    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(
+        driver, seconds, poll_frequency=0.2, ignored_exceptions=[StaleElementReferenceException]
+    )
+
+
+def test_the_list_and_a_conversation_in_a_browser(
+    client: BlendClient, site: str, browser: Any, shots: Path
+) -> None:
+    # Given a finished two-turn conversation of a run
+    run = f"web-{uuid.uuid4().hex[:6]}"
+    handle = client.submit(STORY, run=run)
+    handle.wait(timeout=60)
+    stored = client.fetch(handle.conversation_id)
+
+    # When the list is opened, then it shows the conversation, finished
+    browser.get(f"{site}/conversations")
+    row = browser.find_element(*_by(f'tr.conversation[data-id="{handle.conversation_id}"]'))
+    assert "Who wrote Dune?" in row.text and "finished" in row.text and run in row.text
+    assert save_page(browser, shots / "conversations.png").stat().st_size > 0
+
+    # When its link is followed, then each turn shows every candidate, every ballot and the answer
+    row.find_element(*_by("a")).click()
+    _wait(browser, 10).until(lambda d: d.find_elements(*_by("#turn-2")))
+    for turn in stored.turns:
+        assert turn.result is not None
+        section = browser.find_element(*_by(f"#turn-{turn.turn_index + 1}"))
+        cards = {
+            e.get_attribute("data-member"): e.text for e in section.find_elements(*_by("article.candidate"))
+        }
+        assert set(cards) == {c["member"] for c in turn.candidates} == {"m0", "m1", "m2", "m3"}
+        for candidate in turn.candidates:
+            assert (candidate["error"] or candidate["text"]) in cards[candidate["member"]]
+        ballots = {e.get_attribute("data-reviewer"): e for e in section.find_elements(*_by("tr.ballot"))}
+        assert set(ballots) == {r["reviewer"] for r in turn.reviews}
+        for review in turn.reviews:
+            cells = ballots[review["reviewer"]].find_elements(*_by("td"))
+            shown = cells[2].text  # "A m1, B m2, C m0": the members in the order this reviewer saw them
+            positions = [shown.index(member) for member in review["shown_order"]]
+            assert positions == sorted(positions) and len(positions) == 3
+            assert review["status"] in cells[4].text
+        assert section.find_element(*_by(".answer-text")).text == turn.result["answer"]
+        chosen = section.find_element(*_by("article.candidate.chosen")).get_attribute("data-member")
+        assert chosen == turn.result["chosen"]
+    assert not browser.find_elements(*_by("#turn-0")), "turns are numbered from 1 for humans"
+    assert "error" in browser.find_element(*_by('#turn-1 tr.ballot[data-reviewer="m3"]')).text
+    assert save_page(browser, shots / "conversation.png").stat().st_size > 0
+
+    # When the runs page is opened, then the run is listed with its counts
+    browser.get(f"{site}/runs")
+    assert run in browser.find_element(*_by("#runs")).text
+    assert save_page(browser, shots / "runs.png").stat().st_size > 0
+
+
+def test_a_running_conversation_page_updates_itself(
+    client: BlendClient, site: str, browser: Any, shots: Path
+) -> None:
+    # Given a conversation whose turns take over a second each (m2 is slow)
+    handle = client.submit(STORY)
+
+    # When its page is opened while it runs
+    browser.get(f"{site}/conversations/{handle.conversation_id}")
+    progress = browser.find_element(*_by("#progress"))
+    assert int(progress.get_attribute("data-stored") or 0) < 2, "turn 2 was stored before the page loaded"
+    assert "Waiting for the committee" in browser.find_element(*_by("#turn-2")).text
+    browser.execute_script("window.peerblendTestMark = true;")
+
+    # Then, with no reload from the test, the page shows turn 2's answer once it is stored
+    _wait(browser, 30).until(lambda d: d.find_elements(*_by("#turn-2 .answer-text")))
+    assert browser.execute_script("return window.peerblendTestMark === undefined;"), (
+        "the page reloaded itself"
+    )
+    outcome = client.wait_turn(handle.conversation_id, 1, timeout=10)
+    assert browser.find_element(*_by("#turn-2 .answer-text")).text == outcome.answer
+    assert "finished" in browser.find_element(*_by("#progress")).text
+    save_page(browser, shots / "conversation-live.png")
+
+
+def _stub(
+    client: BlendClient, run: str, *, policy: str = "full", stored: bool, minutes: int, committee: str = "web"
+) -> str:
+    """A one-turn conversation written straight to the database (nothing sent); its id."""
+    conversation_id = uuid.uuid4().hex
+    created = datetime(2030, 1, 1, tzinfo=UTC) + timedelta(minutes=minutes)
+    row = Conversation(
+        id=conversation_id,
+        committee=committee,
+        method="peer",
+        policy=policy,
+        run=run,
+        n_turns=1,
+        created_at=created,
+    )
+    turn = Turn(conversation_id=conversation_id, turn_index=0, question=f"question of {run} {minutes}?")
+    with Session(client.engine, expire_on_commit=False) as session:
+        crud.create_conversation(session=session, conversation=row, turns=[turn])
+        if stored:
+            result = TurnResultBase(
+                conversation_id=conversation_id, turn_index=0, answer="an answer", status="ok", method="peer"
+            )
+            crud.save_turn(session=session, result=result, candidates=[], reviews=[])
+    return conversation_id
+
+
+def _listed(http: TestClient, query: str) -> list[str]:
+    response = http.get(f"/conversations?{query}")
+    assert response.status_code == 200, response.text
+    return re.findall(r'data-id="([0-9a-f]+)"', response.text)
+
+
+def test_the_list_filters_and_pages(client: BlendClient) -> None:
+    # Given three conversations of one run: a (p1, finished), b (running), c (finished), c newest
+    run = f"filters-{uuid.uuid4().hex[:6]}"
+    a = _stub(client, run, policy="p1", stored=True, minutes=0)
+    b = _stub(client, run, stored=False, minutes=1)
+    c = _stub(client, run, stored=True, minutes=2, committee="other")
+    http = TestClient(create_api(client, ServerOptions()))
+
+    assert _listed(http, f"run={run}") == [c, b, a]
+    assert _listed(http, f"run={run}&status=running") == [b]
+    assert _listed(http, f"run={run}&status=finished") == [c, a]
+    assert _listed(http, f"run={run}&policy=p1") == [a]
+    assert _listed(http, f"run={run}&committee=other") == [c]
+    assert _listed(http, f"run={run}&method=pairwise") == []
+    assert _listed(http, f"run={run}&status=&policy=&committee=") == [c, b, a]  # blank: any
+    first = http.get(f"/conversations?run={run}&per_page=2").text
+    assert re.findall(r'data-id="([0-9a-f]+)"', first) == [c, b] and "page 1 of 2" in first
+    assert f"run={run}&amp;per_page=2&amp;page=2" in first
+    assert _listed(http, f"run={run}&per_page=2&page=2") == [a]
+    assert _listed(http, f"run={run}&per_page=2&page=3") == []
+    assert b in re.findall(r'data-id="([0-9a-f]+)"', http.get("/").text)
+    for bad in ("status=done", "page=0", "per_page=0", "per_page=1000"):
+        assert http.get(f"/conversations?{bad}").status_code == 422, bad
+
+
+def test_a_conversation_page_over_http(client: BlendClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given a p2 conversation (turn 2 reuses turn 1's ranking) and a Flower URL
+    handle = client.submit(STORY, policy="p2")
+    handle.wait(timeout=60)
+    http = TestClient(create_api(client, ServerOptions(flower_url="http://flower.example:5555/")))
+
+    page = http.get(f"/conversations/{handle.conversation_id}")
+
+    assert page.status_code == 200
+    html = page.text
+    assert 'id="turn-1"' in html and 'id="turn-2"' in html and 'id="turn-0"' not in html
+    turn_2 = html[html.index('id="turn-2"') :]
+    assert "not ranked (reused)" in turn_2 and "not ranked" not in html[: html.index('id="turn-2"')]
+    assert "p2: even turn" in turn_2  # the policy's reason
+    assert f"http://flower.example:5555/task/peerblend-{handle.conversation_id}-turn-0-a1" in html
+    assert "Frank Herbert" in html  # gold
+    progress = http.get(f"/conversations/{handle.conversation_id}.json").json()
+    assert progress == {"id": handle.conversation_id, "turns": 2, "stored": 2, "running": False}
+
+
+def test_the_runs_page_shows_runs_and_the_report(
+    client: BlendClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a run of two conversations, one finished, and a report folder
+    run = f"runs-{uuid.uuid4().hex[:6]}"
+    _stub(client, run, stored=True, minutes=0)
+    _stub(client, run, stored=False, minutes=1)
+    (tmp_path / "results.md").write_text("# peerblend results\n\n| method | all |\n| --- | ---: |\n")
+    (tmp_path / "tradeoff.png").write_bytes(PNG)
+    http = TestClient(create_api(client, ServerOptions(report_dir=tmp_path)))
+
+    html = http.get("/runs").text
+
+    row = re.search(rf"<tr class=\"run\">.*?{run}.*?</tr>", html, flags=re.S)
+    assert row is not None and ">2<" in row.group(0) and "1/2" in row.group(0)
+    assert "# peerblend results" in html and 'src="/runs/report/tradeoff.png"' in html
+    plot = http.get("/runs/report/tradeoff.png")
+    assert plot.status_code == 200 and plot.headers["content-type"] == "image/png" and plot.content == PNG
+    absent = ServerOptions(report_dir=tmp_path / "absent")
+    assert "No report in" in TestClient(create_api(client, absent)).get("/runs").text
+
+
+def test_unknown_things_are_404(client: BlendClient) -> None:
+    http = TestClient(create_api(client, ServerOptions()))
+    page = http.get("/conversations/no-such-id")
+    assert page.status_code == 404 and "no-such-id" in page.text
+    assert http.get("/conversations/no-such-id.json").status_code == 404
+    assert http.get("/runs/report/absent.png").status_code == 404
+    assert http.get("/static/absent.css").status_code == 404
+    assert http.get("/static/..%2Fweb.py").status_code == 404
+    assert http.get("/static/style.css").status_code == 200
+
+
+def test_api_keys_guard_the_pages(client: BlendClient) -> None:
+    http = TestClient(create_api(client, ServerOptions(api_keys=frozenset({KEY}))))
+    conversation_id = _stub(client, f"keys-{uuid.uuid4().hex[:6]}", stored=True, minutes=0)
+
+    # No key, or a wrong one: 401 (a key form for pages, JSON for the progress record)
+    denied = http.get("/conversations")
+    assert denied.status_code == 401 and 'name="key"' in denied.text
+    assert http.get("/runs", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    progress = http.get(f"/conversations/{conversation_id}.json")
+    assert progress.status_code == 401 and "error" in progress.json()
+    assert http.get("/static/style.css").status_code == 200  # no data in the style sheet
+
+    # A bearer key reads; so does ?key=, which leaves a cookie for the next pages
+    assert http.get("/conversations", headers={"Authorization": f"Bearer {KEY}"}).status_code == 200
+    opened = http.get(f"/conversations/{conversation_id}?key={KEY}")
+    assert opened.status_code == 200 and "httponly" in opened.headers["set-cookie"].lower()
+    assert http.get(f"/conversations/{conversation_id}.json").status_code == 200  # by the cookie
+    assert http.get("/runs").status_code == 200
+    assert http.post("/conversations").status_code == 405  # read-only

@@ -1,0 +1,120 @@
+"""The OpenAI chat-completions protocol as peerblend reads it: requests, model ids, errors.
+
+Kept apart from the web app (``workers.serve``) so the mapping from messages to a
+conversation is testable without a server.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from pipeline.committee import Committee
+from pipeline.context import Exchange
+from pipeline.policy import POLICIES
+
+
+class ChatError(Exception):
+    """An error answered in OpenAI's shape: ``{"error": {"message", "type", "param", "code"}}``."""
+
+    def __init__(
+        self, status: int, message: str, kind: str, code: str | None = None, param: str | None = None
+    ):
+        super().__init__(message)
+        self.status, self.message, self.kind, self.code, self.param = status, message, kind, code, param
+
+
+def error_body(error: ChatError) -> dict[str, Any]:
+    return {"error": {"message": error.message, "type": error.kind, "param": error.param, "code": error.code}}
+
+
+class TextPart(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    type: Literal["text"]
+    text: str
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    role: Literal["system", "developer", "user", "assistant", "tool", "function"]
+    content: str | list[TextPart] | None = None
+
+    @property
+    def text(self) -> str:
+        if self.content is None:
+            return ""
+        if isinstance(self.content, str):
+            return self.content
+        return "".join(part.text for part in self.content)
+
+
+class ChatRequest(BaseModel):
+    """The fields peerblend reads; sampling settings (temperature, ...) are accepted and ignored:
+    the committee's members decide how they generate."""
+
+    model_config = ConfigDict(extra="ignore")
+    model: str = Field(min_length=1, max_length=300)
+    messages: list[ChatMessage] = Field(min_length=1)
+    stream: bool = False
+    conversation_id: str | None = Field(default=None, max_length=64)  # extra_body: continue this one
+
+
+def model_ids(committee: Committee) -> list[str]:
+    """The committee's model ids: the plain blend, each policy, pairwise, each member alone."""
+    name = committee.name
+    return [
+        name,
+        *(f"{name}:{policy}" for policy in POLICIES if policy != "full"),
+        f"{name}:pairwise",
+        *(f"{name}:single:{member}" for member in committee.generators),
+    ]
+
+
+def parse_model(model: str, committee: Committee) -> tuple[str, str]:
+    """(method, policy) of a model id; ChatError 404 for an id this server does not serve."""
+    if model not in model_ids(committee):
+        raise ChatError(
+            404,
+            f"model {model!r} is not served here; GET /v1/models lists the ids ({committee.name}, ...)",
+            "invalid_request_error",
+            code="model_not_found",
+            param="model",
+        )
+    variant = model.removeprefix(committee.name).removeprefix(":")
+    if variant in POLICIES:
+        return "peer", variant
+    if variant == "pairwise" or variant.startswith("single:"):
+        return variant, "full"
+    return "peer", "full"
+
+
+def conversation_of(messages: list[ChatMessage]) -> tuple[str | None, list[Exchange], str]:
+    """(system text or None, earlier exchanges, the question) of a request's messages.
+
+    System (and developer) messages are joined; the others must alternate user,
+    assistant, ..., ending with the user's question. Tool messages are refused.
+    """
+    system = "\n\n".join(m.text for m in messages if m.role in ("system", "developer")) or None
+    dialogue = [m for m in messages if m.role not in ("system", "developer")]
+    if any(m.role in ("tool", "function") for m in dialogue):
+        raise _bad("tool and function messages are not supported by a blend", "messages")
+    if not dialogue or dialogue[-1].role != "user":
+        raise _bad("the last message must be the user's question", "messages")
+    for index, message in enumerate(dialogue):
+        expected = "user" if index % 2 == 0 else "assistant"
+        if message.role != expected:
+            raise _bad(
+                f"messages must alternate user and assistant; message {index + 1} is {message.role}",
+                "messages",
+            )
+    question = dialogue[-1].text.strip()
+    if not question:
+        raise _bad("the question (the last user message) is empty", "messages")
+    pairs = dialogue[:-1]
+    exchanges = [Exchange(pairs[i].text, pairs[i + 1].text) for i in range(0, len(pairs), 2)]
+    return system, exchanges, question
+
+
+def _bad(message: str, param: str) -> ChatError:
+    return ChatError(400, message, "invalid_request_error", param=param)

@@ -1,0 +1,171 @@
+"""`peerblend rerank`: a selection rule applied to a stored run, in seconds, without models.
+
+Reads a run's finished conversations (``db.crud.run_records``), re-decides every
+turn with ``pipeline.evaluation.rerank`` and either returns report rows (the
+rule's answers beside the stored ones) or stores them as a new run whose turns
+copy the stored candidates, reviews and timings and record the rule
+(``decision["reranked_from"]``), so `peerblend report` shows it as any run.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlmodel import Session
+
+from db import crud
+from db.engine import get_engine
+from db.models import Candidate, Conversation, Review, Turn, TurnResult, TurnResultBase
+from pipeline.aggregate import Decision
+from pipeline.committee import Committee
+from pipeline.errors import InputError
+from pipeline.evaluation.rerank import Calibrated, Rule, rerank
+from pipeline.plan import check_run_name
+from pipeline.policy import calibration_key
+from pipeline.settings import Settings
+from pipeline.weights import prior_key
+from workers.runtime import Runtime
+
+
+@dataclass(frozen=True)
+class Reranked:
+    """The stored run's report rows and the rule's, in the same order (``db.crud.run_turns`` shape)."""
+
+    stored: list[dict[str, Any]]
+    reranked: list[dict[str, Any]]
+    label: str  # the rule's run name in the rows: NEW_RUN, or "RUN:rule"
+    changed: int  # turns whose chosen member differs from the stored one
+
+
+def rerank_run(
+    settings: Settings, committee: Committee, run: str, rule: Rule, *, into: str | None = None
+) -> Reranked:
+    """Re-decide ``run`` under ``rule``; with ``into``, store the result as that new run."""
+    with Session(get_engine(settings.database)) as session:
+        records = crud.run_records(session=session, run=run)
+        taken = into is not None and into in crud.list_runs(session=session)
+    _check(records, run, committee)
+    if into is not None:
+        check_run_name(into)
+        if taken:
+            raise InputError(f"run {into!r} exists already; name a new run")
+    store = Runtime(settings, committee).policy_store
+    calibrated = Calibrated(store.get(calibration_key(committee.name)), store.get(prior_key(committee.name)))
+    decided = rerank(records, rule, committee, calibrated)
+    label = into or f"{run}:{rule.name}"
+    stored = [_report_row(r, r["result"]["answer"], r["result"]["chosen"], run) for r in records]
+    reranked = [
+        _report_row(r, _answer(r, d), d.chosen, label) for r, (d, _) in zip(records, decided, strict=True)
+    ]
+    if into is not None:
+        _store(settings, records, decided, rule, run=run, into=into)
+    changed = sum(a["chosen"] != b["chosen"] for a, b in zip(stored, reranked, strict=True))
+    return Reranked(stored, reranked, label, changed)
+
+
+def _check(records: Sequence[Mapping[str, Any]], run: str, committee: Committee) -> None:
+    if not records:
+        raise InputError(f"run {run!r} has no finished conversation to rerank")
+    for conversation in {r["conversation"]["id"]: r["conversation"] for r in records}.values():
+        if conversation["method"] != "peer" or conversation["top_k"] != 1:
+            raise InputError(
+                f"run {run!r} holds {conversation['method']} K={conversation['top_k']} turns; rerank re-decides "
+                "peer runs with K=1 (a fused answer cannot be rewritten without the aggregator)"
+            )
+        if conversation["committee"] != committee.name:
+            raise InputError(
+                f"run {run!r} was made by committee {conversation['committee']!r}, not {committee.name!r}: "
+                "set PEERBLEND_COMMITTEE_FILE to the run's committee"
+            )
+
+
+def _answer(record: Mapping[str, Any], decision: Decision) -> str:
+    texts = {c["member"]: c["text"] for c in record["candidates"]}
+    return texts.get(decision.chosen or "", "").strip()
+
+
+def _report_row(record: Mapping[str, Any], answer: str, chosen: str | None, run: str) -> dict[str, Any]:
+    conversation = record["conversation"]
+    return {
+        "run": run,
+        "method": conversation["method"],
+        "policy": conversation["policy"],
+        "top_k": conversation["top_k"],
+        "dataset": conversation["source"] or "unknown",
+        "conversation_id": f"{run}/{conversation['id']}",
+        "external_id": conversation["external_id"],
+        "turn_index": record["turn_index"],
+        "gold": list(record["gold"]),
+        "answer": answer,
+        "chosen": chosen,
+        "candidates": {
+            c["member"]: c["text"] for c in record["candidates"] if c["error"] is None and c["text"].strip()
+        },
+        "timings": dict(record["result"]["timings"]),
+    }
+
+
+def _store(
+    settings: Settings,
+    records: Sequence[Mapping[str, Any]],
+    decided: Sequence[tuple[Decision, dict[str, Any]]],
+    rule: Rule,
+    *,
+    run: str,
+    into: str,
+) -> None:
+    """One new conversation per stored one, each with all its turns, in one commit per conversation."""
+    by_conversation: dict[str, list[int]] = {}
+    for i, record in enumerate(records):
+        by_conversation.setdefault(record["conversation"]["id"], []).append(i)
+    with Session(get_engine(settings.database)) as session:
+        for indices in by_conversation.values():
+            new_id = uuid.uuid4().hex
+            source = records[indices[0]]["conversation"]
+            fields = {
+                k: source[k] for k in ("external_id", "source", "committee", "method", "policy", "top_k")
+            }
+            session.add(
+                Conversation(
+                    **fields, id=new_id, run=into, n_turns=source["n_turns"], passage=source["passage"]
+                )
+            )
+            session.flush()  # the conversation row first: every other row points at it
+            for i in indices:
+                session.add_all(_turn_rows(records[i], decided[i], new_id, {"run": run, "rule": rule.name}))
+            session.commit()
+
+
+def _turn_rows(
+    record: Mapping[str, Any],
+    decided: tuple[Decision, dict[str, Any]],
+    conversation_id: str,
+    origin: dict[str, str],
+) -> list[Any]:
+    decision, fields = decided
+    where = {"conversation_id": conversation_id, "turn_index": record["turn_index"]}
+    stored = record["result"]
+    origin = {**origin, "conversation_id": stored["conversation_id"]}
+    result = TurnResultBase(
+        **where,
+        answer=_answer(record, decision),
+        chosen=decision.chosen,
+        status=decision.status,
+        method=stored["method"],
+        policy=stored["policy"],
+        ranking=list(decision.ranking),
+        scores=decision.scores,
+        timings=dict(stored["timings"]),
+        decision={**stored["decision"], **fields, "reranked_from": origin},
+    )
+    return [
+        Turn(
+            **where, question=record["question"], gold=list(record["gold"]), attempt=1, sent_at=crud.utc_now()
+        ),
+        *(Candidate(**{**c, **where}) for c in record["candidates"]),
+        *(Review(**{**r, **where}) for r in record["reviews"]),
+        TurnResult.model_validate(result),
+    ]

@@ -1,0 +1,275 @@
+"""``peerblend serve``: an OpenAI-compatible chat endpoint whose model is a blend.
+
+    POST /v1/chat/completions   the request's messages are the conversation
+    GET  /v1/models             one model per committee, plus its method/policy variants
+    GET  /health
+
+Model ids: ``<committee>`` (peer review, full ranking), ``<committee>:p1`` / ``:p2`` /
+``:p3`` (peer review under a shortlist policy), ``<committee>:pairwise`` (the
+LLM-Blender baseline), ``<committee>:single:<member>`` (one member alone).
+
+A request's system messages go to the generators; its earlier user/assistant
+messages are the conversation so far; its last message (a user's) is the question.
+When the earlier messages equal a stored live conversation's exchanges (same
+committee and variant), the request continues that conversation, so its policy
+carries over; ``conversation_id`` in the body (the SDK's ``extra_body``) or the
+``X-Peerblend-Conversation`` header names one explicitly. The response is a standard
+chat completion plus a ``peerblend`` object: conversation id, turn, chosen member,
+ranking, scores, every candidate and the timings. Errors come in OpenAI's shape.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Header, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, ConfigDict, ValidationError
+from sqlmodel import Session
+
+from db import crud
+from pipeline.client import BlendClient, TurnOutcome
+from pipeline.context import Exchange, estimate_tokens
+from pipeline.errors import BlendError, InputError, ServiceUnavailable, TurnInProgress, TurnTimeout
+from pipeline.live import LiveConversation, find_by_messages
+from pipeline.plan import RunConfig, check_run
+from workers.chat import ChatError, ChatRequest, conversation_of, error_body, model_ids, parse_model
+from workers.web import web_router
+
+KEEP_ALIVE_S = 5.0
+
+
+class ServerOptions(BaseModel):
+    """What the app needs besides the client: accepted keys, how long a turn may take."""
+
+    model_config = ConfigDict(frozen=True)
+    api_keys: frozenset[str] = frozenset()
+    turn_timeout_s: float = 600.0
+    flower_url: str | None = None  # the pages link each turn to its tasks there
+    report_dir: Path = Path("docs/results")  # where `peerblend report` wrote (the runs page)
+
+
+def create_api(client: BlendClient, options: ServerOptions) -> FastAPI:
+    api = FastAPI(title="peerblend", docs_url=None, redoc_url=None)
+
+    @api.exception_handler(ChatError)
+    async def _chat_error(_: Request, error: ChatError) -> JSONResponse:
+        return JSONResponse(error_body(error), status_code=error.status)
+
+    @api.middleware("http")
+    async def _authenticate(request: Request, call_next: Any) -> Any:
+        if options.api_keys and request.url.path.startswith("/v1/"):
+            given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+            if given not in options.api_keys:
+                error = ChatError(
+                    401, "invalid or missing API key", "invalid_request_error", "invalid_api_key"
+                )
+                return JSONResponse(error_body(error), status_code=401)
+        return await call_next(request)
+
+    @api.get("/health")
+    async def _health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @api.get("/v1/models")
+    async def _models() -> dict[str, Any]:
+        created = int(time.time())
+        data = [
+            {"id": m, "object": "model", "created": created, "owned_by": "peerblend"}
+            for m in model_ids(client.committee)
+        ]
+        return {"object": "list", "data": data}
+
+    @api.post("/v1/chat/completions")
+    async def _chat(request: Request, x_peerblend_conversation: str | None = Header(default=None)) -> Any:
+        try:
+            body = ChatRequest.model_validate(await request.json())
+        except (ValidationError, ValueError) as error:
+            raise ChatError(
+                400, f"invalid request: {_first_problem(error)}", "invalid_request_error"
+            ) from None
+        run = _run_of(client, body.model)
+        system, exchanges, question = conversation_of(body.messages)
+        explicit = body.conversation_id or x_peerblend_conversation
+        chat, turn_index = await _send(client, run, system, exchanges, question, explicit)
+        completion_id = f"chatcmpl-{uuid.uuid4().hex}"
+        ask = asyncio.ensure_future(_wait(chat, turn_index, options.turn_timeout_s))
+        if body.stream:
+            return StreamingResponse(
+                _stream(client, ask, body.model, completion_id), media_type="text/event-stream"
+            )
+        outcome = await ask
+        return await asyncio.to_thread(_completion, client, outcome, body.model, completion_id, question)
+
+    api.include_router(web_router(client, options))  # the read-only pages (workers/web.py)
+    return api
+
+
+def _run_of(client: BlendClient, model: str) -> RunConfig:
+    method, policy = parse_model(model, client.committee)
+    try:
+        return check_run(client.committee, method=method, policy=policy, top_k=None)
+    except InputError as error:
+        raise ChatError(400, str(error), "invalid_request_error", param="model") from None
+
+
+async def _send(
+    client: BlendClient,
+    run: RunConfig,
+    system: str | None,
+    exchanges: list[Exchange],
+    question: str,
+    explicit: str | None,
+) -> tuple[LiveConversation, int]:
+    """Send the question as the next turn of the conversation the request continues; (it, turn index).
+
+    The conversation: the one named explicitly; else a stored live conversation whose
+    exchanges so far equal the request's earlier messages (if it is busy with another
+    request's turn, a new one with that history); else a new one.
+    """
+
+    def new() -> LiveConversation:
+        history = [(e.question, e.answer) for e in exchanges]
+        return client.start(
+            history=history, system=system, method=run.method, policy=run.policy, top_k=run.top_k
+        )
+
+    def send() -> tuple[LiveConversation, int]:
+        if explicit:
+            chat = client.live(explicit)
+            return chat, chat.send(question)
+        found = find_by_messages(client, run, system, exchanges) if exchanges else None
+        if found is not None:
+            chat = client.live(found)
+            try:
+                return chat, chat.send(question)
+            except TurnInProgress:
+                pass  # another request is continuing it right now: branch off
+        chat = new()
+        return chat, chat.send(question)
+
+    try:
+        return await asyncio.to_thread(send)
+    except BlendError as error:
+        raise _as_chat_error(error) from None
+    except ChatError:
+        raise
+    except Exception as error:  # a broker or database driver error: the service is unavailable
+        raise ChatError(
+            503, f"the blending service is unavailable: {type(error).__name__}", "server_error"
+        ) from None
+
+
+async def _wait(chat: LiveConversation, turn_index: int, timeout_s: float) -> TurnOutcome:
+    try:
+        return await chat.await_turn(turn_index, timeout=timeout_s)
+    except BlendError as error:
+        raise _as_chat_error(error) from None
+    except Exception as error:  # a broker or database driver error: the service is unavailable
+        raise ChatError(
+            503, f"the blending service is unavailable: {type(error).__name__}", "server_error"
+        ) from None
+
+
+def _as_chat_error(error: BlendError) -> ChatError:
+    if isinstance(error, TurnInProgress):
+        return ChatError(409, str(error), "invalid_request_error", code="turn_in_progress")
+    if isinstance(error, InputError):
+        return ChatError(400, str(error), "invalid_request_error")
+    if isinstance(error, ServiceUnavailable):
+        return ChatError(503, str(error), "server_error", code="service_unavailable")
+    if isinstance(error, TurnTimeout):
+        return ChatError(504, str(error), "server_error", code="turn_timeout")
+    return ChatError(500, str(error), "server_error")
+
+
+def _completion(
+    client: BlendClient, outcome: TurnOutcome, model: str, completion_id: str, question: str
+) -> dict[str, Any]:
+    prompt_tokens, completion_tokens = estimate_tokens(question), estimate_tokens(outcome.answer)
+    return {
+        "id": completion_id,
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": outcome.answer},
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        },
+        "peerblend": _extension(client, outcome),
+    }
+
+
+def _extension(client: BlendClient, outcome: TurnOutcome) -> dict[str, Any]:
+    """What the blend did: every candidate, the ranking and scores, the timings."""
+    with Session(client.engine) as session:
+        conversation_id, turn_index = outcome.conversation_id, outcome.turn_index
+        candidates = crud.turn_candidates(
+            session=session, conversation_id=conversation_id, turn_index=turn_index
+        )
+        stored = crud.get_result(session=session, conversation_id=conversation_id, turn_index=turn_index)
+    return {
+        "conversation_id": outcome.conversation_id,
+        "turn_index": outcome.turn_index,
+        "status": outcome.status,
+        "chosen": outcome.chosen,
+        "ranking": outcome.ranking,
+        "scores": outcome.scores,
+        "candidates": [{"member": c.member, "text": c.text, "error": c.error} for c in candidates],
+        "timings": outcome.timings,
+        "decision": stored.decision if stored is not None else {},
+    }
+
+
+async def _stream(
+    client: BlendClient, ask: asyncio.Future[TurnOutcome], model: str, completion_id: str
+) -> AsyncIterator[str]:
+    """Server-sent events: the role at once, keep-alives while the committee works, the answer, [DONE]."""
+
+    def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> str:
+        data = {
+            "id": completion_id,
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+            **extra,
+        }
+        return f"data: {json.dumps(data, ensure_ascii=False)}\n\n"
+
+    yield chunk({"role": "assistant", "content": ""})
+    while not ask.done():
+        done, _ = await asyncio.wait({ask}, timeout=KEEP_ALIVE_S)
+        if not done:
+            yield ": keep-alive\n\n"
+    try:
+        outcome = ask.result()
+    except ChatError as error:
+        yield f"data: {json.dumps(error_body(error))}\n\n"
+        yield "data: [DONE]\n\n"
+        return
+    extension = await asyncio.to_thread(_extension, client, outcome)
+    yield chunk({"content": outcome.answer})
+    yield chunk({}, "stop", peerblend=extension)
+    yield "data: [DONE]\n\n"
+
+
+def _first_problem(error: Exception) -> str:
+    if isinstance(error, ValidationError):
+        first = error.errors()[0]
+        return f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}"
+    return "the body is not valid JSON"
