@@ -79,13 +79,17 @@ def turn_signature(plan: TurnPlan, *, app: Any) -> Signature:
 
 
 def _shown(name: str, plan: TurnPlan) -> dict[str, str]:
-    """How a task appears in logs and Flower: stage and member as its name, a short kwargs line.
+    """How a task appears in logs and Flower: stage and member as its name, a short kwargs line
+    with the conversation, the turn (numbered from 1, as people count) and the question.
 
     (Celery cuts kwargs at 1,024 characters in events, which would hide the member
     behind a long passage.)
     """
-    where = f"conversation={plan.context.conversation_id} turn={plan.context.turn_index}"
-    return {"shadow": name, "kwargsrepr": f"{where} method={plan.run.method} policy={plan.run.policy}"}
+    context = plan.context
+    question = context.question if len(context.question) <= 80 else context.question[:77] + "..."
+    where = f"conversation={context.conversation_id} turn={context.turn_index + 1}"  # numbered from 1
+    line = f"{where} method={plan.run.method} policy={plan.run.policy} question={question!r}"
+    return {"shadow": name, "kwargsrepr": line}
 
 
 def task_member(kwargs: dict[str, Any], committee: Committee) -> str | None:

@@ -160,3 +160,54 @@ def test_a_dataset_that_is_not_utf8_is_an_input_error(env, capsys):
     assert main(["replay", str(bad), "--run", "r"]) == EXIT_INPUT
     err = capsys.readouterr().err
     assert "data.jsonl" in err and "Traceback" not in err
+
+
+def test_json_output_holds_what_fetch_holds(env, capsys):
+    conversation = env / "conversation.json"
+    conversation.write_text(json.dumps({"turns": ["Who wrote Dune?", "When?"]}))
+
+    assert main(["submit", str(conversation), "--json"]) == 0
+    submitted = json.loads(capsys.readouterr().out)
+    assert main(["show", submitted["id"], "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+
+    from pipeline.settings import Settings
+    from workers.embedded import connect
+
+    with connect(Settings()) as client:
+        fetched = client.fetch(submitted["id"])
+    assert shown == submitted
+    assert shown["finished"] is True and len(shown["turns"]) == 2
+    assert [t["question"] for t in shown["turns"]] == [t.question for t in fetched.turns]
+    assert [t["result"]["answer"] for t in shown["turns"]] == [t.result["answer"] for t in fetched.turns]
+    assert {c["member"] for c in shown["turns"][0]["candidates"]} == {"m0", "m1", "m2"}
+
+    assert main(["list", "--json"]) == 0
+    listed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert listed[0]["id"] == submitted["id"] and listed[0]["stored"] == 2
+
+
+def test_submit_no_wait_prints_the_id_and_resume_finishes_it(env, capsys):
+    conversation = env / "conversation.json"
+    conversation.write_text(json.dumps(["Who wrote Dune?"]))
+
+    assert main(["submit", str(conversation), "--no-wait"]) == 0
+    conversation_id = capsys.readouterr().out.strip()
+    assert re.fullmatch(r"[0-9a-f]{32}", conversation_id)
+
+    assert main(["resume", conversation_id, "--json"]) == 0
+    resumed = json.loads(capsys.readouterr().out)
+    assert resumed["id"] == conversation_id and resumed["finished"] is True
+
+    assert main(["list"]) == 0
+    assert conversation_id in capsys.readouterr().out
+
+
+def test_show_prints_the_policy_decision_and_says_when_a_turn_was_not_ranked(env, capsys):
+    conversation = env / "conversation.json"
+    conversation.write_text(json.dumps(["Who wrote Dune?", "When?"]))
+
+    assert main(["submit", str(conversation), "--policy", "p2"]) == 0
+    out = capsys.readouterr().out
+    assert "policy: p2: odd turn, ranked" in out
+    assert "not ranked (reused)" in out

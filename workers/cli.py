@@ -1,4 +1,4 @@
-"""The ``peerblend`` command: demo, submit, replay, report, calibrate, show, recover, db upgrade."""
+"""The ``peerblend`` command: demo, submit, list, show, resume, serve, recover, replay, report, calibrate, rerank, db."""
 
 from __future__ import annotations
 
@@ -31,6 +31,8 @@ EXIT_INTERRUPTED = 130
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # models come from local packages only
     args = _parser().parse_args(argv)
+    if not args.verbose:
+        _quiet()
     try:
         return int(args.command(args) or 0)
     except KeyboardInterrupt:
@@ -40,6 +42,20 @@ def main(argv: list[str] | None = None) -> int:
         message, code = _explain(error)
         errors.print(f"[bold red]error:[/] {message}", highlight=False)
         return code
+
+
+def _quiet() -> None:
+    """The blend and little else: no progress bars, no library warnings (``-v`` shows them)."""
+    import logging
+    import warnings
+
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=UserWarning)
+    for noisy in ("kombu.connection", "celery", "transformers", "accelerate"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
 
 
 def _explain(error: Exception) -> tuple[str, int]:
@@ -74,6 +90,9 @@ def _explain(error: Exception) -> tuple[str, int]:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="peerblend", description=__doc__)
     parser.add_argument("--version", action="version", version=f"peerblend {_version()}")
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="show libraries' warnings and progress bars"
+    )
     sub = parser.add_subparsers(required=True, metavar="COMMAND")
 
     demo = sub.add_parser("demo", help="blend one real conversation with the offline committee")
@@ -85,9 +104,12 @@ def _parser() -> argparse.ArgumentParser:
 
     submit = sub.add_parser("submit", help="blend a conversation from a JSON file")
     submit.add_argument("file", type=Path, help='JSON: {"turns": ["question", ...]} or a list of questions')
+    submit.add_argument("--no-wait", action="store_true", help="print the conversation id and return")
+    submit.add_argument("--json", action="store_true", help="print the stored conversation as JSON")
     _run_options(submit)
     submit.set_defaults(command=_submit)
 
+    _stored_conversation_commands(sub)
     _replay_and_report_commands(sub)
 
     calibrate = sub.add_parser(
@@ -103,8 +125,32 @@ def _parser() -> argparse.ArgumentParser:
     calibrate.set_defaults(command=_calibrate)
     _rerank_command(sub)
 
+    db = sub.add_parser("db", help="database schema")
+    db.add_argument("action", choices=["upgrade"], help="create or migrate the schema (Alembic)")
+    db.set_defaults(command=_db)
+    return parser
+
+
+def _stored_conversation_commands(sub: Any) -> None:
+    """list, resume, show, serve, recover: commands about stored conversations."""
+    listing = sub.add_parser("list", help="stored conversations, newest first")
+    listing.add_argument("--run", default=None, help="only this replay run")
+    listing.add_argument("--status", choices=["finished", "running"], default=None)
+    listing.add_argument("--limit", type=_count(1), default=25, help="at most this many (default 25)")
+    listing.add_argument("--json", action="store_true", help="JSON lines, one conversation each")
+    listing.set_defaults(command=_list)
+
+    resume = sub.add_parser("resume", help="send a stored conversation's first unfinished turn again")
+    resume.add_argument("id", help="conversation id")
+    resume.add_argument("--timeout", type=_seconds, default=1800.0, help="seconds to wait for the rest")
+    resume.add_argument("--json", action="store_true", help="print the stored conversation as JSON")
+    resume.set_defaults(command=_resume)
+
     show = sub.add_parser("show", help="print a stored conversation")
     show.add_argument("id", help="conversation id printed by submit")
+    show.add_argument(
+        "--json", action="store_true", help="everything stored, as JSON (as client.fetch returns it)"
+    )
     show.set_defaults(command=_show)
 
     serve = sub.add_parser("serve", help="an OpenAI-compatible chat endpoint whose model is the blend")
@@ -119,16 +165,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     recover.add_argument(
         "--older-than",
-        type=float,
+        type=_seconds,
         default=None,
         help="seconds without progress (default: the longest a task may take, see PEERBLEND_STORE_RETRY_S)",
     )
     recover.set_defaults(command=_recover)
-
-    db = sub.add_parser("db", help="database schema")
-    db.add_argument("action", choices=["upgrade"], help="create or migrate the schema (Alembic)")
-    db.set_defaults(command=_db)
-    return parser
 
 
 def _replay_and_report_commands(sub: Any) -> None:
@@ -267,21 +308,45 @@ def _submit(args: argparse.Namespace) -> int:
 
 def _blend(conversation: Conversation, args: argparse.Namespace, *, preload: bool) -> int:
     from workers.embedded import connect
-    from workers.report import print_turn
 
     settings = Settings()
     with connect(settings) as client:
         if preload:
             _preload_if_embedded(client, settings)
         handle = client.submit(conversation, method=args.method, policy=args.policy, top_k=args.top_k)
+        if getattr(args, "no_wait", False):
+            print(handle.conversation_id)
+            if settings.embedded:
+                errors.print(
+                    "note: embedded mode runs turns only while a peerblend process is up; "
+                    f"`peerblend resume {handle.conversation_id}` finishes it later"
+                )
+            return 0
+        return _follow(client, handle, args)
+
+
+def _follow(client: Any, handle: Any, args: argparse.Namespace) -> int:
+    """Print each turn as it is stored (or, with --json, the whole conversation at the end)."""
+    from workers.report import print_turn
+
+    as_json = getattr(args, "json", False)
+    if not as_json:
         console.print(
             f"conversation [bold]{handle.conversation_id}[/] ({handle.n_turns} turns, committee "
-            f"{client.committee.name}, method {args.method}, policy {args.policy})"
+            f"{client.committee.name})"
         )
-        for outcome in handle.turns(timeout=args.timeout):
-            stored = client.fetch(handle.conversation_id).turns[outcome.turn_index]
-            print_turn(console, stored)
+    for outcome in handle.turns(timeout=args.timeout):
+        if not as_json:
+            print_turn(console, client.fetch(handle.conversation_id).turns[outcome.turn_index])
+    if as_json:
+        print(_json(_stored_json(client.fetch(handle.conversation_id))))
     return 0
+
+
+def _stored_json(stored: Any) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    return {**asdict(stored), "finished": stored.finished}
 
 
 def _replay(args: argparse.Namespace) -> int:
@@ -406,6 +471,9 @@ def _show(args: argparse.Namespace) -> int:
 
     with connect(Settings()) as client:
         stored = client.fetch(args.id)
+        if args.json:
+            print(_json(_stored_json(stored)))
+            return 0
         console.print(
             f"conversation [bold]{stored.id}[/] ({stored.source or 'submitted'}; method {stored.method}, "
             f"policy {stored.policy}, committee {stored.committee})"
@@ -413,6 +481,54 @@ def _show(args: argparse.Namespace) -> int:
         for turn in stored.turns:
             print_turn(console, turn)
     return 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    from sqlmodel import Session
+
+    from db import crud
+    from db.engine import get_engine
+    from workers.services import check_services
+
+    settings = Settings()
+    check_services(settings)
+    with Session(get_engine(settings.database)) as session:
+        rows, total = crud.list_conversations(
+            session=session, run=args.run, status=args.status, limit=args.limit
+        )
+    for row, stored, first in rows:
+        item = {
+            "id": row.id,
+            "created_at": row.created_at.isoformat(),
+            "committee": row.committee,
+            "method": row.method,
+            "policy": row.policy,
+            "run": row.run,
+            "turns": row.n_turns,
+            "stored": stored,
+            "first_question": first,
+        }
+        if args.json:
+            print(_json(item))
+        else:
+            console.print(
+                f"{row.id}  {row.created_at:%Y-%m-%d %H:%M}  {stored}/{row.n_turns} turns  {row.method}/{row.policy}"
+                f"  {row.run or '-'}  {(first or '')[:60]}",
+                highlight=False,
+            )
+    if not args.json:
+        console.print(f"{len(rows)} of {total} conversations", style="dim")
+    return 0
+
+
+def _resume(args: argparse.Namespace) -> int:
+    from workers.embedded import connect
+
+    settings = Settings()
+    with connect(settings) as client:
+        _preload_if_embedded(client, settings)
+        handle = client.resume(args.id)
+        return _follow(client, handle, args)
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -18,12 +18,17 @@ def print_turn(console: Console, turn: StoredTurn) -> None:
         console.print(f"[dim]gold: {' | '.join(turn.gold)}[/]")
     result = turn.result or {}
     scores = result.get("scores", {})
+    decision = result.get("decision") or {}
+    ranked = decision.get("ranked", True)
     candidates = Table("member", "answer", "s", "Borda", title="candidates", title_justify="left")
     for c in turn.candidates:
-        text = c["text"] if not c["error"] else f"[red]excluded: {c['error']}[/]"
+        text = escape(c["text"]) if not c["error"] else f"[red]excluded: {escape(c['error'])}[/]"
         score = scores.get(c["member"])
-        candidates.add_row(c["member"], text, f"{c['seconds']:.2f}", "" if score is None else f"{score:g}")
+        shown = "not ranked (reused)" if not ranked else ("" if score is None else f"{score:g}")
+        candidates.add_row(c["member"], text, f"{c['seconds']:.2f}", shown)
     console.print(candidates)
+    if decision:
+        print_decision(console, decision)
     if turn.reviews:
         ballots = Table(
             "reviewer",
@@ -35,6 +40,8 @@ def print_turn(console: Console, turn: StoredTurn) -> None:
             title="ballots",
             title_justify="left",
         )
+        for column in ballots.columns:  # wrap, never cut: member names stay whole at 80 columns
+            column.overflow = "fold"
         for r in turn.reviews:
             ballots.add_row(
                 r["reviewer"],
@@ -56,6 +63,16 @@ def print_turn(console: Console, turn: StoredTurn) -> None:
     console.print(
         f"[dim]timings: generation {t['generation_s']:.2f} s, review {t['review_s']:.2f} s, "
         f"aggregate {t['aggregate_s']:.3f} s, total {t['total_s']:.2f} s[/]"
+    )
+
+
+def print_decision(console: Console, decision: dict[str, Any]) -> None:
+    """The policy decision: who answered, who reviewed, who sat out and why."""
+    excluded = ", ".join(decision.get("excluded") or []) or "no one"
+    console.print(
+        f"[dim]policy: {escape(str(decision.get('reason', '')))}; answered: "
+        f"{', '.join(decision.get('generators') or [])}; reviewed: "
+        f"{', '.join(decision.get('reviewers') or []) or 'no one (not ranked)'}; sat out: {escape(excluded)}[/]"
     )
 
 

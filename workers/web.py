@@ -222,7 +222,7 @@ def turn_view(
         flower = {
             "task": f"{flower_url}/task/{task}",
             "tasks": f"{flower_url}/tasks",
-            "search": f"conversation={conversation.id} turn={turn.turn_index}",
+            "search": f"conversation={conversation.id} turn={turn.turn_index + 1}",
         }
     return {
         "number": turn.turn_index + 1,
