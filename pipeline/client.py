@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -124,6 +124,7 @@ class BlendClient:
         policy_store: PolicyStore | None = None,
         poll_interval: float = 0.005,
         limits: Limits | None = None,
+        queue_check: Callable[[Iterable[str], str], None] | None = None,
     ):
         self.app = app
         self.engine = engine
@@ -131,6 +132,8 @@ class BlendClient:
         self.policy_store = policy_store  # needed by the p1, p2, p3 policies
         self.poll_interval = poll_interval
         self.limits = limits or Limits()
+        # Distributed mode: refuse at once when a queue a turn needs has no worker (workers.consumers).
+        self.queue_check = queue_check
 
     def submit(
         self,
@@ -157,6 +160,7 @@ class BlendClient:
         self.limits.check(conversation)
         config = check_run(self.committee, method=method, policy=policy, top_k=top_k)
         run = check_run_name(run)
+        self.check_queues()
         conversation_id = uuid.uuid4().hex
         n_turns = len(conversation.questions)
         row = ConversationRow(
@@ -229,6 +233,11 @@ class BlendClient:
         with Session(self.engine, expire_on_commit=False) as session:
             crud.create_conversation(session=session, conversation=row, turns=[])
         return LiveConversation(self, row.id)
+
+    def check_queues(self) -> None:
+        """Raise ServiceUnavailable if a queue of the committee has no worker (distributed mode)."""
+        if self.queue_check is not None:
+            self.queue_check([m.name for m in self.committee.members], self.app.conf.task_default_queue)
 
     def live(self, conversation_id: str) -> LiveConversation:
         """Re-attach to a live conversation started earlier (by any client)."""

@@ -97,6 +97,7 @@ class LiveConversation:
         client = self.client
         if not isinstance(question, str):
             raise InputError(f"a question must be a string, got {type(question).__name__}")
+        client.check_queues()
         with Session(client.engine, expire_on_commit=False) as session:
             row = crud.get_conversation(session=session, conversation_id=self.conversation_id)
             if row is None or not row.live:

@@ -316,3 +316,31 @@ def test_model_ids_map_to_methods_and_policies():
     with pytest.raises(ChatError) as raised:
         parse_model("c:single:m9", committee)
     assert raised.value.status == 404
+
+
+@pytest.mark.services
+def test_a_queue_without_a_worker_is_refused_at_once_naming_it(postgres_url, tmp_path):
+    from pipeline.errors import ServiceUnavailable
+    from tests.faults_support import Deployment
+    from workers.consumers import QueueCheck
+
+    tag = uuid.uuid4().hex[:8]
+    committee = _likelihood_committee(f"queues-{tag}")
+    members = tuple(m.model_copy(update={"queue": f"q{tag}.{m.name}"}) for m in committee.members)
+    committee = committee.model_copy(update={"members": members})
+    redis_url = os.environ.get("PEERBLEND_TEST_REDIS", "redis://127.0.0.1:6379")
+    home = tmp_path / "home"
+    home.mkdir()
+    deployment = Deployment(
+        home, committee, tag=tag, broker=f"{redis_url}/0", backend=f"{redis_url}/1", database=postgres_url
+    )
+    try:
+        check = QueueCheck(deployment.app, committee, cache_s=0.0).check
+        # Given no worker: refused, naming the member's queue
+        with pytest.raises(ServiceUnavailable, match=rf"q{tag}\.m0 \(m0\)"):
+            check(["m0", "m1"], deployment.settings.default_queue)
+        # When a worker consumes every queue: accepted
+        deployment.start_worker()
+        check(["m0", "m1", "m2"], deployment.settings.default_queue)
+    finally:
+        deployment.close()

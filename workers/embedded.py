@@ -19,6 +19,7 @@ from pipeline.committee import Committee
 from pipeline.conversation import Limits
 from pipeline.settings import Settings
 from workers.app import create_app
+from workers.consumers import QueueCheck
 from workers.runtime import committee_from_settings
 from workers.services import check_services
 
@@ -46,6 +47,12 @@ def connect(settings: Settings | None = None, committee: Committee | None = None
             )
         runtime = app.peerblend  # type: ignore[attr-defined]
         limits = Limits(settings.max_question_chars, settings.max_passage_chars, settings.max_turns)
+        check = None if settings.embedded else QueueCheck(app, committee).check
         yield BlendClient(
-            app, get_engine(settings.database), committee, policy_store=runtime.policy_store, limits=limits
+            app,
+            get_engine(settings.database),
+            committee,
+            policy_store=runtime.policy_store,
+            limits=limits,
+            queue_check=check,
         )
