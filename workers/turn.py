@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import replace
 from typing import Any
 
 from celery import Celery
@@ -16,17 +15,16 @@ from db.engine import get_engine
 from db.retry import with_retries
 from db.rows import candidate_rows, judgement_rows, result_row, review_rows
 from pipeline.aggregate import judgement_keys
-from pipeline.canvas import turn_signature
 from pipeline.client import OUTCOME_FIELDS
-from pipeline.context import Exchange
 from pipeline.pairwise import Judgement
-from pipeline.plan import RunConfig, TurnPlan
+from pipeline.plan import RunConfig
 from pipeline.policy import TurnDecision
 from pipeline.records import CandidateRecord, ReviewRecord, TurnContext
 from pipeline.shortlist import advance
 from pipeline.stages import fuse
 from pipeline.verdict import Verdict, decide_turn, finish_timings, with_fusion
 from pipeline.weights import learn_trust, stored_prior, stored_weights
+from workers.dispatch import send_next_turn
 from workers.runtime import Runtime, runtime_of
 
 log = logging.getLogger(__name__)
@@ -73,7 +71,7 @@ def finish_turn(
                 ballots=int(stored.decision.get("ballots", 0)),
             )
             if following is not None:
-                _send_next_turn(app, session, context, stored.answer, following, run=run)
+                send_next_turn(app, session, context, stored.answer, following, run=run)
             return stored
 
     # Stored once, sent once: safe to run again if the database went away halfway.
@@ -121,39 +119,3 @@ def _fused(runtime: Runtime, context: TurnContext, verdict: Verdict) -> Verdict:
         log.warning("fusion by %s failed: %s", aggregator.name, error)
         return with_fusion(verdict, None, error=f"{type(error).__name__}: {error}")
     return with_fusion(verdict, text)
-
-
-def _send_next_turn(
-    app: Celery,
-    session: Session,
-    context: TurnContext,
-    answer: str,
-    decision: TurnDecision,
-    *,
-    run: RunConfig,
-) -> None:
-    """Send turn t+1, which sees this turn's blended answer: once, however often this task runs.
-
-    Sending is claimed in the database first (attempt 0 -> 1); a redelivered or
-    concurrent aggregate of turn t loses the claim and sends nothing.
-    """
-    following = context.turn_index + 1
-    conversation_id = context.conversation_id
-    turn = crud.get_turn(session=session, conversation_id=conversation_id, turn_index=following)
-    if turn is None:
-        raise RuntimeError(f"conversation {conversation_id} has no question {following}")
-    claimed = turn.attempt == 0 and crud.claim_send(
-        session=session, conversation_id=conversation_id, turn_index=following, seen_attempt=0
-    )
-    if not claimed:
-        log.info("turn %s/%s was sent before; not sent again", conversation_id, following)
-        return
-    next_context = replace(
-        context,
-        turn_index=following,
-        question=turn.question,
-        enqueued_at=time.time(),
-        history=(*context.history, Exchange(context.question, answer)),
-        attempt=1,
-    )
-    turn_signature(TurnPlan(next_context, run, decision), app=app).apply_async()
