@@ -139,13 +139,16 @@ class OpenAIOptions(BackendOptions):
 
     base_url: str = Field(min_length=1)
     api_key_env: str | None = None  # environment variable holding the API key
-    timeout_s: float = Field(default=60.0, gt=0)
-    max_retries: int = Field(default=3, ge=0, le=20)
-    backoff_s: float = Field(default=0.5, ge=0)
+    timeout_s: float | None = Field(default=None, gt=0)  # per request; None: the member's time limit
+    max_retries: int = Field(default=3, ge=0, le=20)  # the openai SDK's (jittered backoff, Retry-After)
     max_concurrency: int = Field(default=4, ge=1, le=256)
     temperature: float = Field(default=0.0, ge=0, le=2)
     extra_body: dict[str, Any] = Field(default_factory=dict)
     continue_final_message: bool = False
+
+    def added_capabilities(self) -> frozenset[Capability]:
+        # Warm-up checks the server serves the model and probes scoring once, at worker start.
+        return frozenset({Capability.WARM_UP})
 
 
 class CrossEncoderOptions(BackendOptions):

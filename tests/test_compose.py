@@ -23,7 +23,11 @@ from pipeline.settings import Settings
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = ROOT / "compose.yaml"
 ENTRYPOINT = ROOT / "docker" / "worker-entrypoint.sh"
-SECRETS = {"POSTGRES_PASSWORD": "s3cret-for-tests", "FLOWER_BASIC_AUTH": "admin:s3cret"}
+SECRETS = {
+    "POSTGRES_PASSWORD": "s3cret-for-tests",
+    "FLOWER_BASIC_AUTH": "admin:s3cret",
+    "PEERBLEND_API_KEYS": "key-for-tests",
+}
 COMMITTEE_TARGET = "/app/committee.toml"
 DEFAULT_QUEUE = Settings.model_fields["default_queue"].default
 
@@ -130,7 +134,7 @@ def test_every_committee_queue_and_the_default_queue_has_a_worker(
 
 def test_every_peerblend_process_gets_the_shared_settings(config: dict[str, Any]) -> None:
     # Given the services that run peerblend code (workers, migrate, Flower, the CLI)
-    for name in ("migrate", "worker-control", "worker-gpu0", "worker-gpu1", "flower", "cli"):
+    for name in ("migrate", "worker-control", "worker-gpu0", "worker-gpu1", "flower", "cli", "api"):
         env = config["services"][name]["environment"]
         # Then each talks to the compose Redis and PostgreSQL and loads the mounted committee
         assert env["PEERBLEND_ENVIRONMENT"] == "production", name
@@ -151,6 +155,14 @@ def test_flower_has_basic_auth_and_its_port(config: dict[str, Any]) -> None:
     assert flower["environment"]["FLOWER_BASIC_AUTH"] == SECRETS["FLOWER_BASIC_AUTH"]
     assert flower["command"][:4] == ["celery", "-A", "workers.app", "flower"]
     assert any(p["target"] == 5555 for p in flower["ports"])
+
+
+def test_the_api_serves_with_keys_on_its_port(config: dict[str, Any]) -> None:
+    api = config["services"]["api"]
+    assert api["command"][:2] == ["peerblend", "serve"]
+    assert api["environment"]["PEERBLEND_API_KEYS"] == SECRETS["PEERBLEND_API_KEYS"]
+    assert any(p["target"] == 8000 for p in api["ports"])
+    assert "/health" in " ".join(api["healthcheck"]["test"])
 
 
 # --- (c) start order ----------------------------------------------------------------------

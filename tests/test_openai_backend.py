@@ -1,11 +1,14 @@
 """OpenAIBackend against a real HTTP server on 127.0.0.1, scripted per test.
 
 The server answers from a queue of ``Reply``s (then from ``default``) and records
-every request, so a test can check what was sent and how often.
+every request, so a test can check what was sent and how often. ``GET /v1/models``
+lists ``models``; ``/tokenize`` (vLLM's, at the root) answers 404 unless the test
+gives the server a ``tokenizer``. A real vLLM server is in tests/test_vllm.py.
 """
 
 from __future__ import annotations
 
+import email.utils
 import json
 import socket
 import threading
@@ -18,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from pipeline.backend import Message, Prompt, ScoreRequest, render_transcript
+from pipeline.backend import Capability, Message, Prompt, ScoreRequest, render_transcript
 from pipeline.committee import Member
 from pipeline.errors import BackendError, ConfigError
 from pipeline.settings import Settings
@@ -48,6 +51,7 @@ class Request:
     path: str
     headers: dict[str, str]
     body: dict[str, Any]
+    at: float = field(default_factory=time.perf_counter)
 
 
 class FakeServer:
@@ -56,6 +60,8 @@ class FakeServer:
     def __init__(self) -> None:
         self.replies: list[Reply] = []
         self.default = Reply()
+        self.models = ["served-model"]
+        self.tokenizer: Callable[[dict[str, Any]], list[int]] | None = None
         self.requests: list[Request] = []
         self.active = self.max_active = 0
         self.lock = threading.Lock()
@@ -65,11 +71,22 @@ class FakeServer:
     def script(self, *replies: Reply) -> None:
         self.replies.extend(replies)
 
+    def posted(self, path: str) -> list[Request]:
+        return [r for r in self.requests if r.path == path]
+
     def _next(self, request: Request) -> Reply:
         with self.lock:
             self.requests.append(request)
             self.active += 1
             self.max_active = max(self.max_active, self.active)
+            if request.path == "/v1/models":
+                return Reply(
+                    body={"object": "list", "data": [{"id": m, "object": "model"} for m in self.models]}
+                )
+            if request.path == "/tokenize":  # vLLM's, beside /v1; unscripted
+                if self.tokenizer is None:
+                    return Reply(404, {"detail": "Not Found"})
+                return Reply(body={"tokens": self.tokenizer(request.body)})
             return self.replies.pop(0) if self.replies else self.default
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
@@ -80,7 +97,13 @@ class FakeServer:
 
             def do_POST(self) -> None:
                 raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                request = Request(self.path, {k.lower(): v for k, v in self.headers.items()}, json.loads(raw))
+                self._answer(json.loads(raw) if raw else {})
+
+            def do_GET(self) -> None:
+                self._answer({})
+
+            def _answer(self, sent: dict[str, Any]) -> None:
+                request = Request(self.path, {k.lower(): v for k, v in self.headers.items()}, sent)
                 reply = server._next(request)
                 try:
                     time.sleep(reply.delay)
@@ -115,7 +138,7 @@ def server() -> Iterator[FakeServer]:
 
 
 def backend(server: FakeServer, model: str = "served-model", **options: Any) -> OpenAIBackend:
-    quick = {"base_url": server.url, "backoff_s": 0.01, "timeout_s": 5.0}
+    quick = {"base_url": server.url, "timeout_s": 5.0}
     return OpenAIBackend(BackendSpec(model=model, options=quick | options))
 
 
@@ -216,18 +239,41 @@ def test_a_batch_runs_concurrently_and_keeps_prompt_order(server: FakeServer) ->
 # --- retries and failures -----------------------------------------------------
 
 
-def test_429_with_retry_after_is_retried(server: FakeServer) -> None:
-    server.script(Reply(429, {"error": "slow down"}, {"Retry-After": "0"}), Reply(body=chat("Paris")))
+def gaps(server: FakeServer) -> list[float]:
+    """Seconds between consecutive requests."""
+    return [b.at - a.at for a, b in zip(server.requests, server.requests[1:], strict=False)]
 
-    assert backend(server, backoff_s=5.0).generate([QUESTION]) == ["Paris"]  # Retry-After wins
+
+@pytest.mark.parametrize(
+    "retry_after",
+    [
+        lambda: "2",  # seconds
+        lambda: email.utils.formatdate(time.time() + 3, usegmt=True),  # an HTTP date, 2-3 s ahead
+    ],
+    ids=["seconds", "http-date"],
+)
+def test_429_waits_as_long_as_retry_after_says_in_either_form(
+    server: FakeServer, retry_after: Callable[[], str]
+) -> None:
+    server.script(
+        Reply(429, {"error": "slow down"}, {"Retry-After": retry_after()}), Reply(body=chat("Paris"))
+    )
+
+    assert backend(server).generate([QUESTION]) == ["Paris"]
+
     assert len(server.requests) == 2
+    assert gaps(server)[0] >= 1.5  # the server's wait, not the SDK's own backoff (at most 0.5 s here)
 
 
-def test_503_twice_then_success(server: FakeServer) -> None:
+def test_503_twice_then_success_with_growing_jittered_backoff(server: FakeServer) -> None:
     server.script(Reply(503, "busy"), Reply(503, "busy"), Reply(body=chat("Paris")))
 
     assert backend(server).generate([QUESTION]) == ["Paris"]
+
     assert len(server.requests) == 3
+    first, second = gaps(server)
+    # 0.5 s then 1 s, each shortened by a random 0-25 % (jitter, so retries do not march in step)
+    assert 0.37 <= first < second and second >= 0.74
 
 
 def test_500_always_fails_after_all_attempts(server: FakeServer) -> None:
@@ -252,24 +298,45 @@ def test_400_fails_at_once_with_the_server_text(server: FakeServer) -> None:
 
 
 def test_a_slow_server_times_out(server: FakeServer) -> None:
-    server.default = Reply(delay=1.0)
+    server.default = Reply(delay=3.0)
     started = time.perf_counter()
 
     with pytest.raises(BackendError, match="Timeout"):
         backend(server, timeout_s=0.2, max_retries=1).generate([QUESTION])
 
     assert len(server.requests) == 2
-    assert time.perf_counter() - started < 1.0
+    assert time.perf_counter() - started < 1.5  # two 0.2 s attempts and one backoff (<= 0.5 s)
+
+
+def test_the_members_time_limit_bounds_each_request_when_the_option_is_unset(server: FakeServer) -> None:
+    # Given no timeout_s option, and a member whose calls may take 0.3 s (the runtime passes it)
+    server.default = Reply(delay=3.0)
+    member = OpenAIBackend(
+        BackendSpec(model="served-model", options={"base_url": server.url, "max_retries": 0}, timeout_s=0.3)
+    )
+    started = time.perf_counter()
+
+    with pytest.raises(BackendError, match="Timeout"):
+        member.generate([QUESTION])
+
+    assert member.timeout_s == 0.3
+    assert time.perf_counter() - started < 1.5
 
 
 def test_connection_refused() -> None:
     url = f"http://127.0.0.1:{free_port()}/v1"
-    member = OpenAIBackend(
-        BackendSpec(model="m", options={"base_url": url, "max_retries": 1, "backoff_s": 0.01})
-    )
+    member = OpenAIBackend(BackendSpec(model="m", options={"base_url": url, "max_retries": 1}))
 
     with pytest.raises(BackendError, match="ConnectError"):
         member.generate([QUESTION])
+
+
+def test_a_refused_connection_stops_the_warm_up() -> None:
+    url = f"http://127.0.0.1:{free_port()}/v1"
+    member = OpenAIBackend(BackendSpec(model="m", options={"base_url": url, "max_retries": 0}))
+
+    with pytest.raises(BackendError, match="ConnectError"):
+        member.warm_up()
 
 
 def test_max_concurrency_bounds_simultaneous_requests_across_threads(server: FakeServer) -> None:
@@ -354,17 +421,17 @@ model = "s"
     assert built.generate([QUESTION]) == ["Paris"]
 
 
-# --- score ------------------------------------------------------------------------
+# --- score: the text form (servers without vLLM's /tokenize) ----------------------------
 
 
 def echo_logprobs(body: dict[str, Any]) -> dict[str, Any]:
-    """Two context tokens, then " Par" and "is", split where a tokenizer would."""
-    text = body["prompt"]
+    """Two context tokens, then " Par" and "is", split where a tokenizer would; then one generated token."""
+    [text] = body["prompt"]
     cut = text.rindex(" Par")
-    tokens = [text[:5], text[5:cut], " Par", "is"]
-    offsets = [0, 5, cut, cut + 4]
-    logprobs = {"tokens": tokens, "token_logprobs": [None, -3.0, -0.5, -1.5], "text_offset": offsets}
-    return {"choices": [{"text": text, "logprobs": logprobs}]}
+    tokens = [text[:5], text[5:cut], " Par", "is", "!"]
+    offsets = [0, 5, cut, cut + 4, len(text)]
+    logprobs = {"tokens": tokens, "token_logprobs": [None, -3.0, -0.5, -1.5, -9.0], "text_offset": offsets}
+    return {"choices": [{"index": 0, "text": text + "!", "logprobs": logprobs}]}
 
 
 def test_score_is_the_mean_logprob_of_the_continuation_tokens(server: FakeServer) -> None:
@@ -373,11 +440,13 @@ def test_score_is_the_mean_logprob_of_the_continuation_tokens(server: FakeServer
 
     [score] = backend(server).score([request])
 
-    assert score == pytest.approx(-1.0)  # (-0.5 + -1.5) / 2; the context's -3.0 is left out
-    [sent] = server.requests
-    assert sent.path == "/v1/completions"
-    assert sent.body["prompt"] == render_transcript(QUESTION) + " Paris"
-    assert sent.body["echo"] is True and sent.body["logprobs"] == 1 and sent.body["max_tokens"] == 0
+    assert score == pytest.approx(
+        -1.0
+    )  # (-0.5 + -1.5) / 2; the context's -3.0 and the generated -9.0 left out
+    [sent] = server.posted("/v1/completions")
+    assert sent.body["prompt"] == [render_transcript(QUESTION) + " Paris"]
+    assert sent.body["echo"] is True and sent.body["logprobs"] == 1
+    assert sent.body["max_tokens"] == 1  # some vLLM versions refuse 0
 
 
 def test_an_empty_continuation_scores_low_without_a_request(server: FakeServer) -> None:
@@ -385,11 +454,143 @@ def test_an_empty_continuation_scores_low_without_a_request(server: FakeServer) 
     assert server.requests == []
 
 
-@pytest.mark.parametrize("reply", [Reply(404, "Not Found"), Reply(body={"choices": [{"text": "x"}]})])
-def test_a_server_that_cannot_score_says_to_use_ranking(server: FakeServer, reply: Reply) -> None:
+@pytest.mark.parametrize(
+    "reply", [Reply(404, "Not Found"), Reply(body={"choices": [{"index": 0, "text": "x"}]})]
+)
+def test_a_server_that_cannot_score_says_to_use_ranking_and_is_not_asked_again(
+    server: FakeServer, reply: Reply
+) -> None:
     server.script(reply)
+    member = backend(server)
 
-    with pytest.raises(BackendError, match="ranking"):
-        backend(server).score([ScoreRequest(QUESTION, "Paris")])
+    for _ in range(2):
+        with pytest.raises(BackendError, match='review_method = "ranking"'):
+            member.score([ScoreRequest(QUESTION, "Paris")])
 
-    assert len(server.requests) == 1
+    assert len(server.posted("/v1/completions")) == 1  # not retried, and the second call fails at once
+
+
+# --- score: token ids rendered by vLLM's /tokenize (chat template) -------------------------
+
+
+def toy_tokenize(body: dict[str, Any]) -> list[int]:
+    """One id per character; chat messages rendered as ``<role>content``, a generation prompt as ``<assistant>``."""
+    if "prompt" in body:
+        return [ord(c) for c in body["prompt"]]
+    text = "".join(f"<{m['role']}>{m['content']}" for m in body["messages"])
+    if body.get("add_generation_prompt", True):
+        text += "<assistant>"
+    return [ord(c) for c in text]
+
+
+def toy_logprob(token: int) -> float:
+    return -(token % 7) / 4
+
+
+def echo_token_logprobs(body: dict[str, Any]) -> dict[str, Any]:
+    """Each prompt of the list echoed: its tokens' log-probs (the first None), then one generated token."""
+    choices = [
+        {"index": i, "text": "", "logprobs": {"token_logprobs": [None, *map(toy_logprob, ids[1:]), -9.0]}}
+        for i, ids in enumerate(body["prompt"])
+    ]
+    return {"choices": choices[::-1]}  # any order: the index says which prompt
+
+
+def test_with_tokenize_a_review_is_one_request_of_token_ids_rendered_with_the_chat_template(
+    server: FakeServer,
+) -> None:
+    # Given a vLLM-like server (it has /tokenize) and one review: two candidates under two prompts
+    server.tokenizer = toy_tokenize
+    server.default = Reply(body=echo_token_logprobs)
+    content_free = Prompt(messages=(Message("user", "N/A"),))
+    requests = [ScoreRequest(p, c) for c in ("Paris", "Lyon") for p in (QUESTION, content_free)]
+
+    # When it is scored
+    scores = backend(server).score(requests)
+
+    # Then each score is the mean over the continuation's own tokens, after its context's
+    expected = [
+        sum(map(toy_logprob, toy_tokenize({"prompt": r.continuation}))) / len(r.continuation)
+        for r in requests
+    ]
+    assert scores == pytest.approx(expected)
+    # and the server saw one /completions request with every (context + continuation) as token ids
+    [sent] = server.posted("/v1/completions")
+    question = toy_tokenize({"messages": [{"role": "user", "content": QUESTION.messages[0].content}]})
+    assert sent.body["prompt"][0] == question + [ord(c) for c in "Paris"]
+    assert len(sent.body["prompt"]) == 4 and sent.body["max_tokens"] == 1
+    # contexts and continuations tokenized apart, each once
+    tokenized = server.posted("/tokenize")
+    assert sum("messages" in r.body for r in tokenized) == 1 + 2  # the form probe, then the two prompts
+    assert sorted(r.body["prompt"] for r in tokenized if "prompt" in r.body) == ["Lyon", "Paris"]
+    assert all(r.body["add_special_tokens"] is False for r in tokenized if "prompt" in r.body)
+
+
+def test_with_tokenize_a_prefill_is_continued_by_the_chat_template(server: FakeServer) -> None:
+    server.tokenizer = toy_tokenize
+    server.default = Reply(body=echo_token_logprobs)
+    judged = Prompt(messages=QUESTION.messages, prefill="Better answer:")
+
+    backend(server).score([ScoreRequest(judged, " A")])
+
+    rendered = [r.body for r in server.posted("/tokenize") if r.body.get("continue_final_message")]
+    assert rendered == [
+        {
+            "model": "served-model",
+            "messages": [
+                {"role": "user", "content": QUESTION.messages[0].content},
+                {"role": "assistant", "content": "Better answer:"},
+            ],
+            "add_generation_prompt": False,
+            "continue_final_message": True,
+        }
+    ]
+
+
+# --- warm-up: at worker start -------------------------------------------------------------
+
+
+def test_options_switch_warm_up_on_and_the_worker_warms_up_the_member(server: FakeServer) -> None:
+    member = Member(name="remote", backend="openai", model="served-model", options={"base_url": server.url})
+
+    assert Capability.WARM_UP in member.capabilities
+
+
+def test_warm_up_names_the_served_models_when_the_member_names_another(server: FakeServer) -> None:
+    server.models = ["qwen", "smol"]
+
+    with pytest.raises(BackendError, match="serves qwen, smol, not 'served-model'"):
+        backend(server).warm_up()
+
+
+def test_warm_up_of_a_server_that_can_score_remembers_how(server: FakeServer) -> None:
+    server.tokenizer = toy_tokenize
+    server.default = Reply(body=echo_token_logprobs)
+    member = backend(server)
+
+    member.warm_up()
+    member.warm_up()  # a second member on the same backend: nothing more is sent
+    member.score([ScoreRequest(QUESTION, "Paris")])
+
+    assert len(server.posted("/v1/models")) == 1
+    assert [r.path for r in server.requests].count("/tokenize") == 1 + 2 + 2  # the form once; two per score
+    assert len(server.posted("/v1/completions")) == 2
+
+
+def test_warm_up_of_a_server_that_cannot_score_keeps_the_worker_and_fails_scoring_at_once(
+    server: FakeServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given a server like llama.cpp's: chat works, /completions echoes no prompt log-probs
+    server.default = Reply(body={"choices": [{"index": 0, "text": "Hello", "logprobs": None}]})
+    member = backend(server)
+
+    # When the worker warms it up, Then it starts (its members may review by ranking) and says why
+    member.warm_up()
+    assert 'review_method = "ranking"' in caplog.text and "'served-model'" in caplog.text
+    assert member.scoring_problem is not None and "no prompt logprobs" in member.scoring_problem
+
+    # and a likelihood review fails at once, without a request
+    sent = len(server.requests)
+    with pytest.raises(BackendError, match="cannot score"):
+        member.score([ScoreRequest(QUESTION, "Paris")])
+    assert len(server.requests) == sent
