@@ -357,3 +357,40 @@ def conversation_progress(*, session: Session, conversation_id: str) -> tuple[in
         return None
     query = select(func.count(col(TurnResult.id))).where(TurnResult.conversation_id == conversation_id)
     return int(n_turns), int(session.exec(query).one())
+
+
+def append_live_turn(*, session: Session, conversation: Conversation, question: str) -> bool:
+    """Add the next turn of a live conversation (sent now, attempt 1); False if another was added first."""
+    conversation.n_turns += 1
+    session.add(conversation)
+    session.add(
+        Turn(
+            conversation_id=conversation.id,
+            turn_index=conversation.n_turns - 1,
+            question=question,
+            attempt=1,
+            sent_at=utc_now(),
+        )
+    )
+    try:
+        session.commit()
+    except IntegrityError:
+        session.rollback()
+        return False
+    return True
+
+
+def set_fingerprint(*, session: Session, conversation: Conversation, fingerprint: str) -> None:
+    conversation.fingerprint = fingerprint
+    session.add(conversation)
+    session.commit()
+
+
+def find_live_conversation(*, session: Session, fingerprint: str) -> str | None:
+    """The newest live conversation with this fingerprint, if any."""
+    query = (
+        select(Conversation.id)
+        .where(col(Conversation.fingerprint) == fingerprint, col(Conversation.live).is_(True))
+        .order_by(col(Conversation.created_at).desc())
+    )
+    return session.exec(query).first()

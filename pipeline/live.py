@@ -28,8 +28,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, col, select
+from sqlmodel import Session
 
 from db import crud
 from db.models import Conversation as ConversationRow
@@ -113,7 +112,10 @@ class LiveConversation:
                 Conversation(tuple(Question(t.question) for t in turns) + (Question(question.strip()),))
             )
             index = len(turns)
-            self._store_turn(session, row, index, question.strip())
+            if not crud.append_live_turn(session=session, conversation=row, question=question.strip()):
+                raise TurnInProgress(
+                    f"another question was asked in conversation {self.conversation_id} at the same time"
+                )
         run = RunConfig(method=row.method, policy=check_policy(row.policy), top_k=row.top_k, live=True)
         context = TurnContext(
             conversation_id=self.conversation_id,
@@ -128,26 +130,6 @@ class LiveConversation:
         decision = self._decision(run, index, results)
         turn_signature(TurnPlan(context, run, decision), app=client.app).apply_async()
         return index
-
-    def _store_turn(self, session: Session, row: ConversationRow, index: int, question: str) -> None:
-        row.n_turns = index + 1
-        session.add(row)
-        session.add(
-            Turn(
-                conversation_id=self.conversation_id,
-                turn_index=index,
-                question=question,
-                attempt=1,
-                sent_at=crud.utc_now(),
-            )
-        )
-        try:
-            session.commit()
-        except IntegrityError:
-            session.rollback()
-            raise TurnInProgress(
-                f"another question was asked in conversation {self.conversation_id} at the same time"
-            ) from None
 
     def _decision(self, run: RunConfig, index: int, results: Sequence[Any]) -> TurnDecision:
         client = self.client
@@ -177,9 +159,8 @@ class LiveConversation:
             if len(results) < len(turns):
                 return
             run = RunConfig(method=row.method, policy=check_policy(row.policy), top_k=row.top_k, live=True)
-            row.fingerprint = fingerprint(row.committee, run, row.system, _exchanges(row, turns, results))
-            session.add(row)
-            session.commit()
+            done = fingerprint(row.committee, run, row.system, _exchanges(row, turns, results))
+            crud.set_fingerprint(session=session, conversation=row, fingerprint=done)
 
 
 def _exchanges(row: ConversationRow, turns: Sequence[Turn], results: Sequence[Any]) -> tuple[Exchange, ...]:
@@ -197,9 +178,4 @@ def find_by_messages(
     """The id of a live conversation whose settings and exchanges so far equal these, if any (newest)."""
     wanted = fingerprint(client.committee.name, run, system, exchanges)
     with Session(client.engine) as session:
-        query = (
-            select(ConversationRow.id)
-            .where(col(ConversationRow.fingerprint) == wanted, col(ConversationRow.live).is_(True))
-            .order_by(col(ConversationRow.created_at).desc())
-        )
-        return session.exec(query).first()
+        return crud.find_live_conversation(session=session, fingerprint=wanted)
