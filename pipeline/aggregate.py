@@ -93,6 +93,8 @@ def judgement_key(member: Member) -> str:
     }
     if member.review_method == "ranking":
         parts["review_max_new_tokens"] = member.generation.review_max_new_tokens
+    if member.review_method == "consistency":  # it samples answers the way the member answers
+        parts["generation"] = member.generation.model_dump()
     return json.dumps(parts, sort_keys=True, default=str)
 
 

@@ -33,12 +33,19 @@ class Message:
 
 @dataclass(frozen=True)
 class Prompt:
-    """A chat prompt. ``prefill`` is text the model's answer is forced to start with."""
+    """A chat prompt. ``prefill`` is text the model's answer is forced to start with.
+
+    ``temperature`` 0 asks for the greedy answer; above 0 for a sample, drawn from a
+    generator seeded with ``seed`` (same prompt and seed, same sample, where the
+    backend can promise it).
+    """
 
     messages: tuple[Message, ...]
     prefill: str = ""
     max_new_tokens: int = 48
     stop: tuple[str, ...] = field(default_factory=tuple)
+    temperature: float = 0.0
+    seed: int = 0
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -46,6 +53,8 @@ class Prompt:
             "prefill": self.prefill,
             "max_new_tokens": self.max_new_tokens,
             "stop": list(self.stop),
+            "temperature": self.temperature,
+            "seed": self.seed,
         }
 
 
@@ -84,7 +93,8 @@ class Backend(Protocol):
     """What the pipeline needs of a model; ``workers.backends`` implements it."""
 
     def generate(self, prompts: Sequence[Prompt]) -> list[str]:
-        """Greedy continuation of each prompt after its prefill (prefill not included)."""
+        """Each prompt's continuation after its prefill (prefill not included): greedy, or
+        sampled at the prompt's ``temperature``."""
         ...
 
     def score(self, requests: Sequence[ScoreRequest]) -> list[float]:

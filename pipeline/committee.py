@@ -26,9 +26,14 @@ from pydantic import (
 from pipeline.backend import Capability, backend_info, enabled_backend
 from pipeline.errors import ConfigError
 
-# "ranking": free text after a prefilled "Ranking:"; "likelihood": PMI of each answer;
-# "verify": the reviewer's calibrated yes/no judgement that each answer is correct (pipeline/stages.py).
-ReviewMethod = Literal["ranking", "likelihood", "verify"]
+# How a reviewer ranks the candidates (pipeline/stages.py):
+# "ranking": free text after a prefilled "Ranking:";
+# "likelihood": PMI of each answer (mean log-prob per token given the turn, minus given a content-free question);
+# "likelihood-total": that PMI times the answer's length in words (the evidence of the whole answer, not per token);
+# "verify": the reviewer's calibrated yes/no judgement that each answer is correct;
+# "consistency": agreement (token F1) of each answer with the reviewer's own sampled answers.
+ReviewMethod = Literal["ranking", "likelihood", "likelihood-total", "verify", "consistency"]
+SCORING_METHODS: frozenset[str] = frozenset({"likelihood", "likelihood-total", "verify"})
 Role = Literal["generator", "reviewer", "aggregator", "judge"]  # judge: pairwise baseline only
 AnswerStyle = Literal["concise", "terse"]
 
@@ -47,6 +52,9 @@ class Generation(BaseModel):
     style: AnswerStyle = "concise"
     few_shot: tuple[FewShot, ...] = ()
     review_max_new_tokens: int = Field(default=16, ge=4, le=256)
+    # review_method "consistency": how many answers the reviewer samples, and how hot
+    consistency_samples: int = Field(default=4, ge=2, le=32)
+    consistency_temperature: float = Field(default=0.7, gt=0, le=2)
 
 
 class Member(BaseModel):
@@ -123,7 +131,7 @@ def _role_needs(role: Role, review_method: ReviewMethod) -> frozenset[Capability
     """What a member in ``role`` needs of its backend: any one of these capabilities."""
     if role == "judge":  # an LLM judge scores " A" and " B"; a cross-encoder compares
         return frozenset({Capability.SCORE, Capability.COMPARE})
-    if role == "reviewer" and review_method in ("likelihood", "verify"):
+    if role == "reviewer" and review_method in SCORING_METHODS:
         return frozenset({Capability.SCORE})
     return frozenset({Capability.GENERATE})
 

@@ -10,10 +10,11 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import replace
+from statistics import fmean
 from typing import cast
 
 from pipeline.aggregate import usable
-from pipeline.backend import Backend, Capability, PairJudge, ScoreRequest
+from pipeline.backend import Backend, Capability, PairJudge, Prompt, ScoreRequest
 from pipeline.ballot import (
     ParseStatus,
     label_map,
@@ -24,6 +25,7 @@ from pipeline.ballot import (
 )
 from pipeline.committee import Committee, Member
 from pipeline.context import Exchange, fit_history, fit_passage
+from pipeline.evaluation.metrics import token_f1
 from pipeline.pairwise import Judgement, preference
 from pipeline.prompts import (
     VERIFY_NO,
@@ -49,11 +51,11 @@ def _fitted(committee: Committee, context: TurnContext) -> tuple[list[Exchange],
     return history, fit_passage(context.passage, committee.passage_budget_tokens)
 
 
-def answer(backend: Backend, member: Member, committee: Committee, context: TurnContext) -> CandidateRecord:
-    """``member``'s answer to the turn's question, or the error that prevented it."""
+def _answer_prompt(member: Member, committee: Committee, context: TurnContext) -> Prompt:
+    """The prompt ``member`` answers the turn's question from (its style, few-shot, length)."""
     history, passage = _fitted(committee, context)
     settings = member.generation
-    prompt = generator_prompt(
+    return generator_prompt(
         context.question,
         history,
         style=settings.style,
@@ -62,6 +64,11 @@ def answer(backend: Backend, member: Member, committee: Committee, context: Turn
         max_new_tokens=settings.max_new_tokens,
         instructions=context.system,
     )
+
+
+def answer(backend: Backend, member: Member, committee: Committee, context: TurnContext) -> CandidateRecord:
+    """``member``'s answer to the turn's question, or the error that prevented it."""
+    prompt = _answer_prompt(member, committee, context)
     start = time.perf_counter()
     try:
         (text,) = backend.generate([prompt])
@@ -109,8 +116,13 @@ def review(
             status, ranking, raw = _rank_by_text(backend, reviewer, committee, context, pool, shown)
         elif reviewer.review_method == "verify":
             status, ranking, raw = _rank_by_verification(backend, committee, context, pool, shown)
+        elif reviewer.review_method == "consistency":
+            status, ranking, raw = _rank_by_consistency(
+                backend, reviewer, committee, context, pool, shown, seed
+            )
         else:
-            status, ranking, raw = _rank_by_likelihood(backend, committee, context, pool, shown)
+            total = reviewer.review_method == "likelihood-total"
+            status, ranking, raw = _rank_by_likelihood(backend, committee, context, pool, shown, total=total)
     except Exception as error:  # noqa: BLE001 - a failed reviewer gives no ballot, recorded
         log.warning("reviewer %s failed: %s", reviewer.name, _describe(error))
         status, ranking, raw, failure = "error", (), "", _describe(error)
@@ -157,7 +169,12 @@ def _rank_by_likelihood(
     context: TurnContext,
     pool: Sequence[CandidateRecord],
     shown: Sequence[str],
+    *,
+    total: bool = False,
 ) -> _Ballot:
+    """PMI per token of each candidate (``likelihood_prompts``); with ``total``, times its length
+    in words (``answer_length``): the evidence of the whole answer, so a one-word reply no longer
+    wins on its per-token average alone."""
     history, passage = _fitted(committee, context)
     conditional, content_free = likelihood_prompts(context.question, history, passage=passage)
     text_of = {c.member: c.text for c in pool}
@@ -166,8 +183,48 @@ def _rank_by_likelihood(
     if len(values) != len(requests):
         raise ValueError(f"backend returned {len(values)} scores for {len(requests)} requests")
     pmi = {m: values[2 * i] - values[2 * i + 1] for i, m in enumerate(shown)}
+    if total:
+        pmi = {m: v * answer_length(text_of[m]) for m, v in pmi.items()}
     raw = " ".join(f"{m}={v:.4f}" for m, v in pmi.items())
     return ParseStatus.SCORED.value, ranking_from_scores(pmi, shown), raw
+
+
+def answer_length(text: str) -> int:
+    """An answer's length in words (whitespace-separated), at least 1: backend-independent,
+    unlike a token count."""
+    return max(1, len(text.split()))
+
+
+def _rank_by_consistency(
+    backend: Backend,
+    reviewer: Member,
+    committee: Committee,
+    context: TurnContext,
+    pool: Sequence[CandidateRecord],
+    shown: Sequence[str],
+    seed: int,
+) -> _Ballot:
+    """The reviewer samples ``consistency_samples`` answers of its own (its generation prompt at
+    ``consistency_temperature``); each candidate scores its mean token F1 with them.
+
+    A candidate the reviewer would often say itself ranks high. Cost: that many
+    generations per turn (one batch on a batching backend). The raw record holds the
+    scores and the samples.
+    """
+    settings = reviewer.generation
+    base = _answer_prompt(reviewer, committee, context)
+    prompts = [
+        replace(base, temperature=settings.consistency_temperature, seed=seed + i)
+        for i in range(settings.consistency_samples)
+    ]
+    samples = [s.strip() for s in backend.generate(prompts)]
+    if len(samples) != len(prompts):
+        raise ValueError(f"backend returned {len(samples)} answers for {len(prompts)} prompts")
+    text_of = {c.member: c.text for c in pool}
+    agreement = {m: fmean(token_f1(text_of[m], s) for s in samples) for m in shown}
+    scores = " ".join(f"{m}={v:.4f}" for m, v in agreement.items())
+    raw = scores + "\n" + "\n".join(f"sample: {s}" for s in samples)
+    return ParseStatus.SCORED.value, ranking_from_scores(agreement, shown), raw
 
 
 def _rank_by_verification(

@@ -230,3 +230,20 @@ def test_generation_stops_at_the_members_deadline(smollm: hf.TransformersBackend
 
     # Then it stopped early (a few tokens at most), instead of running on after its task gave up
     assert len(bounded.tokenizer(cut)["input_ids"]) < 50
+
+
+def test_sampled_prompts_vary_within_a_batch_repeat_under_a_seed_and_leave_greedy_rows_alone(
+    smollm: hf.TransformersBackend,
+) -> None:
+    story = Prompt(messages=(Message("user", "Tell me a story about a cat."),), max_new_tokens=12)
+    hot = [
+        Prompt(messages=story.messages, max_new_tokens=12, temperature=1.5, seed=7 + i) for i in range(4)
+    ]
+    [greedy] = smollm.generate([story])
+
+    first = smollm.generate([*hot, story])
+    again = smollm.generate([*hot, story])
+
+    assert first[-1] == greedy  # the greedy row is not sampled, though it shares the call
+    assert len(set(first[:4])) > 1  # identical sampled prompts in one batch differ
+    assert first == again  # the same seeds give the same samples

@@ -182,6 +182,9 @@ def _replay_and_report_commands(sub: Any) -> None:
     replay.add_argument(
         "--stride", type=_count(1), default=1, help="take every n-th conversation of each file"
     )
+    replay.add_argument(
+        "--start", type=_count(0), default=0, help="begin at this conversation of each file (0-based)"
+    )
     replay.add_argument("--concurrency", type=_count(1), default=4, help="conversations in flight at once")
     _run_options(replay)
     replay.set_defaults(command=_replay)
@@ -353,9 +356,8 @@ def _replay(args: argparse.Namespace) -> int:
     from workers.embedded import connect
     from workers.evaluation.replay import load_all, replay
 
-    conversations = load_all(
-        args.files, args.limit, args.stride
-    )  # all or nothing, before anything is enqueued
+    # all or nothing, before anything is enqueued
+    conversations = load_all(args.files, args.limit, args.stride, args.start)
     settings = Settings()
     with connect(settings) as client:
         _preload_if_embedded(client, settings)

@@ -156,7 +156,7 @@ def _load_hint(exc: Exception) -> str:
 
 
 class TransformersBackend:
-    """A causal LM loaded eagerly onto ``spec.device``; greedy generation and scoring.
+    """A causal LM loaded eagerly onto ``spec.device``; generation (greedy or sampled) and scoring.
 
     Its capabilities (batched by the worker, warmed up after loading) are declared
     in ``pipeline.backend.BACKENDS``.
@@ -205,17 +205,29 @@ class TransformersBackend:
         self.generate([Prompt((Message("user", "Hello"),), max_new_tokens=1)])
 
     def generate(self, prompts: Sequence[Prompt]) -> list[str]:
-        """Greedy continuation of each prompt after its prefill, cut at its first stop.
+        """Each prompt's continuation after its prefill, cut at its first stop.
 
         Prompts with different ``max_new_tokens`` share a batch: each row stops at
         its own limit (and its own stop strings), the batch when all rows have.
+        Greedy prompts and sampled ones (``temperature`` > 0) go in separate
+        batches (one per temperature); a sampled batch draws from torch's
+        generator seeded with its first prompt's ``seed``, so identical prompts in
+        one batch give different samples, and a rerun gives the same ones (on the
+        same machine, batch and thread).
         """
-        results: list[str] = []
-        for start in range(0, len(prompts), self.batch_size):
-            results += self._generate_batch(list(prompts[start : start + self.batch_size]))
-        return results
+        results: dict[int, str] = {}
+        groups: dict[float, list[int]] = {}
+        for i, prompt in enumerate(prompts):
+            groups.setdefault(max(prompt.temperature, 0.0), []).append(i)
+        for temperature, rows in groups.items():
+            for start in range(0, len(rows), self.batch_size):
+                chunk = rows[start : start + self.batch_size]
+                batch = [prompts[i] for i in chunk]
+                texts = self._generate_batch(batch, temperature=temperature, seed=batch[0].seed)
+                results.update(zip(chunk, texts, strict=True))
+        return [results[i] for i in range(len(prompts))]
 
-    def _generate_batch(self, prompts: list[Prompt]) -> list[str]:
+    def _generate_batch(self, prompts: list[Prompt], *, temperature: float = 0.0, seed: int = 0) -> list[str]:
         batch = self.tokenizer(
             [self.render(p) for p in prompts],
             return_tensors="pt",
@@ -227,11 +239,15 @@ class TransformersBackend:
         stops = [p.stop for p in prompts]
         limits = [p.max_new_tokens for p in prompts]
         criteria = StoppingCriteriaList([_RowStops(self.tokenizer, stops, limits, width)])
+        sampling: dict[str, object] = {"do_sample": False}
+        if temperature > 0:
+            torch.manual_seed(seed)
+            sampling = {"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0}
         with torch.inference_mode():
             output = self.model.generate(
                 **batch,
                 max_new_tokens=max(limits),
-                do_sample=False,
+                **sampling,
                 pad_token_id=self.tokenizer.pad_token_id,
                 stopping_criteria=criteria,
                 max_time=self.spec.timeout_s,  # stop at the member's deadline (None: no bound)

@@ -202,7 +202,8 @@ class OpenAIBackend:
                 model=self.spec.model,
                 messages=messages,  # type: ignore[arg-type]  # plain dicts of the SDK's shape
                 max_tokens=prompt.max_new_tokens,
-                temperature=self.options.temperature,
+                temperature=prompt.temperature if prompt.temperature > 0 else self.options.temperature,
+                seed=prompt.seed if prompt.temperature > 0 else openai.omit,
                 stop=stop,
                 extra_body=extra | self.options.extra_body,
                 extra_headers=self._headers,

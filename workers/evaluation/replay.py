@@ -46,16 +46,19 @@ class _InFlight:
     waiting_since: float  # time.monotonic() when its current turn began to be awaited
 
 
-def load_all(files: Sequence[Path], limit: int | None, stride: int = 1) -> list[Conversation]:
-    """Every ``stride``-th conversation of each file, at most ``limit`` per file.
+def load_all(files: Sequence[Path], limit: int | None, stride: int = 1, start: int = 0) -> list[Conversation]:
+    """Every ``stride``-th conversation of each file from its ``start``-th (0-based), at most
+    ``limit`` per file.
 
     All files load (or raise DatasetError) before anything is enqueued.
     """
     if stride < 1:
         raise InputError(f"--stride must be at least 1, got {stride}")
-    if stride == 1:
+    if start < 0:
+        raise InputError(f"--start must be at least 0, got {start}")
+    if stride == 1 and start == 0:
         return [c for path in files for c in load_conversations(path, limit=limit)]
-    return [c for path in files for c in load_conversations(path)[::stride][:limit]]
+    return [c for path in files for c in load_conversations(path)[start::stride][:limit]]
 
 
 _COLUMNS = (
