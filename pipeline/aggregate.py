@@ -177,6 +177,14 @@ def decide_by_prior(
     return Decision(tuple(ranking), scores, "prior", 0, dropped)
 
 
+def decide_single(candidates: Sequence[CandidateRecord], member: str) -> Decision:
+    """``member``'s answer, as a single-model run gives it (status "single"; none if it failed)."""
+    dropped = excluded(candidates)
+    if member not in {c.member for c in usable(candidates)}:
+        return Decision((), {}, "no_candidates", 0, dropped)
+    return Decision((member,), {member: 0.0}, "single", 0, dropped)
+
+
 def _borda_order(pool: Sequence[str], scores: Mapping[str, float], firsts: Mapping[str, float]) -> list[str]:
     """``pipeline.borda``'s order (score, first places, pool order), comparing at 1e-9: shares of a
     group's weight (1/3 + 1/3 + 1/3) must tie exactly where whole ballots would."""

@@ -96,6 +96,46 @@ def test_into_stores_a_new_run_that_report_rows_and_show_can_read(stored) -> Non
         rerank_run(settings, COMMITTEE, run, Rule(), into=new)
 
 
+def test_a_panel_of_reviewers_decides_by_its_own_ballots_only(stored) -> None:
+    client, run = stored
+    settings = _settings(client)
+
+    by_m2 = rerank_run(settings, COMMITTEE, run, Rule(reviewers=("m2",)))
+    by_m0 = rerank_run(settings, COMMITTEE, run, Rule(reviewers=("m0",)))
+
+    assert {r["answer"] for r in by_m2.reranked} == {"paris"}  # m2's ballots put paris first
+    assert {r["answer"] for r in by_m0.reranked} == {"rome"}  # m0's put rome first
+    assert by_m2.label == f"{run}:borda/uniform[m2]"
+
+
+def test_the_single_rule_takes_one_members_answer_and_is_reported_as_that_single_member(stored) -> None:
+    client, run = stored
+    settings = _settings(client)
+    new = f"{run}-m2"
+
+    done = rerank_run(settings, COMMITTEE, run, Rule("single", member="m2"), into=new)
+
+    assert {r["answer"] for r in done.reranked} == {"london"}
+    assert {r["method"] for r in done.reranked} == {"single:m2"}
+    conversations = _runs(client, new)
+    assert {c.method for c in conversations} == {"single:m2"}
+    assert {t.result["chosen"] for c in conversations for t in c.turns} == {"m2"}
+
+
+def test_rules_naming_unknown_members_are_refused_with_the_names(stored) -> None:
+    client, run = stored
+    settings = _settings(client)
+
+    with pytest.raises(InputError, match="not reviewers of committee 'rerank': nobody"):
+        rerank_run(settings, COMMITTEE, run, Rule(reviewers=("m0", "nobody")))
+    with pytest.raises(InputError, match="'m9' is not a generator"):
+        rerank_run(settings, COMMITTEE, run, Rule("single", member="m9"))
+    with pytest.raises(InputError, match="needs a member"):
+        Rule("single")
+    with pytest.raises(InputError, match="empty list of reviewers"):
+        Rule(reviewers=())
+
+
 def test_a_rule_needing_the_prior_without_one_and_a_single_member_run_are_refused(embedded) -> None:
     client = embedded(COMMITTEE)
     settings = _settings(client)
@@ -119,11 +159,18 @@ def test_the_commands_print_the_fit_and_the_comparison(stored, tmp_path, monkeyp
 
     assert cli.main(["calibrate", run]) == 0
     assert cli.main(["rerank", run, "--method", "prior"]) == 0
+    assert cli.main(["rerank", run, "--reviewers", "m2, m1"]) == 0
+    assert cli.main(["reviewers", run, "--out", str(tmp_path / "reviewers.md")]) == 0
 
     out = capsys.readouterr().out
     assert "prior, no_passage (6 turns" in out and "m0 1.000" in out
     assert f"prior on run {run}:" in out
     assert "Requested comparisons" in out and f"[{run}:prior]" in out
+    assert f"borda/uniform[m2,m1] on run {run}:" in out
+    # m2 puts the gold "paris" first on all 6 turns (tau-b 0.82: rome and london tie at F1 0); m0 never
+    assert "| jsonl (3 voters) | m2 | likelihood | m2 | 6 | 100 % | - | +0.82 (6) | 100.0 |" in out
+    assert "| jsonl (3 voters) | m0 | likelihood | m0 | 6 | 100 % | - |" in out
+    assert (tmp_path / "reviewers.md").read_text().startswith("| dataset | reviewer |")
 
 
 def _runs(client: BlendClient, run: str) -> list:

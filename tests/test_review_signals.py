@@ -7,9 +7,9 @@ from collections.abc import Sequence
 from pipeline.aggregate import judgement_key
 from pipeline.backend import Prompt, ScoreRequest
 from pipeline.committee import Generation, Member
+from pipeline.prompts import CONTENT_FREE_QUESTION
 from pipeline.records import CandidateRecord, TurnContext
 from pipeline.stages import answer_length, review
-from pipeline.prompts import CONTENT_FREE_QUESTION
 from tests.conftest import scripted_committee
 
 SHORT = "Yes."

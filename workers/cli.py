@@ -1,4 +1,5 @@
-"""The ``peerblend`` command: demo, submit, list, show, resume, serve, recover, replay, report, calibrate, rerank, db."""
+"""The ``peerblend`` command: demo, submit, list, show, resume, serve, recover, replay, report, calibrate,
+rerank, reviewers, db."""
 
 from __future__ import annotations
 
@@ -125,6 +126,13 @@ def _parser() -> argparse.ArgumentParser:
     calibrate.set_defaults(command=_calibrate)
     _rerank_command(sub)
 
+    reviewers = sub.add_parser(
+        "reviewers", help="each reviewer as a judge: parse rate, voters, agreement with the gold"
+    )
+    reviewers.add_argument("run", help="a stored run with gold answers")
+    reviewers.add_argument("--out", type=Path, default=None, help="write the table to this file too")
+    reviewers.set_defaults(command=_reviewers)
+
     db = sub.add_parser("db", help="database schema")
     db.add_argument("action", choices=["upgrade"], help="create or migrate the schema (Alembic)")
     db.set_defaults(command=_db)
@@ -215,8 +223,14 @@ def _replay_and_report_commands(sub: Any) -> None:
 def _rerank_command(sub: Any) -> None:
     rerank = sub.add_parser("rerank", help="apply a selection rule to a stored run's candidates and ballots")
     rerank.add_argument("run", help="a stored peer run (K=1)")
-    rerank.add_argument("--method", choices=["borda", "borda-all", "prior"], default="borda", help="the rule")
+    rerank.add_argument(
+        "--method", choices=["borda", "borda-all", "prior", "single"], default="borda", help="the rule"
+    )
     rerank.add_argument("--weights", choices=["uniform", "online", "calibrated"], default="uniform")
+    rerank.add_argument(
+        "--reviewers", type=_names, default=None, help="count only these reviewers' ballots (comma-separated)"
+    )
+    rerank.add_argument("--member", default=None, help="the single rule: whose answer to take")
     rerank.add_argument("--prior", action="store_true", help="add the calibrated member prior to the count")
     rerank.add_argument(
         "--exclude-self", action="store_true", help="reviewers give no points to their own answer"
@@ -242,6 +256,14 @@ def _run_options(parser: argparse.ArgumentParser) -> None:
         default=1800.0,
         help="seconds to wait: for the whole conversation (submit, demo), for each turn (replay)",
     )
+
+
+def _names(text: str) -> tuple[str, ...]:
+    """An argparse type: comma-separated names, at least one."""
+    names = tuple(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
+    if not names:
+        raise argparse.ArgumentTypeError(f"expected comma-separated names, got {text!r}")
+    return names
 
 
 def _count(least: int) -> Any:
@@ -412,6 +434,26 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _reviewers(args: argparse.Namespace) -> int:
+    from sqlmodel import Session
+
+    from db import crud
+    from db.engine import get_engine
+    from pipeline.evaluation.reviewers import render_reviewers, reviewer_stats
+    from workers.runtime import committee_from_settings
+
+    settings = Settings()
+    with Session(get_engine(settings.database)) as session:
+        rows = crud.run_records(session=session, run=args.run)
+    if not rows:
+        raise InputError(f"run {args.run!r} has no finished conversation")
+    table = render_reviewers(reviewer_stats(rows, committee_from_settings(settings)))
+    console.print(table, markup=False)
+    if args.out is not None:
+        args.out.write_text(table, encoding="utf-8")
+    return 0
+
+
 def _calibrate(args: argparse.Namespace) -> int:
     from workers.evaluation.calibration import calibrate_run
     from workers.runtime import committee_from_settings
@@ -439,10 +481,18 @@ def _rerank(args: argparse.Namespace) -> int:
     from workers.runtime import committee_from_settings
 
     settings = Settings()
-    rule = Rule(args.method, args.weights, prior=args.prior, exclude_self=args.exclude_self)
+    rule = Rule(
+        args.method,
+        args.weights,
+        prior=args.prior,
+        exclude_self=args.exclude_self,
+        reviewers=args.reviewers,
+        member=args.member,
+    )
     done = rerank_run(settings, committee_from_settings(settings), args.run, rule, into=args.into)
     console.print(
-        f"{rule.name} on run {args.run}: {done.changed} of {len(done.stored)} turns choose another member"
+        f"{rule.name} on run {args.run}: {done.changed} of {len(done.stored)} turns choose another member",
+        markup=False,  # a panel's name is in [brackets]
     )
     if args.into:
         console.print(f"stored as run {args.into}; `peerblend report` shows it beside the others")

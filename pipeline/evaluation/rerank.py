@@ -2,10 +2,13 @@
 
 A rule (``Rule``) says how a turn's stored candidates are ranked from its stored
 ballots: ``borda`` (honest voters, as live turns), ``borda-all`` (every reviewer a
-voter, the count before honest voters), or ``prior`` (the member prior alone); with
-reviewer weights ``uniform``, ``calibrated`` (stored by `peerblend calibrate`) or
-``online`` (learned afresh over the run's turns in stored order); optionally adding
-the member prior and excluding self-votes.
+voter, the count before honest voters), ``prior`` (the member prior alone) or
+``single`` (always one member's answer: that member alone, as in a single-model
+run); with reviewer weights ``uniform``, ``calibrated`` (stored by `peerblend
+calibrate`) or ``online`` (learned afresh over the run's turns in stored order);
+optionally counting only some reviewers' ballots (``reviewers``), adding the member
+prior and excluding self-votes. A committee that stores every reviewer's ballot
+thus evaluates each smaller panel of reviewers without running a model.
 
 Caveat, said in every report of a re-ranked run: a turn's candidates were generated
 after the *stored* run's earlier answers, so a rule that would have chosen other
@@ -19,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pipeline.aggregate import Decision, MemberPrior, decide, decide_by_prior, judgement_keys
+from pipeline.aggregate import Decision, MemberPrior, decide, decide_by_prior, decide_single, judgement_keys
 from pipeline.borda import Ballot
 from pipeline.committee import Committee
 from pipeline.errors import InputError
@@ -33,9 +36,9 @@ from pipeline.weights import (
     select_weights,
 )
 
-RerankMethod = Literal["borda", "borda-all", "prior"]
+RerankMethod = Literal["borda", "borda-all", "prior", "single"]
 RerankWeights = Literal["uniform", "online", "calibrated"]
-METHODS: tuple[RerankMethod, ...] = ("borda", "borda-all", "prior")
+METHODS: tuple[RerankMethod, ...] = ("borda", "borda-all", "prior", "single")
 WEIGHTS: tuple[RerankWeights, ...] = ("uniform", "online", "calibrated")
 
 
@@ -47,6 +50,8 @@ class Rule:
     weights: RerankWeights = "uniform"
     prior: bool = False  # add the member prior to the count (``method="prior"`` uses it alone)
     exclude_self: bool = False
+    reviewers: tuple[str, ...] | None = None  # count only these reviewers' ballots (None: all)
+    member: str | None = None  # ``method="single"``: whose answer
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -55,6 +60,26 @@ class Rule:
             raise InputError(
                 f"unknown reviewer weights {self.weights!r}; expected one of {', '.join(WEIGHTS)}"
             )
+        if (self.method == "single") != (self.member is not None):
+            raise InputError("the single rule needs a member (--member NAME), and only it takes one")
+        if self.reviewers is not None and not self.reviewers:
+            raise InputError("an empty list of reviewers counts no ballot; leave it out to count all")
+
+    def check(self, committee: Committee) -> None:
+        """Raise InputError if the rule names a member the committee lacks (or one in the wrong role)."""
+        reviewers = {m.name for m in committee.members if "reviewer" in m.roles}
+        generators = {m.name for m in committee.members if "generator" in m.roles}
+        unknown = sorted(set(self.reviewers or ()) - reviewers)
+        if unknown:
+            raise InputError(
+                f"not reviewers of committee {committee.name!r}: {', '.join(unknown)} "
+                f"(its reviewers: {', '.join(sorted(reviewers))})"
+            )
+        if self.member is not None and self.member not in generators:
+            raise InputError(
+                f"{self.member!r} is not a generator of committee {committee.name!r} "
+                f"(its generators: {', '.join(sorted(generators))})"
+            )
 
     @property
     def uses_prior(self) -> bool:
@@ -62,11 +87,14 @@ class Rule:
 
     @property
     def name(self) -> str:
-        """A short label: ``borda/calibrated+prior``, ``prior``."""
+        """A short label: ``borda/calibrated+prior``, ``prior``, ``single:m``, ``borda/uniform[r1,r2]``."""
         if self.method == "prior":
             return "prior"
+        if self.method == "single":
+            return f"single:{self.member}"
         extras = "".join(s for s, on in (("+prior", self.prior), ("-self", self.exclude_self)) if on)
-        return f"{self.method}/{self.weights}{extras}"
+        panel = f"[{','.join(self.reviewers)}]" if self.reviewers else ""
+        return f"{self.method}/{self.weights}{extras}{panel}"
 
 
 @dataclass(frozen=True)
@@ -81,6 +109,7 @@ def rerank(
     rows: Sequence[Mapping[str, Any]], rule: Rule, committee: Committee, calibrated: Calibrated
 ) -> list[tuple[Decision, dict[str, Any]]]:
     """A decision and its decision-record fields for each row of ``db.crud.run_records``, in order."""
+    rule.check(committee)
     if rule.uses_prior:
         _require_prior(calibrated)
     voters = judgement_keys(committee) if rule.method == "borda" else None
@@ -91,10 +120,17 @@ def rerank(
         reviews = [
             ReviewRecord(r["reviewer"], r["method"], r["status"], tuple(r["ranking"])) for r in row["reviews"]
         ]
-        reviews = [r for r in reviews if r.method != "pairwise"]
+        reviews = [
+            r
+            for r in reviews
+            if r.method != "pairwise" and (rule.reviewers is None or r.reviewer in rule.reviewers)
+        ]
         order = _order(row, committee)
         prior = _prior(row, rule, calibrated)
-        if rule.method == "prior" and prior is not None:
+        if rule.member is not None:
+            decision = decide_single(candidates, rule.member)
+            weights = ReviewerWeights(None, f"none: {rule.member}'s answer alone")
+        elif rule.method == "prior" and prior is not None:
             decision = decide_by_prior(candidates, prior, committee_order=order)
             weights = ReviewerWeights(None, "none: the member prior alone")
         else:

@@ -57,8 +57,10 @@ def rerank_run(
     decided = rerank(records, rule, committee, calibrated)
     label = into or f"{run}:{rule.name}"
     stored = [_report_row(r, r["result"]["answer"], r["result"]["chosen"], run) for r in records]
+    method = _method(rule)
     reranked = [
-        _report_row(r, _answer(r, d), d.chosen, label) for r, (d, _) in zip(records, decided, strict=True)
+        _report_row(r, _answer(r, d), d.chosen, label, method=method)
+        for r, (d, _) in zip(records, decided, strict=True)
     ]
     if into is not None:
         _store(settings, records, decided, rule, run=run, into=into)
@@ -82,16 +84,24 @@ def _check(records: Sequence[Mapping[str, Any]], run: str, committee: Committee)
             )
 
 
+def _method(rule: Rule) -> str | None:
+    """The method the rule's run is stored under: ``single:<member>`` for the single rule, so
+    reports compare it as a single member; None keeps the stored run's."""
+    return f"single:{rule.member}" if rule.member is not None else None
+
+
 def _answer(record: Mapping[str, Any], decision: Decision) -> str:
     texts = {c["member"]: c["text"] for c in record["candidates"]}
     return texts.get(decision.chosen or "", "").strip()
 
 
-def _report_row(record: Mapping[str, Any], answer: str, chosen: str | None, run: str) -> dict[str, Any]:
+def _report_row(
+    record: Mapping[str, Any], answer: str, chosen: str | None, run: str, *, method: str | None = None
+) -> dict[str, Any]:
     conversation = record["conversation"]
     return {
         "run": run,
-        "method": conversation["method"],
+        "method": method or conversation["method"],
         "policy": conversation["policy"],
         "top_k": conversation["top_k"],
         "dataset": conversation["source"] or "unknown",
@@ -128,6 +138,7 @@ def _store(
             fields = {
                 k: source[k] for k in ("external_id", "source", "committee", "method", "policy", "top_k")
             }
+            fields["method"] = _method(rule) or fields["method"]
             session.add(
                 Conversation(
                     **fields, id=new_id, run=into, n_turns=source["n_turns"], passage=source["passage"]
@@ -135,7 +146,7 @@ def _store(
             )
             session.flush()  # the conversation row first: every other row points at it
             for i in indices:
-                session.add_all(_turn_rows(records[i], decided[i], new_id, {"run": run, "rule": rule.name}))
+                session.add_all(_turn_rows(records[i], decided[i], new_id, rule, run=run))
             session.commit()
 
 
@@ -143,18 +154,20 @@ def _turn_rows(
     record: Mapping[str, Any],
     decided: tuple[Decision, dict[str, Any]],
     conversation_id: str,
-    origin: dict[str, str],
+    rule: Rule,
+    *,
+    run: str,
 ) -> list[Any]:
     decision, fields = decided
     where = {"conversation_id": conversation_id, "turn_index": record["turn_index"]}
     stored = record["result"]
-    origin = {**origin, "conversation_id": stored["conversation_id"]}
+    origin = {"run": run, "rule": rule.name, "conversation_id": stored["conversation_id"]}
     result = TurnResultBase(
         **where,
         answer=_answer(record, decision),
         chosen=decision.chosen,
         status=decision.status,
-        method=stored["method"],
+        method=_method(rule) or stored["method"],
         policy=stored["policy"],
         ranking=list(decision.ranking),
         scores=decision.scores,

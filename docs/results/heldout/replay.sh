@@ -15,7 +15,9 @@ export HF_HUB_OFFLINE=1 PEERBLEND_HOME=${PEERBLEND_HOME:-var/heldout}
 export PEERBLEND_COMMITTEE_FILE=docs/results/heldout/committee.json
 DATA=${PEERBLEND_SHARED_DATA:-../shared/data}/convqa
 CQ=$DATA/convquestions
-replay() { .venv/bin/peerblend replay --concurrency 2 "$@"; }
+# The CLI run from this checkout (python -c, not the console script), so a worktree runs its own code.
+PY=${PEERBLEND_PYTHON:-.venv/bin/python}
+replay() { "$PY" -c 'import sys; from workers.cli import main; sys.exit(main())' replay --concurrency 2 "$@"; }
 for part in "${@:-cal test}"; do
   case $part in
     cal)
