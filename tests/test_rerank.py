@@ -172,6 +172,16 @@ def test_the_commands_print_the_fit_and_the_comparison(stored, tmp_path, monkeyp
     assert "| jsonl (3 voters) | m0 | likelihood | m0 | 6 | 100 % | - |" in out
     assert (tmp_path / "reviewers.md").read_text().startswith("| dataset | reviewer |")
 
+    # A panel stored as a run, reported beside its source with a requested comparison
+    assert cli.main(["rerank", run, "--reviewers", "m2", "--into", f"{run}-m2"]) == 0
+    out_dir = tmp_path / "report"
+    argv = ["report", run, f"{run}-m2", "--no-bertscore", "--out", str(out_dir)]
+    assert cli.main([*argv, "--versus", f"{run}-m2:{run}"]) == 0
+    results = (out_dir / "results.md").read_text()
+    assert "Requested comparisons" in results and f"[{run}-m2]" in results
+    with pytest.raises(SystemExit):
+        cli.main([*argv, "--versus", "no-colon"])
+
 
 def _runs(client: BlendClient, run: str) -> list:
     from sqlmodel import Session

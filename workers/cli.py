@@ -217,6 +217,14 @@ def _replay_and_report_commands(sub: Any) -> None:
     report.add_argument(
         "--no-bertscore", action="store_true", help="token F1 and exact match only (no encoder, seconds)"
     )
+    report.add_argument(
+        "--versus",
+        type=_run_pair,
+        action="append",
+        default=[],
+        metavar="RUN:BASELINE",
+        help="also compare run RUN with run BASELINE, per dataset, with a paired CI (repeatable)",
+    )
     report.set_defaults(command=_report)
 
 
@@ -256,6 +264,14 @@ def _run_options(parser: argparse.ArgumentParser) -> None:
         default=1800.0,
         help="seconds to wait: for the whole conversation (submit, demo), for each turn (replay)",
     )
+
+
+def _run_pair(text: str) -> tuple[str, str]:
+    """An argparse type: ``RUN:BASELINE``."""
+    run, sep, baseline = text.partition(":")
+    if not (sep and run.strip() and baseline.strip()):
+        raise argparse.ArgumentTypeError(f"expected RUN:BASELINE, got {text!r}")
+    return run.strip(), baseline.strip()
 
 
 def _names(text: str) -> tuple[str, ...]:
@@ -424,7 +440,9 @@ def _report(args: argparse.Namespace) -> int:
     # token F1 / exact match always; CANNOTANSWER questions are counted in the notes (QuAC's rule)
     scorer = None if args.no_bertscore else BertScorer(args.encoder, args.layers, device=args.device)
     with console.status("scoring answers"):
-        report = build_report(rows, scorer, encoder_name=scorer.name if scorer else None, notes=args.note)
+        report = build_report(
+            rows, scorer, encoder_name=scorer.name if scorer else None, notes=args.note, versus=args.versus
+        )
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.md").write_text(report.markdown)
     (args.out / "results.csv").write_text(report.csv)
