@@ -122,6 +122,29 @@ def test_the_single_rule_takes_one_members_answer_and_is_reported_as_that_single
     assert {t.result["chosen"] for c in conversations for t in c.turns} == {"m2"}
 
 
+def test_p2_simulated_on_a_full_run_reuses_the_rules_previous_top_member_without_ballots(stored) -> None:
+    client, run = stored
+    settings = _settings(client)
+    new = f"{run}-p2"
+
+    done = rerank_run(settings, COMMITTEE, run, Rule(reviewers=("m0",), policy="p2"), into=new)
+
+    # Turn 1 of each conversation is ranked by m0's ballot (rome); turn 2 reuses that member
+    assert [r["answer"] for r in done.reranked] == ["rome"] * 6
+    assert {r["policy"] for r in done.reranked} == {"p2"}
+    conversations = _runs(client, new)
+    assert {c.policy for c in conversations} == {"p2"}
+    for conversation in conversations:
+        first, second = (t.result for t in conversation.turns)
+        assert (
+            first["decision"]["ballots"] == 1 and first["ranking"][0] == "m1" and len(first["ranking"]) == 3
+        )
+        assert second["decision"]["ballots"] == 0 and second["ranking"] == ["m1"]
+        assert second["decision"]["weights_note"].startswith("none: p2 reuse turn")
+    with pytest.raises(InputError, match="needs a full-ranking run"):
+        rerank_run(settings, COMMITTEE, new, Rule(policy="p2"))
+
+
 def test_rules_naming_unknown_members_are_refused_with_the_names(stored) -> None:
     client, run = stored
     settings = _settings(client)

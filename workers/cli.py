@@ -239,6 +239,12 @@ def _rerank_command(sub: Any) -> None:
         "--reviewers", type=_names, default=None, help="count only these reviewers' ballots (comma-separated)"
     )
     rerank.add_argument("--member", default=None, help="the single rule: whose answer to take")
+    rerank.add_argument(
+        "--policy",
+        choices=["full", "p2"],
+        default="full",
+        help="p2: simulate alternate ranking on a full-ranking run (quality only; times stay the run's)",
+    )
     rerank.add_argument("--prior", action="store_true", help="add the calibrated member prior to the count")
     rerank.add_argument(
         "--exclude-self", action="store_true", help="reviewers give no points to their own answer"
@@ -506,6 +512,7 @@ def _rerank(args: argparse.Namespace) -> int:
         exclude_self=args.exclude_self,
         reviewers=args.reviewers,
         member=args.member,
+        policy=args.policy,
     )
     done = rerank_run(settings, committee_from_settings(settings), args.run, rule, into=args.into)
     console.print(

@@ -8,7 +8,11 @@ run); with reviewer weights ``uniform``, ``calibrated`` (stored by `peerblend
 calibrate`) or ``online`` (learned afresh over the run's turns in stored order);
 optionally counting only some reviewers' ballots (``reviewers``), adding the member
 prior and excluding self-votes. A committee that stores every reviewer's ballot
-thus evaluates each smaller panel of reviewers without running a model.
+thus evaluates each smaller panel of reviewers without running a model. With
+``policy="p2"`` a full-ranking run replays the alternate-ranking policy
+(``pipeline.policy.decide_turn``): on its reuse turns only the rule's previous top
+member's stored answer counts, and no ballot (its time and model calls stay the
+stored run's: a simulation measures quality, not cost).
 
 Caveat, said in every report of a re-ranked run: a turn's candidates were generated
 after the *stored* run's earlier answers, so a rule that would have chosen other
@@ -26,6 +30,7 @@ from pipeline.aggregate import Decision, MemberPrior, decide, decide_by_prior, d
 from pipeline.borda import Ballot
 from pipeline.committee import Committee
 from pipeline.errors import InputError
+from pipeline.policy import ConversationState, decide_turn
 from pipeline.records import CandidateRecord, ReviewRecord
 from pipeline.verdict import voter_record
 from pipeline.weights import (
@@ -52,6 +57,7 @@ class Rule:
     exclude_self: bool = False
     reviewers: tuple[str, ...] | None = None  # count only these reviewers' ballots (None: all)
     member: str | None = None  # ``method="single"``: whose answer
+    policy: Literal["full", "p2"] = "full"  # p2: simulate alternate ranking on a full-ranking run
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -62,6 +68,10 @@ class Rule:
             )
         if (self.method == "single") != (self.member is not None):
             raise InputError("the single rule needs a member (--member NAME), and only it takes one")
+        if self.policy not in ("full", "p2"):
+            raise InputError(f"rerank simulates the policies full and p2, not {self.policy!r}")
+        if self.policy != "full" and self.method == "single":
+            raise InputError("a single member's answers have no policy to simulate")
         if self.reviewers is not None and not self.reviewers:
             raise InputError("an empty list of reviewers counts no ballot; leave it out to count all")
 
@@ -94,7 +104,8 @@ class Rule:
             return f"single:{self.member}"
         extras = "".join(s for s, on in (("+prior", self.prior), ("-self", self.exclude_self)) if on)
         panel = f"[{','.join(self.reviewers)}]" if self.reviewers else ""
-        return f"{self.method}/{self.weights}{extras}{panel}"
+        policy = "" if self.policy == "full" else f"@{self.policy}"
+        return f"{self.method}/{self.weights}{extras}{panel}{policy}"
 
 
 @dataclass(frozen=True)
@@ -114,9 +125,16 @@ def rerank(
         _require_prior(calibrated)
     voters = judgement_keys(committee) if rule.method == "borda" else None
     trust: dict[str, list[float]] = {}
+    last_ranking: dict[str, tuple[str, ...]] = {}  # conversation -> the rule's previous ranking (p2)
     out = []
     for row in rows:
         candidates = [CandidateRecord.from_json(_candidate(c)) for c in row["candidates"]]
+        conversation = row["conversation"]
+        reused: tuple[str, ...] = ()
+        if rule.policy == "p2":
+            reused = _reused(rule, committee, row, last_ranking.get(conversation["id"], ()))
+            if reused:
+                candidates = [c for c in candidates if c.member in reused]
         reviews = [
             ReviewRecord(r["reviewer"], r["method"], r["status"], tuple(r["ranking"])) for r in row["reviews"]
         ]
@@ -130,6 +148,9 @@ def rerank(
         if rule.member is not None:
             decision = decide_single(candidates, rule.member)
             weights = ReviewerWeights(None, f"none: {rule.member}'s answer alone")
+        elif reused:
+            decision = decide(candidates, [], committee_order=[*reused, *order])
+            weights = ReviewerWeights(None, f"none: p2 reuse turn, the previous top {len(reused)}")
         elif rule.method == "prior" and prior is not None:
             decision = decide_by_prior(candidates, prior, committee_order=order)
             weights = ReviewerWeights(None, "none: the member prior alone")
@@ -147,10 +168,25 @@ def rerank(
             if rule.weights == "online":
                 ballots = [Ballot(r.reviewer, r.ranking) for r in reviews if r.ranking]
                 trust = add_agreement(trust, consensus_agreement(ballots, list(decision.ranking), voters))
+        last_ranking[conversation["id"]] = decision.ranking
         out.append(
             (decision, _record(decision, weights, prior if rule.prior or rule.method == "prior" else None))
         )
     return out
+
+
+def _reused(
+    rule: Rule, committee: Committee, row: Mapping[str, Any], last: tuple[str, ...]
+) -> tuple[str, ...]:
+    """The members p2 reuses on this turn (its previous top K), or () on a turn it ranks."""
+    conversation = row["conversation"]
+    if conversation["policy"] != "full":
+        raise InputError(
+            f"simulating p2 needs a full-ranking run (every turn ranked); this one ran {conversation['policy']}"
+        )
+    state = ConversationState(last_ranking=last)
+    turn = decide_turn("p2", committee, state, row["turn_index"], conversation["n_turns"], top_k=1)
+    return turn.generators if not turn.reviewers else ()
 
 
 def _require_prior(calibrated: Calibrated) -> None:

@@ -57,9 +57,8 @@ def rerank_run(
     decided = rerank(records, rule, committee, calibrated)
     label = into or f"{run}:{rule.name}"
     stored = [_report_row(r, r["result"]["answer"], r["result"]["chosen"], run) for r in records]
-    method = _method(rule)
     reranked = [
-        _report_row(r, _answer(r, d), d.chosen, label, method=method)
+        _report_row(r, _answer(r, d), d.chosen, label, **_stored_as(rule))
         for r, (d, _) in zip(records, decided, strict=True)
     ]
     if into is not None:
@@ -84,10 +83,12 @@ def _check(records: Sequence[Mapping[str, Any]], run: str, committee: Committee)
             )
 
 
-def _method(rule: Rule) -> str | None:
-    """The method the rule's run is stored under: ``single:<member>`` for the single rule, so
-    reports compare it as a single member; None keeps the stored run's."""
-    return f"single:{rule.member}" if rule.member is not None else None
+def _stored_as(rule: Rule) -> dict[str, str]:
+    """The method and policy the rule's run is stored under, where they differ from the source's:
+    ``single:<member>`` for the single rule, so reports compare it as a single member; the
+    simulated policy."""
+    fields = {"policy": rule.policy} if rule.policy != "full" else {}
+    return fields | ({"method": f"single:{rule.member}"} if rule.member is not None else {})
 
 
 def _answer(record: Mapping[str, Any], decision: Decision) -> str:
@@ -96,13 +97,19 @@ def _answer(record: Mapping[str, Any], decision: Decision) -> str:
 
 
 def _report_row(
-    record: Mapping[str, Any], answer: str, chosen: str | None, run: str, *, method: str | None = None
+    record: Mapping[str, Any],
+    answer: str,
+    chosen: str | None,
+    run: str,
+    *,
+    method: str | None = None,
+    policy: str | None = None,
 ) -> dict[str, Any]:
     conversation = record["conversation"]
     return {
         "run": run,
         "method": method or conversation["method"],
-        "policy": conversation["policy"],
+        "policy": policy or conversation["policy"],
         "top_k": conversation["top_k"],
         "dataset": conversation["source"] or "unknown",
         "conversation_id": f"{run}/{conversation['id']}",
@@ -138,7 +145,7 @@ def _store(
             fields = {
                 k: source[k] for k in ("external_id", "source", "committee", "method", "policy", "top_k")
             }
-            fields["method"] = _method(rule) or fields["method"]
+            fields |= _stored_as(rule)
             session.add(
                 Conversation(
                     **fields, id=new_id, run=into, n_turns=source["n_turns"], passage=source["passage"]
@@ -167,8 +174,7 @@ def _turn_rows(
         answer=_answer(record, decision),
         chosen=decision.chosen,
         status=decision.status,
-        method=_method(rule) or stored["method"],
-        policy=stored["policy"],
+        **({"method": stored["method"], "policy": stored["policy"]} | _stored_as(rule)),
         ranking=list(decision.ranking),
         scores=decision.scores,
         timings=dict(stored["timings"]),

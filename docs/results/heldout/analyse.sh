@@ -43,19 +43,26 @@ rr ho-prior --method prior
 rr ho-default-prior --reviewers "$DEFAULT" --prior
 rr ho-all-prior --prior
 rr ho-all-calibrated-prior --weights calibrated --prior
+rr ho-all-p2 --policy p2
+rr ho-default-p2 --reviewers "$DEFAULT" --policy p2
+rr ho-all-calibrated-prior-p2 --weights calibrated --prior --policy p2
 for m in smollm2-concise smollm2-terse gemma3-fewshot-a gemma3-fewshot-b; do
   rr "ho-single-$m" --method single --member "$m"
 done
 
 runs=(heldout-test ho-default ho-likelihood ho-ranking ho-verify ho-total ho-consistency ho-all-online
       ho-all-calibrated ho-prior ho-default-prior ho-all-prior ho-all-calibrated-prior
+      ho-all-p2 ho-default-p2 ho-all-calibrated-prior-p2
       ho-single-smollm2-concise ho-single-smollm2-terse ho-single-gemma3-fewshot-a ho-single-gemma3-fewshot-b)
 versus=(--versus heldout-test:ho-default --versus ho-all-calibrated-prior:ho-default
-        --versus ho-all-calibrated-prior:ho-prior --versus ho-default-prior:ho-prior)
+        --versus ho-all-calibrated-prior:ho-prior --versus ho-default-prior:ho-prior
+        --versus ho-all-p2:heldout-test --versus ho-default-p2:ho-default
+        --versus ho-all-calibrated-prior-p2:ho-all-calibrated-prior)
 if [ -n "$(pb list --run heldout-test-p2 --json 2>/dev/null | tr -d '[] \n')" ]; then
   runs+=(heldout-test-p2)
 fi
 pb report "${runs[@]}" "${versus[@]}" --out "$OUT" \
   --note "Held-out: calibrated on heldout-cal (ConvQuestions books+movies, DoQA dialogs 0-90), reported on heldout-test (music+soccer+tv_series, DoQA dialogs 100-196)." \
   --note "heldout-test = all 8 reviewers, honest voters, uniform weights (as run); ho-* = the same stored candidates re-decided (peerblend rerank), so their time and model calls are heldout-test's." \
-  --note "ho-single-* = that member's candidate in heldout-test (its history is the blend's answers, not its own)."
+  --note "ho-single-* = that member's candidate in heldout-test (its history is the blend's answers, not its own)." \
+  --note "*-p2 = alternate ranking simulated on heldout-test's stored turns (reuse turns take the previous top member's stored answer); quality only."
