@@ -15,6 +15,7 @@ from pipeline.evaluation.report import (
     ORACLE_BOUND,
     POLICY_VS_FULL,
     RANDOM_BOUND,
+    VERSUS,
     RunKey,
     build_report,
     contains_gold,
@@ -226,6 +227,27 @@ def test_blend_is_compared_with_the_best_single_member_and_policies_with_full() 
     policy = comparisons[(POLICY_VS_FULL, "peer-blend p2", "peer-blend")]
     assert policy.quality.mean == pytest.approx(100 * 2 / 3 - 100)
     assert policy.speedup == pytest.approx(2.0)
+
+
+def test_a_reduced_run_is_compared_automatically_only_with_the_one_full_run_of_its_method() -> None:
+    # Given p1 and p2 runs and two full peer runs (a re-ranked one beside the stored one)
+    rows = []
+    for c in ("A", "B"):
+        rows += [
+            row(c, 0, "paris", method="peer", run=run, policy=policy)
+            for run, policy in (("full", "full"), ("full-2", "full"), ("p1", "p1"), ("p2", "p2"))
+        ]
+
+    built = report(rows)
+    sections = {c.section for c in built.comparisons}
+
+    # Then: no reduced run is compared with another reduced run, nor with an arbitrary full run
+    assert POLICY_VS_FULL not in sections
+    # Unless --versus names the baseline
+    requested = build_report(rows, None, encoder_name=None, versus=[("p2", "full-2")]).comparisons
+    assert {(c.method, c.baseline) for c in requested if c.section == VERSUS} == {
+        ("peer-blend p2", "peer-blend [full-2]")
+    }
 
 
 def test_markdown_names_the_encoder_and_the_averaging() -> None:

@@ -333,8 +333,13 @@ def _what_to_compare(
             yield from ((PEER_VS_PAIRWISE, d, a, b) for d in datasets)
     for label, k in runs.items():
         if k.single is None and k.policy != "full":
-            fulls = [f for f in blends if (runs[f].method, runs[f].top_k) == (k.method, k.top_k)]
-            yield from ((POLICY_VS_FULL, d, label, f) for f in fulls for d in datasets)
+            fulls = [
+                f
+                for f in blends
+                if (runs[f].method, runs[f].top_k, runs[f].policy) == (k.method, k.top_k, "full")
+            ]
+            if len(fulls) == 1:  # several full runs: which is its baseline is for --versus to say
+                yield from ((POLICY_VS_FULL, d, label, fulls[0]) for d in datasets)
 
 
 def _bound_notes(
