@@ -10,7 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
 export HF_HUB_OFFLINE=1 PEERBLEND_HOME=${PEERBLEND_HOME:-var/heldout}
-export PEERBLEND_COMMITTEE_FILE=docs/results/heldout/committee.json
+export PEERBLEND_COMMITTEE_FILE=docs/results/heldout/committee.json COLUMNS=200
 OUT=docs/results/heldout
 PY=${PEERBLEND_PYTHON:-.venv/bin/python}
 pb() { "$PY" -c 'import sys; from workers.cli import main; sys.exit(main())' "$@"; }
@@ -30,7 +30,7 @@ pb calibrate heldout-cal | tee "$OUT/calibration.txt"
 pb reviewers heldout-cal --out "$OUT/reviewers-cal.md" > /dev/null
 pb reviewers heldout-test --out "$OUT/reviewers-test.md" > /dev/null
 
-rr() { local into=$1; shift; pb rerank heldout-test --into "$into" "$@" | head -1; }
+rr() { local into=$1 out; shift; out=$(pb rerank heldout-test --into "$into" "$@"); echo "${out%%$'\n'*}"; }
 rr ho-default --reviewers "$DEFAULT"
 rr ho-likelihood --reviewers "$LIKELIHOOD"
 rr ho-ranking --reviewers smollm2-terse
