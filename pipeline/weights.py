@@ -29,7 +29,9 @@ from pipeline.committee import Committee
 from pipeline.policy import PolicyStore, calibration_key, trust_key
 from pipeline.records import ReviewRecord
 
-WeightMode = Literal["uniform", "online", "calibrated"]
+# "calibrated-passage": calibrated weights fitted apart for turns with and without a passage
+WeightMode = Literal["uniform", "online", "calibrated", "calibrated-passage"]
+CALIBRATED_MODES = ("calibrated", "calibrated-passage")
 
 
 @dataclass(frozen=True)
@@ -53,7 +55,8 @@ def select_weights(
     """The weights of ``reviewers`` under ``mode``, with the fallbacks said in the note.
 
     - ``online``: ``trust_weights`` of the stored agreement statistics (none yet: the prior, 1).
-    - ``calibrated``: the stored weights; a reviewer missing from them (the committee
+    - ``calibrated``, ``calibrated-passage``: the stored weights (for the latter, the
+      caller passes the turn's feature bucket's); a reviewer missing from them (the committee
       changed since calibration) gets the mean of the stored weights, and says so;
       nothing stored falls back to uniform.
     - Weights that are all zero would rank by nothing: uniform, said in the note.
@@ -71,7 +74,7 @@ def select_weights(
         fallback = sum(stored) / len(stored)
         missing = [r for r in reviewers if r not in calibrated]
         chosen = {r: float(calibrated.get(r, fallback)) for r in reviewers}
-        note = "calibrated trust"
+        note = "calibrated trust" if mode == "calibrated" else "calibrated trust (by passage)"
         if missing:
             note += f"; not calibrated, given the mean {fallback:.3g}: {', '.join(missing)}"
     if not any(chosen.values()):
@@ -171,7 +174,7 @@ def calibrate(turns: Iterable[tuple[Sequence[Ballot], Mapping[str, float]]]) -> 
 
 
 def stored_weights(
-    store: PolicyStore, committee: Committee, reviews: Sequence[ReviewRecord]
+    store: PolicyStore, committee: Committee, reviews: Sequence[ReviewRecord], *, has_passage: bool = False
 ) -> ReviewerWeights:
     """This turn's weights: read what the committee's mode needs from ``store``, then ``select_weights``."""
     mode = committee.reviewer_weights
@@ -180,7 +183,25 @@ def stored_weights(
         return UNIFORM
     if mode == "online":
         return select_weights(mode, voters, trust=store.get(trust_key(committee.name)))
-    return select_weights(mode, voters, calibrated=store.get(calibration_key(committee.name)))
+    pooled = store.get(calibration_key(committee.name))
+    if mode == "calibrated-passage":
+        by_feature = store.get(feature_weights_key(committee.name))
+        return select_weights(mode, voters, calibrated=feature_weights(by_feature, pooled, has_passage))
+    return select_weights(mode, voters, calibrated=pooled)
+
+
+def feature_weights_key(committee: str) -> str:
+    """Reviewer weights fitted per question feature (``prior_bucket``), written by `peerblend calibrate`."""
+    return f"{committee}:calibrated-by-passage"
+
+
+def feature_weights(
+    by_feature: Mapping[str, Mapping[str, float]] | None,
+    pooled: Mapping[str, float] | None,
+    has_passage: bool,
+) -> Mapping[str, float] | None:
+    """The calibrated weights for a turn's feature bucket; the pooled ones where that bucket has none."""
+    return (by_feature or {}).get(prior_bucket(has_passage)) or pooled
 
 
 def learn_trust(
@@ -260,7 +281,7 @@ def stored_prior(store: PolicyStore, committee: Committee, *, has_passage: bool)
     prior = select_prior(
         stored.get("buckets"),
         has_passage=has_passage,
-        calibrated_weight=committee.reviewer_weights == "calibrated",
+        calibrated_weight=committee.reviewer_weights in CALIBRATED_MODES,
     )
     if prior is None:
         return MemberPrior({}, 0.0, "member prior requested but none stored (run `peerblend calibrate`)")

@@ -11,8 +11,18 @@ from pipeline.aggregate import PRIOR_VOTER, MemberPrior, decide, decide_by_prior
 from pipeline.evaluation.calibration import fit_calibration
 from pipeline.policy import calibration_key
 from pipeline.records import CandidateRecord, ReviewRecord
-from pipeline.weights import fit_prior, prior_key, select_prior, stored_prior
+from pipeline.weights import (
+    feature_weights,
+    feature_weights_key,
+    fit_prior,
+    prior_key,
+    select_prior,
+    select_weights,
+    stored_prior,
+    stored_weights,
+)
 from tests.conftest import scripted_committee
+from tests.test_policy import MemoryStore
 from workers.report import print_voters
 
 POOL = ["x", "y", "z"]
@@ -108,6 +118,34 @@ def test_fit_calibration_leaves_out_questions_without_a_scorable_gold() -> None:
     assert fitted.prior["passage"]["quality"] == pytest.approx({"x": 1.0, "y": 0.5, "z": 0.0})
     assert "no_passage" not in fitted.prior
     assert fitted.weights == {"x": 1.0}  # the only reviewer, anti-correlated: all-zero falls back to 1
+
+
+def test_reviewer_weights_are_also_fitted_per_passage_bucket_and_read_by_the_turns_bucket() -> None:
+    def row(cid: str, ballots: dict) -> dict:
+        candidates = {"x": "Paris", "y": "the city of Paris", "z": "Rome"}  # F1 1.0 > 0.5 > 0.0
+        return {"conversation_id": cid, "gold": ["Paris"], "candidates": candidates, "ballots": ballots}
+
+    # Given: reviewer a orders like the gold on passage turns and against it without; b the reverse
+    good, bad = ["x", "y", "z"], ["z", "y", "x"]
+    rows = [row("with", {"a": good, "b": bad}), row("without", {"a": bad, "b": good})]
+
+    fitted = fit_calibration(rows, {"with": True, "without": False})
+
+    assert fitted.feature_weights == {"passage": {"a": 1.0, "b": 0.0}, "no_passage": {"a": 0.0, "b": 1.0}}
+    assert fitted.weights == {"a": 1.0, "b": 1.0}  # pooled, the two cancel: all zero, so uniform
+    assert feature_weights(fitted.feature_weights, fitted.weights, True) == {"a": 1.0, "b": 0.0}
+    assert feature_weights({"passage": {"a": 1.0}}, {"pooled": 0.5}, False) == {"pooled": 0.5}
+    chosen = select_weights("calibrated-passage", ["a", "b"], calibrated=fitted.feature_weights["no_passage"])
+    assert chosen.weights == {"a": 0.0, "b": 1.0} and chosen.note == "calibrated trust (by passage)"
+
+    # A live turn of a committee asking for them reads its bucket's weights from the store
+    store = MemoryStore()
+    committee = scripted_committee(2, name="fw", reviewer_weights="calibrated-passage")
+    store.update(calibration_key("fw"), lambda _: {"m0": 0.5, "m1": 0.5})
+    store.update(feature_weights_key("fw"), lambda _: {"passage": {"m0": 0.9, "m1": 0.1}})
+    reviews = [_review("m0", "x", "y"), _review("m1", "y", "x")]
+    assert stored_weights(store, committee, reviews, has_passage=True).weights == {"m0": 0.9, "m1": 0.1}
+    assert stored_weights(store, committee, reviews, has_passage=False).weights == {"m0": 0.5, "m1": 0.5}
 
 
 def test_a_committee_with_the_prior_uses_it_live_and_show_prints_it(embedded) -> None:

@@ -234,7 +234,9 @@ def _rerank_command(sub: Any) -> None:
     rerank.add_argument(
         "--method", choices=["borda", "borda-all", "prior", "single"], default="borda", help="the rule"
     )
-    rerank.add_argument("--weights", choices=["uniform", "online", "calibrated"], default="uniform")
+    rerank.add_argument(
+        "--weights", choices=["uniform", "online", "calibrated", "calibrated-passage"], default="uniform"
+    )
     rerank.add_argument(
         "--reviewers", type=_names, default=None, help="count only these reviewers' ballots (comma-separated)"
     )
@@ -490,8 +492,11 @@ def _calibrate(args: argparse.Namespace) -> int:
         f"committee {committee.name}, run {args.run}, quality {args.metric}: reviewer weights from "
         f"{fitted.reviewed_turns} turns (3+ candidates, a ballot), member prior from {fitted.turns} turns"
     )
+    buckets = sorted(fitted.feature_weights)
+    console.print(f"  reviewer weights: pooled, {', '.join(buckets)}")
     for reviewer, weight in sorted(fitted.weights.items()):
-        console.print(f"  reviewer {reviewer}: {weight:.3f}")
+        by_bucket = ", ".join(f"{fitted.feature_weights[b].get(reviewer, float('nan')):.3f}" for b in buckets)
+        console.print(f"  reviewer {reviewer}: {weight:.3f}, {by_bucket}")
     for bucket, prior in fitted.prior.items():
         members = ", ".join(f"{m} {q:.3f}" for m, q in sorted(prior["quality"].items(), key=lambda x: -x[1]))
         console.print(f"  prior, {bucket} ({prior['turns']} turns, weight {prior['weight']:.3f}): {members}")

@@ -100,7 +100,7 @@ def _decide(
         run=run,
         decision=decision,
         committee_order=[m.name for m in committee.members],
-        weights=stored_weights(runtime.policy_store, committee, reviews),
+        weights=stored_weights(runtime.policy_store, committee, reviews, has_passage=bool(context.passage)),
         exclude_self=committee.exclude_self_votes,
         voters=judgement_keys(committee),
         prior=stored_prior(runtime.policy_store, committee, has_passage=bool(context.passage)),

@@ -34,17 +34,19 @@ from pipeline.policy import ConversationState, decide_turn
 from pipeline.records import CandidateRecord, ReviewRecord
 from pipeline.verdict import voter_record
 from pipeline.weights import (
+    CALIBRATED_MODES,
     ReviewerWeights,
     add_agreement,
     consensus_agreement,
+    feature_weights,
     select_prior,
     select_weights,
 )
 
 RerankMethod = Literal["borda", "borda-all", "prior", "single"]
-RerankWeights = Literal["uniform", "online", "calibrated"]
+RerankWeights = Literal["uniform", "online", "calibrated", "calibrated-passage"]
 METHODS: tuple[RerankMethod, ...] = ("borda", "borda-all", "prior", "single")
-WEIGHTS: tuple[RerankWeights, ...] = ("uniform", "online", "calibrated")
+WEIGHTS: tuple[RerankWeights, ...] = ("uniform", "online", "calibrated", "calibrated-passage")
 
 
 @dataclass(frozen=True)
@@ -114,6 +116,7 @@ class Calibrated:
 
     weights: Mapping[str, float] | None = None
     prior: Mapping[str, Any] | None = None  # the stored value of ``prior_key``: {"buckets": ...}
+    feature_weights: Mapping[str, Mapping[str, float]] | None = None  # bucket -> weights
 
 
 def rerank(
@@ -155,7 +158,8 @@ def rerank(
             decision = decide_by_prior(candidates, prior, committee_order=order)
             weights = ReviewerWeights(None, "none: the member prior alone")
         else:
-            weights = _weights(rule, reviews, trust, calibrated)
+            has_passage = bool(conversation.get("passage"))
+            weights = _weights(rule, reviews, trust, calibrated, has_passage=has_passage)
             decision = decide(
                 candidates,
                 reviews,
@@ -217,15 +221,23 @@ def _prior(row: Mapping[str, Any], rule: Rule, calibrated: Calibrated) -> Member
     return select_prior(
         (calibrated.prior or {}).get("buckets"),
         has_passage=bool(row["conversation"].get("passage")),
-        calibrated_weight=rule.weights == "calibrated",
+        calibrated_weight=rule.weights in CALIBRATED_MODES,
     )
 
 
 def _weights(
-    rule: Rule, reviews: Sequence[ReviewRecord], trust: Mapping[str, Sequence[float]], calibrated: Calibrated
+    rule: Rule,
+    reviews: Sequence[ReviewRecord],
+    trust: Mapping[str, Sequence[float]],
+    calibrated: Calibrated,
+    *,
+    has_passage: bool,
 ) -> ReviewerWeights:
     reviewers = [r.reviewer for r in reviews if r.ranking]
-    return select_weights(rule.weights, reviewers, trust=trust, calibrated=calibrated.weights)
+    stored = calibrated.weights
+    if rule.weights == "calibrated-passage":
+        stored = feature_weights(calibrated.feature_weights, calibrated.weights, has_passage)
+    return select_weights(rule.weights, reviewers, trust=trust, calibrated=stored)
 
 
 def _record(decision: Decision, weights: ReviewerWeights, prior: MemberPrior | None) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from pipeline.evaluation.calibration import Calibration, Quality, fit_calibratio
 from pipeline.evaluation.metrics import best_f1
 from pipeline.policy import calibration_key
 from pipeline.settings import Settings
-from pipeline.weights import prior_key
+from pipeline.weights import feature_weights_key, prior_key
 from workers.runtime import Runtime
 
 Metric = Literal["f1", "bertscore"]
@@ -42,6 +42,7 @@ def calibrate_run(
         )
     store = Runtime(settings, committee).policy_store
     store.update(calibration_key(committee.name), lambda _: calibration.weights)
+    store.update(feature_weights_key(committee.name), lambda _: calibration.feature_weights)
     store.update(
         prior_key(committee.name), lambda _: {"buckets": calibration.prior, "run": run, "metric": metric}
     )

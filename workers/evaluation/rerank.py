@@ -26,7 +26,7 @@ from pipeline.evaluation.rerank import Calibrated, Rule, rerank
 from pipeline.plan import check_run_name
 from pipeline.policy import calibration_key
 from pipeline.settings import Settings
-from pipeline.weights import prior_key
+from pipeline.weights import feature_weights_key, prior_key
 from workers.runtime import Runtime
 
 
@@ -53,7 +53,11 @@ def rerank_run(
         if taken:
             raise InputError(f"run {into!r} exists already; name a new run")
     store = Runtime(settings, committee).policy_store
-    calibrated = Calibrated(store.get(calibration_key(committee.name)), store.get(prior_key(committee.name)))
+    calibrated = Calibrated(
+        store.get(calibration_key(committee.name)),
+        store.get(prior_key(committee.name)),
+        store.get(feature_weights_key(committee.name)),
+    )
     decided = rerank(records, rule, committee, calibrated)
     label = into or f"{run}:{rule.name}"
     stored = [_report_row(r, r["result"]["answer"], r["result"]["chosen"], run) for r in records]

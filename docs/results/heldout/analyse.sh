@@ -43,6 +43,8 @@ rr ho-prior --method prior
 rr ho-default-prior --reviewers "$DEFAULT" --prior
 rr ho-all-prior --prior
 rr ho-all-calibrated-prior --weights calibrated --prior
+rr ho-all-calpassage --weights calibrated-passage
+rr ho-all-calpassage-prior --weights calibrated-passage --prior
 rr ho-all-p2 --policy p2
 rr ho-default-p2 --reviewers "$DEFAULT" --policy p2
 rr ho-all-calibrated-prior-p2 --weights calibrated --prior --policy p2
@@ -52,7 +54,7 @@ done
 
 runs=(heldout-test ho-default ho-likelihood ho-ranking ho-verify ho-total ho-consistency ho-all-online
       ho-all-calibrated ho-prior ho-default-prior ho-all-prior ho-all-calibrated-prior
-      ho-all-p2 ho-default-p2 ho-all-calibrated-prior-p2
+      ho-all-calpassage ho-all-calpassage-prior ho-all-p2 ho-default-p2 ho-all-calibrated-prior-p2
       ho-single-smollm2-concise ho-single-smollm2-terse ho-single-gemma3-fewshot-a ho-single-gemma3-fewshot-b)
 versus=(--versus heldout-test:ho-default --versus ho-all-calibrated-prior:ho-default
         --versus ho-all-calibrated-prior:ho-prior --versus ho-default-prior:ho-prior
