@@ -48,6 +48,7 @@ rr ho-all-calpassage-prior --weights calibrated-passage --prior
 rr ho-all-p2 --policy p2
 rr ho-default-p2 --reviewers "$DEFAULT" --policy p2
 rr ho-all-calibrated-prior-p2 --weights calibrated --prior --policy p2
+rr ho-all-calpassage-prior-p2 --weights calibrated-passage --prior --policy p2
 for m in smollm2-concise smollm2-terse gemma3-fewshot-a gemma3-fewshot-b; do
   rr "ho-single-$m" --method single --member "$m"
 done
@@ -55,8 +56,13 @@ done
 runs=(heldout-test ho-default ho-likelihood ho-ranking ho-verify ho-total ho-consistency ho-all-online
       ho-all-calibrated ho-prior ho-default-prior ho-all-prior ho-all-calibrated-prior
       ho-all-calpassage ho-all-calpassage-prior ho-all-p2 ho-default-p2 ho-all-calibrated-prior-p2
+      ho-all-calpassage-prior-p2
       ho-single-smollm2-concise ho-single-smollm2-terse ho-single-gemma3-fewshot-a ho-single-gemma3-fewshot-b)
-versus=(--versus heldout-test:ho-default --versus ho-all-calibrated-prior:ho-default
+# The headline rule, chosen on the calibration part alone before the report part was replayed:
+# ho-all-calpassage-prior (every reviewer, weights calibrated per passage bucket, the member prior).
+versus=(--versus ho-all-calpassage-prior:ho-default --versus ho-all-calpassage-prior:ho-prior
+        --versus ho-all-calpassage-prior-p2:ho-all-calpassage-prior
+        --versus heldout-test:ho-default --versus ho-all-calibrated-prior:ho-default
         --versus ho-all-calibrated-prior:ho-prior --versus ho-default-prior:ho-prior
         --versus ho-all-p2:heldout-test --versus ho-default-p2:ho-default
         --versus ho-all-calibrated-prior-p2:ho-all-calibrated-prior)
