@@ -278,10 +278,14 @@ def test_render_transcript_without_prefill_ends_with_assistant() -> None:
 
 def test_prompt_to_json() -> None:
     prompt = Prompt((Message("user", "q"),), prefill="p", max_new_tokens=5, stop=("\n",))
+    sampled = Prompt((Message("user", "q"),), temperature=0.7, seed=3)
 
     assert prompt.to_json() == {
         "messages": [{"role": "user", "content": "q"}],
         "prefill": "p",
         "max_new_tokens": 5,
         "stop": ["\n"],
+        "temperature": 0.0,
+        "seed": 0,
     }
+    assert (sampled.to_json()["temperature"], sampled.to_json()["seed"]) == (0.7, 3)

@@ -180,6 +180,16 @@ def test_generate_sends_the_chat_request_and_returns_the_content(
     }
 
 
+def test_a_sampled_prompt_sends_its_own_temperature_and_seed(server: FakeServer) -> None:
+    sampled = Prompt(messages=QUESTION.messages, temperature=0.7, seed=11)
+
+    backend(server, temperature=0.0).generate([sampled, QUESTION])
+
+    bodies = sorted((r.body for r in server.requests), key=lambda b: b["temperature"])
+    assert bodies[0]["temperature"] == 0.0 and "seed" not in bodies[0]  # greedy: the member's setting
+    assert (bodies[1]["temperature"], bodies[1]["seed"]) == (0.7, 11)
+
+
 def test_no_api_key_env_sends_no_authorization_and_extra_body_is_merged(server: FakeServer) -> None:
     [_] = backend(server, extra_body={"top_p": 0.5, "seed": 7}).generate([QUESTION])
 
