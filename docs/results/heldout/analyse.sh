@@ -68,6 +68,7 @@ versus=(--versus ho-all-calpassage-prior:ho-default --versus ho-all-calpassage-p
         --versus ho-all-calibrated-prior-p2:ho-all-calibrated-prior)
 if [ -n "$(pb list --run heldout-test-p2 --json 2>/dev/null | tr -d '[] \n')" ]; then
   runs+=(heldout-test-p2)
+  versus+=(--versus heldout-test-p2:heldout-test)
 fi
 pb report "${runs[@]}" "${versus[@]}" --out "$OUT" \
   --note "Held-out: calibrated on heldout-cal (ConvQuestions books+movies, DoQA dialogs 0-90), reported on heldout-test (music+soccer+tv_series, DoQA dialogs 100-196)." \
