@@ -145,6 +145,25 @@ def test_p2_simulated_on_a_full_run_reuses_the_rules_previous_top_member_without
         rerank_run(settings, COMMITTEE, new, Rule(policy="p2"))
 
 
+def test_reranked_rows_report_the_model_calls_the_rule_needs(stored) -> None:
+    client, run = stored
+    settings = _settings(client)
+
+    full = rerank_run(settings, COMMITTEE, run, Rule())
+    panel = rerank_run(settings, COMMITTEE, run, Rule(reviewers=("m2",)))
+    single = rerank_run(settings, COMMITTEE, run, Rule("single", member="m1"))
+    p2 = rerank_run(settings, COMMITTEE, run, Rule(policy="p2"))
+
+    # 3 generators + 3 reviewers; + 1 reviewer; 1 generation; a reuse turn generates once
+    assert {r["timings"]["model_calls"] for r in full.reranked} == {6}
+    assert {r["timings"]["model_calls"] for r in panel.reranked} == {4}
+    assert {r["timings"]["model_calls"] for r in single.reranked} == {1}
+    assert [r["timings"]["model_calls"] for r in p2.reranked] == [6, 1] * 3
+    # A single member's turn takes that member's own generation time, no more than the whole turn's
+    for row, stored_row in zip(single.reranked, single.stored, strict=True):
+        assert row["timings"]["total_s"] <= stored_row["timings"]["total_s"]
+
+
 def test_rules_naming_unknown_members_are_refused_with_the_names(stored) -> None:
     client, run = stored
     settings = _settings(client)

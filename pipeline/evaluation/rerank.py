@@ -14,6 +14,12 @@ thus evaluates each smaller panel of reviewers without running a model. With
 member's stored answer counts, and no ballot (its time and model calls stay the
 stored run's: a simulation measures quality, not cost).
 
+Each decision record holds ``rule_model_calls``: the model calls the rule needs on
+that turn (generators plus the ballots it counts; 1 for a single member; the reused
+members on a p2 reuse turn), which the re-ranked run reports instead of the stored
+run's. Time cannot be re-measured: a single member's turn reports that member's
+generation time, any other rule the stored turn's.
+
 Caveat, said in every report of a re-ranked run: a turn's candidates were generated
 after the *stored* run's earlier answers, so a rule that would have chosen other
 answers earlier is evaluated on histories it would not have produced. Turns the
@@ -148,16 +154,20 @@ def rerank(
         ]
         order = _order(row, committee)
         prior = _prior(row, rule, calibrated)
+        calls = len(row["candidates"])  # the model calls the rule needs on this turn (``_record``)
         if rule.member is not None:
             decision = decide_single(candidates, rule.member)
             weights = ReviewerWeights(None, f"none: {rule.member}'s answer alone")
+            calls = 1
         elif reused:
             decision = decide(candidates, [], committee_order=[*reused, *order])
             weights = ReviewerWeights(None, f"none: p2 reuse turn, the previous top {len(reused)}")
+            calls = len(reused)
         elif rule.method == "prior" and prior is not None:
             decision = decide_by_prior(candidates, prior, committee_order=order)
             weights = ReviewerWeights(None, "none: the member prior alone")
         else:
+            calls += len(reviews)
             has_passage = bool(conversation.get("passage"))
             weights = _weights(rule, reviews, trust, calibrated, has_passage=has_passage)
             decision = decide(
@@ -173,9 +183,8 @@ def rerank(
                 ballots = [Ballot(r.reviewer, r.ranking) for r in reviews if r.ranking]
                 trust = add_agreement(trust, consensus_agreement(ballots, list(decision.ranking), voters))
         last_ranking[conversation["id"]] = decision.ranking
-        out.append(
-            (decision, _record(decision, weights, prior if rule.prior or rule.method == "prior" else None))
-        )
+        used_prior = prior if rule.prior or rule.method == "prior" else None
+        out.append((decision, {**_record(decision, weights, used_prior), "rule_model_calls": calls}))
     return out
 
 

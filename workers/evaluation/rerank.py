@@ -62,8 +62,8 @@ def rerank_run(
     label = into or f"{run}:{rule.name}"
     stored = [_report_row(r, r["result"]["answer"], r["result"]["chosen"], run) for r in records]
     reranked = [
-        _report_row(r, _answer(r, d), d.chosen, label, **_stored_as(rule))
-        for r, (d, _) in zip(records, decided, strict=True)
+        _report_row(r, _answer(r, d), d.chosen, label, timings=_timings(r, f, rule), **_stored_as(rule))
+        for r, (d, f) in zip(records, decided, strict=True)
     ]
     if into is not None:
         _store(settings, records, decided, rule, run=run, into=into)
@@ -95,6 +95,16 @@ def _stored_as(rule: Rule) -> dict[str, str]:
     return fields | ({"method": f"single:{rule.member}"} if rule.member is not None else {})
 
 
+def _timings(record: Mapping[str, Any], fields: Mapping[str, Any], rule: Rule) -> dict[str, Any]:
+    """The stored turn's timings with the rule's model calls; a single member's turn takes that
+    member's generation time (``pipeline.evaluation.rerank``)."""
+    timings = {**record["result"]["timings"], "model_calls": fields["rule_model_calls"]}
+    if rule.member is not None:
+        seconds = {c["member"]: c["seconds"] for c in record["candidates"]}
+        timings["total_s"] = seconds.get(rule.member, timings.get("total_s"))
+    return timings
+
+
 def _answer(record: Mapping[str, Any], decision: Decision) -> str:
     texts = {c["member"]: c["text"] for c in record["candidates"]}
     return texts.get(decision.chosen or "", "").strip()
@@ -108,6 +118,7 @@ def _report_row(
     *,
     method: str | None = None,
     policy: str | None = None,
+    timings: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     conversation = record["conversation"]
     return {
@@ -125,7 +136,7 @@ def _report_row(
         "candidates": {
             c["member"]: c["text"] for c in record["candidates"] if c["error"] is None and c["text"].strip()
         },
-        "timings": dict(record["result"]["timings"]),
+        "timings": dict(record["result"]["timings"] if timings is None else timings),
     }
 
 
@@ -181,7 +192,7 @@ def _turn_rows(
         **({"method": stored["method"], "policy": stored["policy"]} | _stored_as(rule)),
         ranking=list(decision.ranking),
         scores=decision.scores,
-        timings=dict(stored["timings"]),
+        timings=_timings(record, fields, rule),
         decision={**stored["decision"], **fields, "reranked_from": origin},
     )
     return [
