@@ -49,6 +49,7 @@ typecheck: install
 
 bench: install services
 	$(PY) tests/benchmarks/bench_overhead.py
+	$(PY) tests/benchmarks/bench_serve.py
 	$(PY) tests/benchmarks/bench_stages.py
 
 screenshots: install browser

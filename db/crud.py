@@ -164,12 +164,19 @@ def run_turns(*, session: Session, runs: Sequence[str]) -> list[dict[str, Any]]:
     return rows
 
 
-def claim_send(*, session: Session, conversation_id: str, turn_index: int, seen_attempt: int) -> int | None:
+def claim_send(
+    *, session: Session, conversation_id: str, turn_index: int, seen_attempt: int, launched: bool = False
+) -> int | None:
     """Claim the right to send attempt ``seen_attempt + 1`` of a turn; its number, or None if taken.
 
     A compare-and-set in one UPDATE: of any number of callers that read the same
     attempt, exactly one wins, so a turn is sent once however often a task runs.
+    ``launched``: the caller applies the turn's canvas itself (no start message), so
+    the attempt is marked started in the same UPDATE.
     """
+    values: dict[str, Any] = {"attempt": seen_attempt + 1, "sent_at": utc_now()}
+    if launched:
+        values["started"] = seen_attempt + 1
     claimed = session.execute(
         update(Turn)
         .where(
@@ -177,10 +184,31 @@ def claim_send(*, session: Session, conversation_id: str, turn_index: int, seen_
             col(Turn.turn_index) == turn_index,
             col(Turn.attempt) == seen_attempt,
         )
-        .values(attempt=seen_attempt + 1, sent_at=utc_now())
+        .values(**values)
     )
     session.commit()
     return seen_attempt + 1 if claimed.rowcount == 1 else None  # type: ignore[attr-defined]
+
+
+def claim_start(*, session: Session, conversation_id: str, turn_index: int, attempt: int) -> bool:
+    """Claim the launch of attempt ``attempt`` of a turn (a worker took its start message).
+
+    True once per attempt, however often the start message is delivered; False when
+    it was launched before, or when a newer attempt has been sent since (its own start
+    message launches that one). One UPDATE, a compare-and-set like ``claim_send``.
+    """
+    claimed = session.execute(
+        update(Turn)
+        .where(
+            col(Turn.conversation_id) == conversation_id,
+            col(Turn.turn_index) == turn_index,
+            col(Turn.attempt) == attempt,
+            col(Turn.started) < attempt,
+        )
+        .values(started=attempt)
+    )
+    session.commit()
+    return bool(claimed.rowcount == 1)  # type: ignore[attr-defined]
 
 
 def get_turn(*, session: Session, conversation_id: str, turn_index: int) -> Turn | None:

@@ -59,6 +59,10 @@ class Turn(TurnBase, table=True):
     # sent once per attempt; recovery starts a new attempt deliberately.
     attempt: int = 0
     sent_at: datetime | None = None  # when the current attempt was sent (UTC)
+    # The attempt whose canvas a worker applied (0: none yet). A client sends a turn as one small
+    # start message; the worker that takes it claims the launch by a compare-and-set on this
+    # number, so a start message delivered twice launches the turn once.
+    started: int = 0
 
 
 class Candidate(SQLModel, table=True):
@@ -78,7 +82,7 @@ class Review(SQLModel, table=True):
     conversation_id: str = Field(foreign_key="conversation.id", index=True)
     turn_index: int
     reviewer: str
-    method: str  # "ranking" or "likelihood"
+    method: str  # the review method: "ranking", "likelihood", "verify", ... (pipeline.committee.ReviewMethod)
     status: str  # pipeline.ballot.ParseStatus value, or "error"
     ranking: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     shown_order: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))

@@ -9,6 +9,13 @@ blended answer. Every aggregate task gets a predictable id (``final_task_id``, p
 attempt: recovery sends a stalled turn again as a new attempt) so a client can
 wait for each turn without knowing when it was sent.
 
+A client does not publish a canvas: it sends one small start message
+(``start_signature``, to the default queue), and the worker that takes it decides the
+turn under the conversation's policy and applies the canvas. Publishing a canvas costs
+a dozen messages and a chord set-up; a start message costs one, so a client submits
+many conversations a second and keeps no result subscriptions for tasks it never
+waits on.
+
 Queues are not chosen here: the app's router (``workers.app``) sends each task to
 the queue of the member ``task_member`` names.
 """
@@ -23,16 +30,33 @@ from celery.canvas import Signature
 
 from pipeline.committee import Committee
 from pipeline.plan import RunConfig, TurnPlan
+from pipeline.records import TurnContext
 
+START_TURN = "workers.start_turn"
 GENERATE = "workers.generate"
 REVIEW = "workers.review"
 JUDGE = "workers.judge"
 AGGREGATE = "workers.aggregate"
+CANDIDATES = "(the turn's candidates)"  # what a review or judge task receives, as logs show it
 
 
 def final_task_id(conversation_id: str, turn_index: int, attempt: int = 1) -> str:
     """The id of the task whose result is the outcome of attempt ``attempt`` of turn ``turn_index``."""
     return f"peerblend-{conversation_id}-turn-{turn_index}-a{attempt}"
+
+
+def start_signature(context: TurnContext, run: RunConfig, *, app: Any) -> Signature:
+    """The start message of attempt ``context.attempt`` of a turn: a worker decides the turn and
+    applies its canvas (``turn_signature``). No result is kept: a client waits on the aggregate."""
+    plan = {"turn": context.to_json(), "run": run.to_json()}
+    return signature(
+        START_TURN,
+        kwargs={"plan": plan},  # nested: the router sends it to the default queue
+        immutable=True,
+        app=app,
+        ignore_result=True,
+        **_shown("start", context, run),
+    )
 
 
 def turn_signature(plan: TurnPlan, *, app: Any) -> Signature:
@@ -45,16 +69,20 @@ def turn_signature(plan: TurnPlan, *, app: Any) -> Signature:
                 kwargs={"member": m, "turn": context},
                 immutable=True,
                 app=app,
-                **_shown(f"generate[{m}]", plan),
+                **_shown(f"generate[{m}]", plan.context, plan.run),
             )
             for m in plan.generators
         ],
         app=app,
     )
     aggregate_kwargs = {"turn": context, "run": plan.run.to_json(), "decision": plan.decision.to_json()}
-    aggregate = signature(AGGREGATE, kwargs=aggregate_kwargs, app=app, **_shown("aggregate", plan)).set(
-        task_id=final_task_id(plan.context.conversation_id, plan.context.turn_index, plan.context.attempt)
-    )
+    received = "ballots" if plan.reviewers else "candidates"
+    aggregate = signature(
+        AGGREGATE,
+        kwargs=aggregate_kwargs,
+        app=app,
+        **_shown("aggregate", plan.context, plan.run, args=f"(the turn's {received})"),
+    ).set(task_id=final_task_id(plan.context.conversation_id, plan.context.turn_index, plan.context.attempt))
     if not plan.reviewers:
         return chain(generate, aggregate, app=app)
     if plan.run.method == "pairwise":
@@ -64,32 +92,36 @@ def turn_signature(plan: TurnPlan, *, app: Any) -> Signature:
                 JUDGE,
                 kwargs={"judge": judge, "pair": [a, b], "turn": context},
                 app=app,
-                **_shown(f"judge[{judge}: {a} vs {b}]", plan),
+                **_shown(f"judge[{judge}: {a} vs {b}]", plan.context, plan.run, args=CANDIDATES),
             )
             for a, b in permutations(plan.generators, 2)
         ]
     else:
         header = [
             signature(
-                REVIEW, kwargs={"reviewer": r, "turn": context}, app=app, **_shown(f"review[{r}]", plan)
+                REVIEW,
+                kwargs={"reviewer": r, "turn": context},
+                app=app,
+                **_shown(f"review[{r}]", plan.context, plan.run, args=CANDIDATES),
             )
             for r in plan.reviewers
         ]
     return chain(generate, chord(group(header, app=app), aggregate, app=app), app=app)
 
 
-def _shown(name: str, plan: TurnPlan) -> dict[str, str]:
+def _shown(name: str, context: TurnContext, run: RunConfig, *, args: str = "()") -> dict[str, str]:
     """How a task appears in logs and Flower: stage and member as its name, a short kwargs line
-    with the conversation, the turn (numbered from 1, as people count) and the question.
+    with the conversation, the turn (numbered from 1, as people count) and the question, and
+    what its arguments are (the records of the stage before) instead of their text.
 
     (Celery cuts kwargs at 1,024 characters in events, which would hide the member
-    behind a long passage.)
+    behind a long passage; and it would walk every record a chord hands on to write
+    their repr, a millisecond per turn.)
     """
-    context = plan.context
     question = context.question if len(context.question) <= 80 else context.question[:77] + "..."
     where = f"conversation={context.conversation_id} turn={context.turn_index + 1}"  # numbered from 1
-    line = f"{where} method={plan.run.method} policy={plan.run.policy} question={question!r}"
-    return {"shadow": name, "kwargsrepr": line}
+    line = f"{where} method={run.method} policy={run.policy} question={question!r}"
+    return {"shadow": name, "kwargsrepr": line, "argsrepr": args}
 
 
 def task_member(kwargs: dict[str, Any], committee: Committee) -> str | None:

@@ -5,8 +5,9 @@
         for turn in handle.turns():
             print(turn.turn_index, turn.answer)
 
-The client stores the conversation, sends turn 0's canvas, and waits on each
-turn's predictable aggregate task id; each turn's aggregate task sends the next.
+The client stores the conversation and sends turn 0 as one small start message (a
+worker decides the turn and applies its canvas), then waits on each turn's
+predictable aggregate task id; each turn's aggregate task sends the next.
 """
 
 from __future__ import annotations
@@ -14,84 +15,31 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any
 
 from celery import Celery
 from celery.exceptions import TimeoutError as CeleryTimeout
+from celery.result import AsyncResult
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from db import crud
 from db.models import Conversation as ConversationRow
 from db.models import Turn
-from pipeline.canvas import final_task_id, turn_signature
+from pipeline.canvas import final_task_id, start_signature
 from pipeline.committee import Committee
 from pipeline.context import Exchange
 from pipeline.conversation import Conversation, Limits, conversation_from_json
 from pipeline.errors import BlendError, InputError, TurnTimeout
 from pipeline.live import LiveConversation
-from pipeline.plan import RunConfig, TurnPlan, check_run, check_run_name
+from pipeline.outcomes import OUTCOME_FIELDS, StoredConversation, StoredTurn, TurnOutcome
+from pipeline.plan import RunConfig, check_run, check_run_name
 from pipeline.policy import PolicyStore, check_policy
 from pipeline.records import TurnContext
-from pipeline.shortlist import StoredOutcome, begin, resume
 
 WAIT_SLICE_S = 2.0  # how often a waiting client re-reads the database
-OUTCOME_FIELDS = (
-    "conversation_id",
-    "turn_index",
-    "answer",
-    "chosen",
-    "status",
-    "ranking",
-    "scores",
-    "timings",
-)
-
-
-@dataclass(frozen=True)
-class TurnOutcome:
-    """A finished turn as the aggregate task reports it."""
-
-    conversation_id: str
-    turn_index: int
-    answer: str
-    chosen: str | None  # member whose answer was taken (None when fused or none usable)
-    status: str
-    ranking: list[str] = field(default_factory=list)
-    scores: dict[str, float] = field(default_factory=dict)
-    timings: dict[str, float] = field(default_factory=dict)
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> TurnOutcome:
-        return cls(**data)
-
-
-@dataclass(frozen=True)
-class StoredTurn:
-    turn_index: int
-    question: str
-    gold: list[str]
-    result: dict[str, Any] | None  # None while the turn is not finished
-    candidates: list[dict[str, Any]]
-    reviews: list[dict[str, Any]]
-
-
-@dataclass(frozen=True)
-class StoredConversation:
-    id: str
-    external_id: str | None
-    source: str | None
-    committee: str
-    method: str
-    policy: str
-    top_k: int
-    run: str | None
-    turns: list[StoredTurn]
-
-    @property
-    def finished(self) -> bool:
-        return all(t.result is not None for t in self.turns)
+__all__ = ["OUTCOME_FIELDS", "BlendClient", "BlendHandle", "StoredConversation", "StoredTurn", "TurnOutcome"]
 
 
 class BlendHandle:
@@ -129,7 +77,7 @@ class BlendClient:
         self.app = app
         self.engine = engine
         self.committee = committee
-        self.policy_store = policy_store  # needed by the p1, p2, p3 policies
+        self.policy_store = policy_store  # the policies' state (workers decide turns with their own)
         self.poll_interval = poll_interval
         self.limits = limits or Limits()
         # Distributed mode: refuse at once when a queue a turn needs has no worker (workers.consumers).
@@ -144,7 +92,7 @@ class BlendClient:
         top_k: int | None = None,
         run: str | None = None,
     ) -> BlendHandle:
-        """Validate and store ``conversation``, then send its first turn.
+        """Validate and store ``conversation``, then send its first turn (one commit, one message).
 
         ``method``: "peer", "pairwise" or "single:<member>"; ``policy``: "full",
         "p1", "p2", "p3"; ``top_k``: 1 takes the best candidate, more fuses the
@@ -182,9 +130,6 @@ class BlendClient:
         turns[0].attempt, turns[0].sent_at = 1, crud.utc_now()  # turn 0 is sent now, once
         with Session(self.engine, expire_on_commit=False) as session:
             crud.create_conversation(session=session, conversation=row, turns=turns)
-        decision = begin(
-            self.policy_store, self.committee, config, conversation_id=conversation_id, n_turns=n_turns
-        )
         first = TurnContext(
             conversation_id=conversation_id,
             turn_index=0,
@@ -193,8 +138,13 @@ class BlendClient:
             passage=conversation.passage,
             enqueued_at=time.time(),
         )
-        turn_signature(TurnPlan(first, config, decision), app=self.app).apply_async()
+        self.send_turn(first, config)
         return BlendHandle(self, conversation_id, n_turns)
+
+    def send_turn(self, context: TurnContext, run: RunConfig) -> None:
+        """Send attempt ``context.attempt`` of a stored turn (claimed by the caller): one start
+        message; the worker that takes it decides the turn and applies its canvas, once."""
+        start_signature(context, run, app=self.app).apply_async()
 
     def start(
         self,
@@ -276,15 +226,6 @@ class BlendClient:
         if attempt is None:
             return handle  # another client resent it at the same moment
         config = RunConfig(method=row.method, policy=check_policy(row.policy), top_k=row.top_k, live=row.live)
-        decision = resume(
-            self.policy_store,
-            self.committee,
-            config,
-            conversation_id=conversation_id,
-            turn_index=first.turn_index,
-            n_turns=row.n_turns,
-            stored=[StoredOutcome(r.turn_index, r.decision, r.ranking, r.scores) for r in results],
-        )
         context = TurnContext(
             conversation_id=conversation_id,
             turn_index=first.turn_index,
@@ -297,7 +238,7 @@ class BlendClient:
             attempt=attempt,
             system=row.system,
         )
-        turn_signature(TurnPlan(context, config, decision), app=self.app).apply_async()
+        self.send_turn(context, config)  # the worker folds in any stored turn the policy state missed
         return handle
 
     def handle(self, conversation_id: str) -> BlendHandle:
@@ -317,36 +258,52 @@ class BlendClient:
         believed only if the turn is still not stored and no newer attempt was sent.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            outcome = self.poll_turn(conversation_id, turn_index)
-            if isinstance(outcome, TurnOutcome):
-                return outcome
-            attempt = outcome
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:
-                raise TurnTimeout(
-                    f"turn {turn_index} of conversation {conversation_id} did not finish within {timeout:.0f} s"
-                )
-            result = self.app.AsyncResult(final_task_id(conversation_id, turn_index, max(attempt, 1)))
-            try:
-                data = result.get(
-                    timeout=min(WAIT_SLICE_S, remaining or WAIT_SLICE_S),
-                    interval=self.poll_interval,
-                    propagate=True,
-                )
-            except CeleryTimeout:
-                continue
-            except Exception as failure:  # noqa: BLE001 - the task failed; does the database agree?
-                after = self.poll_turn(conversation_id, turn_index)
-                if isinstance(after, TurnOutcome):
-                    return after
-                if after != attempt:
-                    continue  # a newer attempt was sent meanwhile
-                raise BlendError(
-                    f"turn {turn_index} of conversation {conversation_id} failed "
-                    f"(attempt {attempt}): {type(failure).__name__}: {failure}"
-                ) from None
-            return TurnOutcome.from_json(data)
+        waiting: AsyncResult | None = None  # one per attempt: every get() of a new one stays subscribed
+        try:
+            while True:
+                outcome = self.poll_turn(conversation_id, turn_index)
+                if isinstance(outcome, TurnOutcome):
+                    return outcome
+                attempt = outcome
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise TurnTimeout(
+                        f"turn {turn_index} of conversation {conversation_id} did not finish "
+                        f"within {timeout:.0f} s"
+                    )
+                task_id = final_task_id(conversation_id, turn_index, max(attempt, 1))
+                if waiting is None or waiting.id != task_id:
+                    self._let_go(waiting)
+                    waiting = self.app.AsyncResult(task_id)
+                try:
+                    data = waiting.get(
+                        timeout=min(WAIT_SLICE_S, remaining or WAIT_SLICE_S),
+                        interval=self.poll_interval,
+                        propagate=True,
+                    )
+                except CeleryTimeout:
+                    continue
+                except Exception as failure:  # noqa: BLE001 - the task failed; does the database agree?
+                    after = self.poll_turn(conversation_id, turn_index)
+                    if isinstance(after, TurnOutcome):
+                        return after
+                    if after != attempt:
+                        continue  # a newer attempt was sent meanwhile
+                    raise BlendError(
+                        f"turn {turn_index} of conversation {conversation_id} failed "
+                        f"(attempt {attempt}): {type(failure).__name__}: {failure}"
+                    ) from None
+                return TurnOutcome.from_json(data)
+        finally:
+            self._let_go(waiting)
+
+    def _let_go(self, result: AsyncResult | None) -> None:
+        """Stop the result backend's subscription for a task this client no longer waits on (a
+        long-running server would otherwise keep one per turn that timed out or was read from
+        the database)."""
+        forget = getattr(self.app.backend, "remove_pending_result", None)  # Redis: a pub/sub channel
+        if result is not None and forget is not None:
+            forget(result)
 
     def poll_turn(self, conversation_id: str, turn_index: int) -> TurnOutcome | int:
         """The stored outcome of a turn, or (not stored yet) the number of its current attempt."""

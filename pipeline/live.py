@@ -7,11 +7,12 @@
 
 A live conversation is stored like a submitted one (so ``fetch``, ``show``, reports
 and Flower see it), but it grows a turn per question: ``ask`` stores the question,
-decides the turn under the conversation's policy (policies see an open-ended
-conversation: p1 ranks the committee's first ``p1_live_rank_turns`` turns), sends
-its canvas and waits for it. Asking while the previous turn still runs is refused
-(``InputError``): a turn needs the previous blended answer. ``aask`` is the
-awaitable twin (it waits on a thread, never on the event loop).
+sends it as one start message (the worker that takes it decides the turn under the
+conversation's policy, which sees an open-ended conversation: p1 ranks the
+committee's first ``p1_live_rank_turns`` turns) and waits for it. Asking while the
+previous turn still runs is refused (``InputError``): a turn needs the previous
+blended answer. ``aask`` is the awaitable twin (it waits on a thread, never on the
+event loop).
 
 Each finished turn records the conversation's *fingerprint*, a hash of its settings
 and every exchange so far, so that a chat request repeating those messages finds
@@ -24,29 +25,34 @@ import asyncio
 import hashlib
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlmodel import Session
 
 from db import crud
 from db.models import Conversation as ConversationRow
 from db.models import Turn
-from pipeline.canvas import turn_signature
 from pipeline.context import Exchange
 from pipeline.conversation import Conversation, Question
 from pipeline.errors import InputError, TurnInProgress
-from pipeline.plan import RunConfig, TurnPlan
-from pipeline.policy import TurnDecision, check_policy
+from pipeline.plan import RunConfig
+from pipeline.policy import check_policy
 from pipeline.records import TurnContext
-from pipeline.shortlist import StoredOutcome, begin, resume
 
 if TYPE_CHECKING:
     from pipeline.client import BlendClient, TurnOutcome
 
 # Waiting for turns happens on threads; enough for many chats in flight at once.
 _WAITERS = ThreadPoolExecutor(max_workers=256, thread_name_prefix="peerblend-ask")
+T = TypeVar("T")
+
+
+async def off_loop(call: Callable[[], T]) -> T:
+    """``call()`` (which may wait for a turn for minutes) on the waiting threads, never on the event
+    loop; asyncio's default executor has a handful of threads, meant for short calls."""
+    return await asyncio.get_running_loop().run_in_executor(_WAITERS, call)
 
 
 def fingerprint(committee: str, run: RunConfig, system: str | None, exchanges: Sequence[Exchange]) -> str:
@@ -75,9 +81,7 @@ class LiveConversation:
 
     async def aask(self, question: str, *, timeout: float | None = None) -> TurnOutcome:
         """``ask`` for servers and notebooks: the event loop keeps running while the committee works."""
-        return await asyncio.get_running_loop().run_in_executor(
-            _WAITERS, lambda: self.ask(question, timeout=timeout)
-        )
+        return await off_loop(lambda: self.ask(question, timeout=timeout))
 
     def wait(self, turn_index: int, *, timeout: float | None = None) -> TurnOutcome:
         """Wait for a turn ``send`` sent; records the conversation's new fingerprint."""
@@ -87,9 +91,7 @@ class LiveConversation:
 
     async def await_turn(self, turn_index: int, *, timeout: float | None = None) -> TurnOutcome:
         """``wait`` without blocking the event loop."""
-        return await asyncio.get_running_loop().run_in_executor(
-            _WAITERS, lambda: self.wait(turn_index, timeout=timeout)
-        )
+        return await off_loop(lambda: self.wait(turn_index, timeout=timeout))
 
     def send(self, question: str) -> int:
         """Store ``question`` as the next turn and send it; its turn index. Does not wait."""
@@ -127,26 +129,8 @@ class LiveConversation:
             enqueued_at=time.time(),
             system=row.system,
         )
-        decision = self._decision(run, index, results)
-        turn_signature(TurnPlan(context, run, decision), app=client.app).apply_async()
+        client.send_turn(context, run)  # a worker decides it under the conversation's policy state
         return index
-
-    def _decision(self, run: RunConfig, index: int, results: Sequence[Any]) -> TurnDecision:
-        client = self.client
-        if index == 0:
-            return begin(
-                client.policy_store, client.committee, run, conversation_id=self.conversation_id, n_turns=1
-            )
-        stored = [StoredOutcome(r.turn_index, r.decision, r.ranking, r.scores) for r in results]
-        return resume(
-            client.policy_store,
-            client.committee,
-            run,
-            conversation_id=self.conversation_id,
-            turn_index=index,
-            n_turns=index + 1,
-            stored=stored,
-        )
 
     def _remember(self) -> None:
         """Record the fingerprint of every exchange so far (after a turn is stored)."""

@@ -85,6 +85,11 @@ class RunConfig:
     def fuses(self) -> bool:
         return self.top_k > 1 and self.single is None
 
+    @property
+    def keeps_state(self) -> bool:
+        """Whether its turns are decided from stored policy state (p1, p2, p3; not one member alone)."""
+        return self.single is None and self.policy != "full"
+
 
 def check_run(committee: Committee, *, method: object, policy: object, top_k: object) -> RunConfig:
     """Refuse an unknown method, policy or member, or fusion without an aggregator, before anything runs.

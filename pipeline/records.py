@@ -7,7 +7,7 @@ mapping is explicit in every record; nothing is inferred from completion order.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.context import Exchange
@@ -28,7 +28,7 @@ class TurnContext:
     system: str | None = None  # the user's system message, given to the generators
 
     def to_json(self) -> dict[str, Any]:
-        data = asdict(self)
+        data = _fields(self)
         data["history"] = [[e.question, e.answer] for e in self.history]
         return data
 
@@ -53,7 +53,7 @@ class CandidateRecord:
         return self.error is None and bool(self.text.strip())
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        return _fields(self)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> CandidateRecord:
@@ -82,7 +82,7 @@ class ReviewRecord:
     candidates: tuple[CandidateRecord, ...] = field(default_factory=tuple)
 
     def to_json(self) -> dict[str, Any]:
-        data = asdict(self)
+        data = _fields(self)
         data["candidates"] = [c.to_json() for c in self.candidates]
         return data
 
@@ -97,3 +97,9 @@ class ReviewRecord:
                 "candidates": candidates,
             }
         )
+
+
+def _fields(record: object) -> dict[str, Any]:
+    """A record's fields, one level deep (``dataclasses.asdict`` deep-copies every nested record,
+    which every task of every turn would pay for; nested records are converted by their owner)."""
+    return dict(vars(record))

@@ -1,8 +1,10 @@
 """The cached shortlist at work: policy decisions read from and written to a PolicyStore.
 
-``begin`` runs at submit time (turn 0), ``advance`` after each stored turn; both
-return the next turn's decision. The ``full`` policy and single-member runs keep
-no state at all.
+``begin`` opens a conversation's state (its first turn), ``advance`` folds in each
+stored turn; both return the next turn's decision. ``resume`` decides a turn a client
+sent (the worker that launches it calls it): the first turn of a new conversation, a
+live conversation's next question, or a resent turn. The ``full`` policy and
+single-member runs keep no state at all.
 """
 
 from __future__ import annotations
@@ -163,12 +165,15 @@ def resume(
     n_turns: int,
     stored: Sequence[StoredOutcome] = (),
 ) -> TurnDecision:
-    """The decision for a turn that was never run (a replay interrupted before it, a lost message).
+    """The decision for a turn sent by a client: a new conversation's first turn, a live
+    conversation's next question, or a turn that was never run (a replay interrupted
+    before it, a lost message).
 
     ``stored``: the conversation's stored turns. Any of them not yet folded into the
     policy state (a worker died between storing a turn and folding it in) is folded
     first, so the turn runs under exactly the state it would have had: the database's
-    stored turns are the truth the state is rebuilt from.
+    stored turns are the truth the state is rebuilt from. A first turn whose
+    conversation has no state yet opens it (``begin``).
     """
     fixed = _fixed(committee, run, n_turns)
     if fixed is not None:
@@ -186,8 +191,10 @@ def resume(
             scores=done.scores,
             ballots=int(done.decision.get("ballots", 0)),
         )
-    value = _required(store, run).get(conversation_key(committee.name, run.policy, conversation_id)) or {}
-    state = ConversationState.from_json(value)
+    value = _required(store, run).get(conversation_key(committee.name, run.policy, conversation_id))
+    if value is None and turn_index == 0:
+        return begin(store, committee, run, conversation_id=conversation_id, n_turns=n_turns)
+    state = ConversationState.from_json(value or {})
     return _for_method(
         committee,
         run,

@@ -20,10 +20,13 @@ from pathlib import Path
 import pytest
 from sqlmodel import Session, select
 
+from db import crud
 from db.engine import get_engine
 from db.migrate import upgrade
-from db.models import Candidate, TurnResult
+from db.models import Candidate, Conversation, Turn, TurnResult
 from pipeline.client import BlendClient
+from pipeline.plan import RunConfig
+from pipeline.records import TurnContext
 from pipeline.settings import Settings
 from tests.conftest import REDIS_URL, scripted_committee
 from workers.app import create_app
@@ -203,6 +206,88 @@ def test_each_worker_receives_exactly_its_members_tasks(cluster: BlendClient):
     }
     assert received["w1"] == {"generate[m0]", "generate[m1]", "review[m0]", "review[m1]", "aggregate"}
     assert received["w2"] == {"generate[m2]", "generate[m3]", "review[m2]", "review[m3]"}
+
+
+def test_a_start_message_delivered_twice_launches_its_turn_once(cluster: BlendClient):
+    # Given: a conversation stored as sent (attempt 1) whose start message is published twice,
+    # as Redis would redeliver it after a worker lost it mid-task
+    question = f"Delivered twice {uuid.uuid4().hex[:8]}?"
+    conversation_id = uuid.uuid4().hex
+    row = Conversation(id=conversation_id, committee=cluster.committee.name, method="peer", n_turns=1)
+    turn = Turn(conversation_id=conversation_id, turn_index=0, question=question, attempt=1)
+    with Session(cluster.engine) as session:
+        crud.create_conversation(session=session, conversation=row, turns=[turn])
+    context = TurnContext(conversation_id, 0, question)
+    cluster.send_turn(context, RunConfig())
+    cluster.send_turn(context, RunConfig())
+
+    # When: the turn finishes
+    outcome = cluster.wait_turn(conversation_id, 0, timeout=60)
+
+    # Then: the second delivery launched nothing: each member answered the question once
+    logs = "\n".join(path.read_text() for path in cluster.worker_logs.values())  # type: ignore[attr-defined]
+    assert outcome.status == "ok"
+    assert logs.count(f"start of turn {conversation_id}/0 (attempt 1): launched before") == 1
+    answered = re.findall(
+        rf"Task generate\[(m\d)\]\[[^\]]+\] succeeded in [^:]+: .*?{re.escape(question)}", logs
+    )
+    assert sorted(answered) == ["m0", "m1", "m2"]  # m3 fails, recorded without a text
+    with Session(cluster.engine) as session:
+        stored = crud.get_turn(session=session, conversation_id=conversation_id, turn_index=0)
+        assert stored is not None and (stored.attempt, stored.started) == (1, 1)
+
+
+def test_a_client_keeps_no_result_subscription_once_its_turns_are_read(cluster: BlendClient):
+    # Given: conversations submitted and waited for (some read from the database after they
+    # finished; every module test before this one waited on turns of this client too)
+    handles = [cluster.submit([f"Subscribed {i}?", "And then?", "And after that?"]) for i in range(4)]
+    handles[0].wait(timeout=60)
+    time.sleep(0.5)
+    for handle in handles:
+        handle.wait(timeout=60)
+
+    # Then: the client waits on no task's result any more (a server would otherwise grow a
+    # subscription per turn: every task of every canvas it published)
+    waiting = cluster.app.backend._pending_results
+    assert [dict(mapping) for mapping in waiting] == [{}, {}]
+
+
+def test_a_worker_that_launches_a_turn_drops_the_subscriptions_building_its_canvas_opened(tmp_path):
+    # Given: an app on the real Redis, as in a worker, with queues no worker consumes
+    from pipeline.canvas import turn_signature
+    from pipeline.plan import TurnPlan
+    from pipeline.policy import TurnDecision
+    from workers.dispatch import launch
+
+    tag = uuid.uuid4().hex[:8]
+    committee = scripted_committee(3, name=f"launch-{tag}", queue_prefix=f"l{tag}.")
+    settings = Settings(
+        broker_url=f"{REDIS_URL}/0",
+        result_backend=f"{REDIS_URL}/1",
+        database_url=f"sqlite:///{tmp_path / 'unused.db'}",
+        default_queue=f"l{tag}.peerblend",
+    )
+    app = create_app(settings, committee)
+    members = tuple(committee.generators)
+    plans = [
+        TurnPlan(TurnContext(f"c{i}", 0, "q?"), RunConfig(), TurnDecision(members, members, "full"))
+        for i in range(2)
+    ]
+    try:
+        # When: one turn's canvas is applied as Celery does it, the other launched
+        turn_signature(plans[0], app=app).apply_async()
+        opened = sum(len(mapping) for mapping in app.backend._pending_results)
+        launch(app, plans[1])
+
+        # Then: plain applying leaves the process subscribed to its tasks; launching adds nothing
+        assert opened >= 3
+        assert sum(len(mapping) for mapping in app.backend._pending_results) == opened
+    finally:
+        import redis
+
+        with redis.Redis.from_url(f"{REDIS_URL}/0") as broker:
+            broker.delete(settings.default_queue, *committee.queues)
+        app.close()
 
 
 def test_a_worker_whose_model_cannot_load_fails_at_start(tmp_path):

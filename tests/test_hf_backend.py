@@ -236,9 +236,7 @@ def test_sampled_prompts_vary_within_a_batch_repeat_under_a_seed_and_leave_greed
     smollm: hf.TransformersBackend,
 ) -> None:
     story = Prompt(messages=(Message("user", "Tell me a story about a cat."),), max_new_tokens=12)
-    hot = [
-        Prompt(messages=story.messages, max_new_tokens=12, temperature=1.5, seed=7 + i) for i in range(4)
-    ]
+    hot = [Prompt(messages=story.messages, max_new_tokens=12, temperature=1.5, seed=7 + i) for i in range(4)]
     [greedy] = smollm.generate([story])
 
     first = smollm.generate([*hot, story])

@@ -72,13 +72,13 @@ runs = st.one_of(json_values, st.sampled_from(["run-1", "a" * 300, "bad\nname", 
 
 
 class Sends:
-    """Stands in for the canvas: records each turn that would be sent."""
+    """Stands in for the start message: records each turn that would be sent (context, run)."""
 
     def __init__(self) -> None:
         self.plans: list[Any] = []
 
-    def __call__(self, plan: Any, *, app: Any) -> Any:
-        self.plans.append(plan)
+    def __call__(self, *turn: Any, app: Any) -> Any:
+        self.plans.append(turn)
         return self
 
     def apply_async(self) -> None:
@@ -94,12 +94,12 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[BlendClie
     app = create_app(settings, committee)
     engine = get_engine(settings.database)
     sends = Sends()
-    original = pipeline.client.turn_signature
-    pipeline.client.turn_signature = sends  # type: ignore[assignment]
+    original = pipeline.client.start_signature
+    pipeline.client.start_signature = sends  # type: ignore[assignment]
     try:
         yield BlendClient(app, engine, committee, policy_store=SqlPolicyStore(engine)), sends
     finally:
-        pipeline.client.turn_signature = original
+        pipeline.client.start_signature = original
 
 
 def _counts(client: BlendClient) -> tuple[int, int]:

@@ -24,6 +24,8 @@ from pipeline.canvas import final_task_id
 from pipeline.conversation import Conversation as UserConversation
 from pipeline.conversation import Limits, Question
 from pipeline.errors import BlendError, InputError
+from pipeline.plan import RunConfig
+from pipeline.records import TurnContext
 from tests.conftest import scripted_calls, scripted_committee
 from workers.deadline import Timeout, call_with_deadline
 from workers.recovery import recover
@@ -160,6 +162,66 @@ def test_a_redelivered_aggregate_does_not_send_the_next_turn_again(embedded):
         assert turn is not None and turn.attempt == 1
 
 
+def test_a_start_message_delivered_twice_launches_its_turn_once(embedded):
+    # Given: a conversation stored as sent (attempt 1) whose start message arrives twice
+    client = embedded()
+    question = f"Who wrote Dune? {time.monotonic_ns()}"
+    conversation_id = _stalled_conversation(client, [question, "When?"], sent_ago_s=0)
+    first = TurnContext(conversation_id, 0, question, n_turns=2)
+    client.send_turn(first, RunConfig())
+    client.send_turn(first, RunConfig())
+
+    # When: the conversation finishes
+    outcomes = client.handle(conversation_id).wait(timeout=30)
+
+    # Then: turn 0 was launched once: each member answered once, attempt and launch stay 1
+    time.sleep(0.5)  # a duplicate canvas would have run by now on the in-process worker
+    assert [o.turn_index for o in outcomes] == [0, 1]
+    assert len(_generations_of(question)) == 3
+    with Session(client.engine) as session:
+        turn = crud.get_turn(session=session, conversation_id=conversation_id, turn_index=0)
+        assert turn is not None and (turn.attempt, turn.started) == (1, 1)
+
+
+def test_a_stale_start_message_of_a_replaced_attempt_launches_nothing(embedded):
+    # Given: a turn whose attempt 1 never ran, resent as attempt 2 (resume), and finished
+    client = embedded()
+    question = f"Who wrote Emma? {time.monotonic_ns()}"
+    conversation_id = _stalled_conversation(client, [question], sent_ago_s=3600)
+    client.resume(conversation_id)
+    (outcome,) = client.handle(conversation_id).wait(timeout=30)
+    assert len(_generations_of(question)) == 3
+
+    # When: attempt 1's start message arrives late
+    client.send_turn(TurnContext(conversation_id, 0, question, attempt=1), RunConfig())
+
+    # Then: nothing runs again, and the stored turn stands
+    time.sleep(0.5)
+    assert len(_generations_of(question)) == 3
+    assert client.wait_turn(conversation_id, 0, timeout=10) == outcome
+    with Session(client.engine) as session:
+        turn = crud.get_turn(session=session, conversation_id=conversation_id, turn_index=0)
+        assert turn is not None and (turn.attempt, turn.started) == (2, 2)
+
+
+def test_a_resent_first_turn_opens_its_policy_state_in_the_worker(embedded):
+    # Given: a p2 conversation of three turns whose first start message was lost (never ran)
+    client = embedded()
+    questions = [f"p2 q{t}? {time.monotonic_ns()}" for t in range(3)]
+    conversation_id = _stalled_conversation(client, questions, sent_ago_s=3600, policy="p2")
+
+    # When: it is resumed
+    outcomes = client.resume(conversation_id).wait(timeout=30)
+
+    # Then: the worker opened the policy state and p2 decided every turn (ranked, reused, ranked)
+    assert [o.turn_index for o in outcomes] == [0, 1, 2]
+    decisions = [t.result["decision"]["ranked"] for t in client.fetch(conversation_id).turns]
+    assert decisions == [True, False, True]
+    with Session(client.engine) as session:
+        turns = crud.list_turns(session=session, conversation_id=conversation_id)
+        assert [(t.attempt, t.started) for t in turns] == [(2, 2), (1, 1), (1, 1)]
+
+
 def _generations_of(question: str) -> list:
     return [
         p
@@ -210,11 +272,15 @@ def test_a_stale_failure_does_not_hide_a_stored_turn(embedded):
     assert client.wait_turn(outcome.conversation_id, 0, timeout=10) == outcome
 
 
-def _stalled_conversation(client, questions: list[str], *, sent_ago_s: float) -> str:
+def _stalled_conversation(client, questions: list[str], *, sent_ago_s: float, policy: str = "full") -> str:
     """A conversation stored as sent ``sent_ago_s`` ago whose turn 0 never ran (a lost message)."""
     conversation_id = f"stalled{time.monotonic_ns()}"
     row = Conversation(
-        id=conversation_id, committee=client.committee.name, method="peer", n_turns=len(questions)
+        id=conversation_id,
+        committee=client.committee.name,
+        method="peer",
+        policy=policy,
+        n_turns=len(questions),
     )
     turns = [Turn(conversation_id=conversation_id, turn_index=i, question=q) for i, q in enumerate(questions)]
     turns[0].attempt, turns[0].sent_at = 1, crud.utc_now() - timedelta(seconds=sent_ago_s)

@@ -1,9 +1,9 @@
 """``peerblend serve`` as a real uvicorn process, called with the official openai SDK.
 
 Embedded default (one process: server, in-process worker, SQLite) with a scripted
-committee; then distributed (the server plus a real ``celery worker`` on Redis and
-PostgreSQL). Chat-protocol mapping (messages -> conversation, model ids) is tested
-without a server at the end.
+committee, and once with the real offline SmolLM2; then distributed (the server plus a
+real ``celery worker`` on Redis and PostgreSQL). Chat-protocol mapping (messages ->
+conversation, model ids) is tested without a server at the end.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import openai
 import pytest
 from sqlalchemy import create_engine, text
 
+from pipeline.committee import Committee, Generation, Member
 from tests.conftest import scripted_committee
 from tests.faults_support import free_port, stop_process, wait_for
 from workers.chat import ChatError, ChatMessage, conversation_of, model_ids, parse_model
@@ -41,7 +42,7 @@ def _likelihood_committee(name: str) -> Any:
 
 
 class Server:
-    def __init__(self, env: dict[str, str], home: Path) -> None:
+    def __init__(self, env: dict[str, str], home: Path, *, startup_s: float = 90) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/v1"
         self.log = home / "serve.log"
@@ -61,10 +62,10 @@ class Server:
             except httpx.HTTPError:
                 return False
 
-        wait_for("peerblend serve answers", up, timeout=90)
+        wait_for("peerblend serve answers", up, timeout=startup_s)
 
-    def client(self, key: str = KEY) -> openai.OpenAI:
-        return openai.OpenAI(base_url=self.url, api_key=key, max_retries=0, timeout=120)
+    def client(self, key: str = KEY, timeout: float = 120) -> openai.OpenAI:
+        return openai.OpenAI(base_url=self.url, api_key=key, max_retries=0, timeout=timeout)
 
     def async_client(self) -> openai.AsyncOpenAI:
         return openai.AsyncOpenAI(base_url=self.url, api_key=KEY, max_retries=0, timeout=120)
@@ -233,6 +234,55 @@ def test_a_wrong_or_missing_key_is_refused(served):
             model="blend", messages=[{"role": "user", "content": "q?"}]
         )
     assert httpx.get(server.url + "/models").status_code == 401
+
+
+# --- a real offline model behind the endpoint ---------------------------------------------------
+
+
+@pytest.mark.real_model
+def test_a_real_offline_model_answers_through_serve(tmp_path):
+    # Given: peerblend serve (embedded) with a committee of the offline SmolLM2-135M, short answers
+    short = Generation(max_new_tokens=8, style="terse")
+    committee = Committee(
+        name="real-serve",
+        members=(
+            Member(name="smol-a", backend="transformers", model="smollm2-135m", generation=short),
+            Member(
+                name="smol-b",
+                backend="transformers",
+                model="smollm2-135m",
+                generation=short,
+                review_method="ranking",
+            ),
+        ),
+    )
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "committee.json").write_text(committee.model_dump_json())
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("PEERBLEND_")},
+        "PEERBLEND_HOME": str(home),
+        "PEERBLEND_COMMITTEE_FILE": str(home / "committee.json"),
+        "PEERBLEND_API_KEYS": KEY,
+        "HF_HUB_OFFLINE": "1",
+    }
+    server = Server(env, home, startup_s=600)  # the worker loads the model first (converts it once)
+    try:
+        # When: the openai SDK asks one short question
+        completion = server.client(timeout=600).chat.completions.create(
+            model="real-serve", messages=[{"role": "user", "content": "What is the capital of France?"}]
+        )
+    finally:
+        stop_process(server.process)
+
+    # Then: a non-empty blended answer, one of the model's candidates, with what the blend did
+    answer = completion.choices[0].message.content
+    assert answer and answer.strip()
+    extension = completion.model_extra["peerblend"]
+    candidates = {c["member"]: c for c in extension["candidates"]}
+    assert set(candidates) == {"smol-a", "smol-b"}
+    assert all(c["error"] is None and c["text"] for c in candidates.values())
+    assert extension["chosen"] in candidates and answer == candidates[extension["chosen"]]["text"]
 
 
 # --- distributed: the server plus a real worker on Redis and PostgreSQL -----------------------

@@ -28,7 +28,10 @@ class QueueCheck:
         self._asked_at = float("-inf")
 
     def check(self, members: Iterable[str], default_queue: str) -> None:
-        needed = {default_queue: "aggregation", **{self.committee.member(m).queue: m for m in members}}
+        needed = {
+            default_queue: "turn launches, aggregation",
+            **{self.committee.member(m).queue: m for m in members},
+        }
         missing = {q: who for q, who in needed.items() if q not in self._queues(fresh=False)}
         if missing:  # maybe a worker just started: ask again before refusing
             missing = {q: who for q, who in missing.items() if q not in self._queues(fresh=True)}

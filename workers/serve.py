@@ -37,7 +37,7 @@ from db import crud
 from pipeline.client import BlendClient, TurnOutcome
 from pipeline.context import Exchange, estimate_tokens
 from pipeline.errors import BlendError, InputError, ServiceUnavailable, TurnInProgress, TurnTimeout
-from pipeline.live import LiveConversation, find_by_messages
+from pipeline.live import LiveConversation, find_by_messages, off_loop
 from pipeline.plan import RunConfig, check_run
 from workers.chat import ChatError, ChatRequest, conversation_of, error_body, model_ids, parse_model
 from workers.web import web_router
@@ -97,15 +97,21 @@ def create_api(client: BlendClient, options: ServerOptions) -> FastAPI:
         run = _run_of(client, body.model)
         system, exchanges, question = conversation_of(body.messages)
         explicit = body.conversation_id or x_peerblend_conversation
-        chat, turn_index = await _send(client, run, system, exchanges, question, explicit)
         completion_id = f"chatcmpl-{uuid.uuid4().hex}"
-        ask = asyncio.ensure_future(_wait(chat, turn_index, options.turn_timeout_s))
-        if body.stream:
-            return StreamingResponse(
-                _stream(client, ask, body.model, completion_id), media_type="text/event-stream"
-            )
-        outcome = await ask
-        return await asyncio.to_thread(_completion, client, outcome, body.model, completion_id, question)
+        if not body.stream:  # one thread does it all: each hop to a thread and back costs latency
+
+            def answer() -> dict[str, Any]:
+                chat, turn_index = _send(client, run, system, exchanges, question, explicit)
+                outcome = _wait(chat, turn_index, options.turn_timeout_s)
+                return _completion(client, outcome, body.model, completion_id, question)
+
+            return await off_loop(answer)
+        # Streaming: the turn is sent before the response starts (its errors are HTTP errors).
+        chat, turn_index = await off_loop(lambda: _send(client, run, system, exchanges, question, explicit))
+        ask = asyncio.ensure_future(off_loop(lambda: _wait(chat, turn_index, options.turn_timeout_s)))
+        return StreamingResponse(
+            _stream(client, ask, body.model, completion_id), media_type="text/event-stream"
+        )
 
     api.include_router(web_router(client, options))  # the read-only pages (workers/web.py)
     return api
@@ -119,7 +125,7 @@ def _run_of(client: BlendClient, model: str) -> RunConfig:
         raise ChatError(400, str(error), "invalid_request_error", param="model") from None
 
 
-async def _send(
+def _send(
     client: BlendClient,
     run: RunConfig,
     system: str | None,
@@ -131,7 +137,7 @@ async def _send(
 
     The conversation: the one named explicitly; else a stored live conversation whose
     exchanges so far equal the request's earlier messages (if it is busy with another
-    request's turn, a new one with that history); else a new one.
+    request's turn, a new one with that history); else a new one. Blocking: run on a thread.
     """
 
     def new() -> LiveConversation:
@@ -155,7 +161,7 @@ async def _send(
         return chat, chat.send(question)
 
     try:
-        return await asyncio.to_thread(send)
+        return send()
     except BlendError as error:
         raise _as_chat_error(error) from None
     except ChatError:
@@ -166,9 +172,10 @@ async def _send(
         ) from None
 
 
-async def _wait(chat: LiveConversation, turn_index: int, timeout_s: float) -> TurnOutcome:
+def _wait(chat: LiveConversation, turn_index: int, timeout_s: float) -> TurnOutcome:
+    """The turn's outcome (blocking: run on a thread)."""
     try:
-        return await chat.await_turn(turn_index, timeout=timeout_s)
+        return chat.wait(turn_index, timeout=timeout_s)
     except BlendError as error:
         raise _as_chat_error(error) from None
     except Exception as error:  # a broker or database driver error: the service is unavailable

@@ -20,6 +20,7 @@ from pipeline.records import CandidateRecord, ReviewRecord, TurnContext
 from pipeline.stages import answer, review
 from pipeline.stages import judge as stage_judge
 from workers.deadline import Timeout, call_with_deadline
+from workers.dispatch import start_turn
 from workers.runtime import runtime_of
 from workers.turn import finish_turn
 
@@ -28,6 +29,12 @@ def _candidates_from(results: Any) -> list[CandidateRecord]:
     # A one-task group is unrolled by Celery into a plain task: one dict, not a list.
     items = [results] if isinstance(results, dict) else list(results or [])
     return [CandidateRecord.from_json(item) for item in items]
+
+
+@shared_task(name="workers.start_turn", bind=True, ignore_result=True)
+def start_turn_task(self: Task, *, plan: dict[str, Any]) -> None:
+    """A client's start message: decide the turn and apply its canvas, once per attempt."""
+    start_turn(self.app, TurnContext.from_json(plan["turn"]), RunConfig.from_json(plan["run"]))
 
 
 @shared_task(name="workers.generate", bind=True)

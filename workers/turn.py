@@ -15,7 +15,7 @@ from db.engine import get_engine
 from db.retry import with_retries
 from db.rows import candidate_rows, judgement_rows, result_row, review_rows
 from pipeline.aggregate import judgement_keys
-from pipeline.client import OUTCOME_FIELDS
+from pipeline.outcomes import OUTCOME_FIELDS
 from pipeline.pairwise import Judgement
 from pipeline.plan import RunConfig
 from pipeline.policy import TurnDecision

@@ -1,16 +1,23 @@
-"""Benchmark: what the chat server adds over the Python client, and how many chats it serves.
+"""Benchmark: what a client and the chat server cost, and peerblend's throughput against the raw floor.
 
-One process, the embedded deployment (in-process worker, SQLite) with a scripted
-zero-cost committee of 3, so the figures are peerblend's own overhead:
+Scripted zero-cost committees, so every figure is peerblend's own overhead (Celery,
+the database, the server), not a model's:
 
+Embedded (one process: in-process worker with 16 threads, SQLite; committee of 3):
 1. Added latency: one-turn chats, alternately through ``LiveConversation.ask``
    directly and through ``POST /v1/chat/completions`` on a uvicorn server running in
-   this process (httpx client, keep-alive); the median difference is what the
-   server adds (target <= 10 ms).
-2. Throughput: requests per second with 1, 8 and 32 chats in flight at once.
-3. ``submit`` rate from one client process (conversations stored and sent per second).
+   this process (httpx client, keep-alive); the median difference is what the server
+   adds (target <= 10 ms).
+2. Server requests/s with 1, 8 and 32 chats in flight.
+3. ``submit`` and ``ask`` rates from one client process.
 
-    .venv/bin/python tests/benchmarks/bench_serve.py [--requests 60]
+Distributed (when Redis and PostgreSQL answer; committee of 5; a peerblend worker and a
+raw-canvas worker, prefork x4 each, ``tests/benchmarks/cluster.py``):
+4. ``submit`` and ``ask`` rates from one client process (the workers run the turns meanwhile).
+5. Throughput with 200 one-turn conversations submitted at once, peerblend against a raw
+   no-op canvas of the same shape (``raw_canvas.py``), alternated round by round (target >= 0.9x).
+
+    .venv/bin/python tests/benchmarks/bench_serve.py [--requests 60] [--rounds 3] [--skip-distributed]
 """
 
 from __future__ import annotations
@@ -23,7 +30,10 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
@@ -32,6 +42,7 @@ os.environ.setdefault("PEERBLEND_TEST_BACKENDS", "1")
 import httpx  # noqa: E402
 import uvicorn  # noqa: E402
 
+from pipeline.client import BlendClient  # noqa: E402
 from pipeline.committee import Committee, Member  # noqa: E402
 from pipeline.settings import Settings  # noqa: E402
 from workers.embedded import connect  # noqa: E402
@@ -71,13 +82,62 @@ async def rps(url: str, in_flight: int, total: int) -> float:
         return total / (time.perf_counter() - started)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=60, help="one-turn chats per latency series")
-    parser.add_argument("--port", type=int, default=8791)
-    args = parser.parse_args()
-    settings = Settings(home=Path(tempfile.mkdtemp(prefix="peerblend-serve-")), embedded_concurrency=16)
-    with connect(settings, committee()) as client:
+def submit_rate(client: BlendClient, n: int, tag: str) -> tuple[float, list[Any]]:
+    """Conversations stored and sent per second by ``n`` one-turn submits in a row; the handles."""
+    started = time.perf_counter()
+    handles = [client.submit([f"{tag} submitted {i}?"]) for i in range(n)]
+    return n / (time.perf_counter() - started), handles
+
+
+def ask_rate(client: BlendClient, n: int, in_flight: int, tag: str) -> float:
+    """One-turn live chats answered per second, ``in_flight`` at once (``aask``), from this process."""
+
+    async def main() -> None:
+        slots = asyncio.Semaphore(in_flight)
+
+        async def one(i: int) -> None:
+            async with slots:
+                chat = await asyncio.to_thread(client.start)
+                await chat.aask(f"{tag} asked {i}?", timeout=120)
+
+        await asyncio.gather(*(one(i) for i in range(n)))
+
+    started = time.perf_counter()
+    asyncio.run(main())
+    return n / (time.perf_counter() - started)
+
+
+def client_alone(settings: Settings, n: int, rounds: int = 3) -> str:
+    """``submit`` rates of a client whose messages no worker takes (dropped afterwards): the client's
+    own cost, without workers sharing the CPU. The median and each round."""
+    from db.engine import get_engine
+    from db.migrate import upgrade
+    from tests.conftest import scripted_committee
+    from workers.app import create_app
+
+    tag = uuid.uuid4().hex[:6]
+    members = scripted_committee(5, name=f"alone-{tag}", queue_prefix=f"alone{tag}.")
+    settings = settings.model_copy(update={"default_queue": f"alone{tag}.peerblend"})
+    upgrade(settings.database)
+    app = create_app(settings, members)
+    client = BlendClient(app, get_engine(settings.database), members, policy_store=app.peerblend.policy_store)
+    try:
+        submit_rate(client, 20, "warm-up")
+        rates = [submit_rate(client, n, f"alone {k}")[0] for k in range(rounds)]
+    finally:
+        if not settings.embedded:
+            import redis
+
+            with redis.Redis.from_url(settings.broker_url or "") as broker:
+                broker.delete(settings.default_queue, *members.queues)
+        app.close()
+    return f"median {statistics.median(rates):6.1f}/s ({', '.join(f'{r:.0f}' for r in rates)})"
+
+
+def embedded(args: argparse.Namespace) -> None:
+    home = Path(tempfile.mkdtemp(prefix="peerblend-serve-"))
+    alone = client_alone(Settings(home=home / "alone"), args.submits)
+    with connect(Settings(home=home, embedded_concurrency=16), committee()) as client:
         server = serve_in_thread(create_api(client, ServerOptions()), args.port)
         url = f"http://127.0.0.1:{args.port}/v1/chat/completions"
         direct, served = [], []
@@ -93,19 +153,124 @@ def main() -> None:
                 if i >= 5:
                     direct.append(direct_s)
                     served.append(served_s)
-        print(f"one-turn chats, {args.requests} each, alternated (2 CPU cores, scripted committee of 3):")
+        print(f"embedded, scripted committee of 3; one-turn chats, {args.requests} each, alternated:")
         print(f"  LiveConversation.ask  median {1000 * statistics.median(direct):7.1f} ms")
         print(f"  POST chat/completions median {1000 * statistics.median(served):7.1f} ms")
         added = [s - d for s, d in zip(served, direct, strict=True)]
         print(f"  added by the server: median {1000 * statistics.median(added):.1f} ms (target <= 10 ms)")
         for in_flight in (1, 8, 32):
             rate = asyncio.run(rps(url, in_flight, max(32, 2 * in_flight)))
-            print(f"  {in_flight:2d} chats in flight: {rate:6.1f} requests/s")
-        started = time.perf_counter()
-        for i in range(200):
-            client.submit([f"submitted {i}?"])
-        print(f"submit from one client process: {200 / (time.perf_counter() - started):.0f} conversations/s")
+            print(f"  server, {in_flight:2d} chats in flight: {rate:6.1f} requests/s")
+        rate, handles = submit_rate(client, args.submits, "embedded")
+        for handle in handles:
+            handle.wait(timeout=300)
+        print(f"  submit from one client process, no worker taking them: {alone} (target >= 100/s)")
+        print(f"  submit from one client process, the in-process worker running them: {rate:6.1f}/s")
+        chats = ask_rate(client, 64, 32, "embedded")
+        print(f"  ask from one client process, 32 chats in flight: {chats:6.1f} chats/s")
         server.should_exit = True
+
+
+def distributed(args: argparse.Namespace, settings: Settings) -> None:
+    from tests.benchmarks.cluster import cluster
+
+    alone = client_alone(settings, args.submits)
+    with cluster(members=5, pool="prefork", concurrency=4) as bench:
+        client = bench.client
+        for handle in submit_rate(client, 20, "warm-up")[1]:
+            handle.wait(timeout=120)
+        rates = []
+        for _ in range(3):
+            rate, handles = submit_rate(client, args.submits, "distributed")
+            rates.append(rate)
+            for handle in handles:
+                handle.wait(timeout=300)
+        shown = ", ".join(f"{r:.0f}" for r in rates)
+        print("distributed (Redis + PostgreSQL), scripted committee of 5, worker prefork x4:")
+        print(f"  submit from one client process, no worker taking them: {alone} (target >= 100/s)")
+        print(
+            "  submit from one client process, the workers running them: "
+            f"median {statistics.median(rates):6.1f}/s ({shown})"
+        )
+        chats = ask_rate(client, 64, 32, "distributed")
+        print(f"  ask from one client process, 32 chats in flight: {chats:6.1f} chats/s")
+        throughput(bench, args.rounds, args.at_once)
+
+
+def throughput(bench: Any, rounds: int, at_once: int) -> None:
+    """``at_once`` one-turn conversations submitted at once, then waited for: raw and peerblend alternated."""
+
+    def raw() -> None:
+        results = [bench.raw.turn().apply_async() for _ in range(at_once)]
+        for result in results:
+            result.get(timeout=300, interval=0.005)
+
+    def ours(k: int) -> Callable[[], None]:
+        def run() -> None:
+            handles = [bench.client.submit([f"at once {k} {i}?"]) for i in range(at_once)]
+            for handle in handles:
+                handle.wait(timeout=300)
+
+        return run
+
+    def rate(run: Callable[[], None]) -> float:
+        started = time.perf_counter()
+        run()
+        return at_once / (time.perf_counter() - started)
+
+    rate(raw), rate(ours(-1))  # warm-up
+    raws, oursr = [], []
+    print(f"  {at_once} one-turn conversations at once (5 generators + 5 reviewers), alternated:")
+    for k in range(rounds):
+        raws.append(rate(raw))
+        oursr.append(rate(ours(k)))
+        print(
+            f"    round {k + 1}: raw canvas {raws[-1]:5.1f} turns/s, peerblend {oursr[-1]:5.1f} turns/s "
+            f"({oursr[-1] / raws[-1]:.2f}x)"
+        )
+    ratio = statistics.median(oursr) / statistics.median(raws)
+    print(
+        f"  median: raw {statistics.median(raws):.1f}, peerblend {statistics.median(oursr):.1f} turns/s: "
+        f"{ratio:.2f}x the raw floor (target >= 0.9x)"
+    )
+
+
+def services() -> Settings | None:
+    """The distributed settings of the benchmark, when Redis and PostgreSQL answer."""
+    from pipeline.errors import ServiceUnavailable
+    from tests.conftest import POSTGRES_URL, REDIS_URL
+    from workers.services import check_services
+
+    settings = Settings(
+        broker_url=f"{REDIS_URL}/0",
+        result_backend=f"{REDIS_URL}/1",
+        database_url=os.environ.get("PEERBLEND_BENCH_DATABASE", f"{POSTGRES_URL}/test"),
+    )
+    try:
+        check_services(settings)
+    except ServiceUnavailable as error:
+        print(f"distributed: skipped ({error})")
+        return None
+    return settings
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=60, help="one-turn chats per latency series")
+    parser.add_argument("--submits", type=int, default=200, help="submits per submit-rate series")
+    parser.add_argument("--rounds", type=int, default=3, help="alternated rounds of the at-once throughput")
+    parser.add_argument("--at-once", type=int, default=200, help="conversations submitted at once")
+    parser.add_argument("--port", type=int, default=8791)
+    parser.add_argument("--skip-embedded", action="store_true")
+    parser.add_argument("--skip-distributed", action="store_true")
+    args = parser.parse_args()
+    print(f"load average before: {', '.join(f'{x:.2f}' for x in os.getloadavg())} ({os.cpu_count()} CPUs)")
+    if not args.skip_embedded:
+        embedded(args)
+    settings = None if args.skip_distributed else services()
+    if settings is not None:
+        distributed(args, settings)
+    print(f"load average after: {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
 if __name__ == "__main__":
