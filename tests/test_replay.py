@@ -79,10 +79,11 @@ def _stored_turns(database: Path) -> int:
 
 
 def test_an_interrupted_replay_resumes_without_duplicates(tmp_path):
-    # Given: 16 conversations x 4 turns, members that take 0.15 s per call
-    # (two in flight: about 10 s of work, so Ctrl-C lands well before the end)
+    # Given: 16 conversations x 4 turns, members that take 0.4 s per call
+    # (two in flight: about 26 s of work, so Ctrl-C lands well before the end even when a
+    # loaded CI machine is slow to let this test see the first stored turn)
     committee = scripted_committee(
-        3, name="replay", member_options={f"m{i}": {"delay_s": 0.15} for i in range(3)}
+        3, name="replay", member_options={f"m{i}": {"delay_s": 0.4} for i in range(3)}
     )
     (tmp_path / "committee.json").write_text(committee.model_dump_json())
     total = 16 * 4
@@ -102,10 +103,13 @@ def test_an_interrupted_replay_resumes_without_duplicates(tmp_path):
         assert first.poll() is None, first.communicate()[0]
         assert time.monotonic() < deadline, "no turn was stored within 120 s"
         time.sleep(0.05)
+    seen = _stored_turns(database)
     first.send_signal(signal.SIGINT)
     first_out, _ = first.communicate(timeout=60)
     partial = _counts(database)
-    assert 1 <= partial["turn_result"] < total, f"the interruption came too late: {partial}\n{first_out}"
+    assert 1 <= partial["turn_result"] < total, (
+        f"the interruption came too late ({seen} turns stored when it was sent): {partial}\n{first_out}"
+    )
     assert first.returncode == 130, first_out
 
     # and run again with the same run name
