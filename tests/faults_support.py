@@ -81,6 +81,12 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+def interruptible() -> None:
+    """In a child before exec: SIGINT back to its default, so Ctrl-C (SIGINT) reaches it as in a
+    terminal even when the test run itself ignores SIGINT (a shell starts background jobs so)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def stop_process(process: subprocess.Popen[Any], *, grace: float = 10.0) -> None:
     """Stop a process this test started (SIGTERM, then SIGKILL) and the children it forked, by pid."""
     try:
@@ -413,6 +419,7 @@ class Deployment:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
+            preexec_fn=interruptible,
         )
         self._processes.append(process)
         return process

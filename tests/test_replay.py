@@ -15,6 +15,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.exc import OperationalError
 
 from tests.conftest import scripted_committee
+from tests.faults_support import interruptible
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -47,7 +48,13 @@ def _replay(env: dict[str, str], dataset: Path, *extra: str) -> subprocess.Popen
         *extra,
     ]
     return subprocess.Popen(
-        command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        command,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        preexec_fn=interruptible,  # Ctrl-C reaches it even if this test run ignores SIGINT
     )
 
 
@@ -79,11 +86,10 @@ def _stored_turns(database: Path) -> int:
 
 
 def test_an_interrupted_replay_resumes_without_duplicates(tmp_path):
-    # Given: 16 conversations x 4 turns, members that take 0.4 s per call
-    # (two in flight: about 26 s of work, so Ctrl-C lands well before the end even when a
-    # loaded CI machine is slow to let this test see the first stored turn)
+    # Given: 16 conversations x 4 turns, members that take 0.15 s per call
+    # (two in flight: about 10 s of work, so Ctrl-C lands well before the end)
     committee = scripted_committee(
-        3, name="replay", member_options={f"m{i}": {"delay_s": 0.4} for i in range(3)}
+        3, name="replay", member_options={f"m{i}": {"delay_s": 0.15} for i in range(3)}
     )
     (tmp_path / "committee.json").write_text(committee.model_dump_json())
     total = 16 * 4
