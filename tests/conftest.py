@@ -16,12 +16,31 @@ from typing import Any  # noqa: E402
 import pytest  # noqa: E402
 
 from pipeline.client import BlendClient  # noqa: E402
-from pipeline.committee import Committee, Member  # noqa: E402
+from pipeline.committee import Committee, Generation, Member  # noqa: E402
 from pipeline.settings import Settings  # noqa: E402
 from workers.backends.scripted import ScriptedBackend  # noqa: E402
 
 REDIS_URL = os.environ.get("PEERBLEND_TEST_REDIS", "redis://127.0.0.1:6379")
 POSTGRES_URL = os.environ.get("PEERBLEND_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432")
+
+
+def smollm2_committee(name: str) -> Committee:
+    """Two members on the offline SmolLM2-135M with short terse answers (one likelihood
+    reviewer, one free-text ranker): the smallest real-model committee."""
+    short = Generation(max_new_tokens=8, style="terse")
+    return Committee(
+        name=name,
+        members=(
+            Member(name="smol-a", backend="transformers", model="smollm2-135m", generation=short),
+            Member(
+                name="smol-b",
+                backend="transformers",
+                model="smollm2-135m",
+                generation=short,
+                review_method="ranking",
+            ),
+        ),
+    )
 
 
 def scripted_committee(

@@ -4,26 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.committee import Committee, Generation, Member
+from tests.conftest import smollm2_committee
 
 pytestmark = pytest.mark.real_model
 
 
 def test_a_real_model_committee_blends_a_short_turn(embedded):
-    short = Generation(max_new_tokens=8, style="terse")
-    committee = Committee(
-        name="real-smollm2",
-        members=(
-            Member(name="smol-a", backend="transformers", model="smollm2-135m", generation=short),
-            Member(
-                name="smol-b",
-                backend="transformers",
-                model="smollm2-135m",
-                generation=short,
-                review_method="ranking",
-            ),
-        ),
-    )
+    committee = smollm2_committee("real-smollm2")
     client = embedded(committee)
 
     (outcome,) = client.submit(["What is the capital of France?"]).wait(timeout=300)

@@ -22,8 +22,7 @@ import openai
 import pytest
 from sqlalchemy import create_engine, text
 
-from pipeline.committee import Committee, Generation, Member
-from tests.conftest import scripted_committee
+from tests.conftest import scripted_committee, smollm2_committee
 from tests.faults_support import free_port, stop_process, wait_for
 from workers.chat import ChatError, ChatMessage, conversation_of, model_ids, parse_model
 
@@ -242,20 +241,7 @@ def test_a_wrong_or_missing_key_is_refused(served):
 @pytest.mark.real_model
 def test_a_real_offline_model_answers_through_serve(tmp_path):
     # Given: peerblend serve (embedded) with a committee of the offline SmolLM2-135M, short answers
-    short = Generation(max_new_tokens=8, style="terse")
-    committee = Committee(
-        name="real-serve",
-        members=(
-            Member(name="smol-a", backend="transformers", model="smollm2-135m", generation=short),
-            Member(
-                name="smol-b",
-                backend="transformers",
-                model="smollm2-135m",
-                generation=short,
-                review_method="ranking",
-            ),
-        ),
-    )
+    committee = smollm2_committee("real-serve")
     home = tmp_path / "home"
     home.mkdir()
     (home / "committee.json").write_text(committee.model_dump_json())

@@ -11,15 +11,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
-
 from pipeline.conversation import Conversation, conversation_from_json
 from pipeline.errors import BlendError, ConfigError, InputError, ServiceUnavailable
 from pipeline.settings import Settings
-
-console = Console()
-errors = Console(stderr=True)
-
+from workers.cli_args import console, count, errors, preload_if_embedded, run_options, seconds
+from workers.cli_evaluation import add_evaluation_commands
 
 # Exit codes: what went wrong, for scripts (argparse's usage errors exit with 2).
 EXIT_FAILED = 1  # the work ran but did not finish (a turn failed or timed out)
@@ -98,40 +94,20 @@ def _parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="blend one real conversation with the offline committee")
     demo.add_argument("--dataset", type=Path, help="a dataset file (ConvQuestions, CoQA, QuAC, DoQA, JSONL)")
-    demo.add_argument("--index", type=_count(0), default=0, help="which conversation of the dataset")
-    demo.add_argument("--turns", type=_count(1), default=3, help="how many turns to blend (default 3)")
-    _run_options(demo)
+    demo.add_argument("--index", type=count(0), default=0, help="which conversation of the dataset")
+    demo.add_argument("--turns", type=count(1), default=3, help="how many turns to blend (default 3)")
+    run_options(demo)
     demo.set_defaults(command=_demo)
 
     submit = sub.add_parser("submit", help="blend a conversation from a JSON file")
     submit.add_argument("file", type=Path, help='JSON: {"turns": ["question", ...]} or a list of questions')
     submit.add_argument("--no-wait", action="store_true", help="print the conversation id and return")
     submit.add_argument("--json", action="store_true", help="print the stored conversation as JSON")
-    _run_options(submit)
+    run_options(submit)
     submit.set_defaults(command=_submit)
 
     _stored_conversation_commands(sub)
-    _replay_and_report_commands(sub)
-
-    calibrate = sub.add_parser(
-        "calibrate", help="fit reviewer weights and the member prior on a run's gold answers"
-    )
-    calibrate.add_argument("run", help="a peer-blend run with gold answers (a calibration split)")
-    calibrate.add_argument(
-        "--metric",
-        choices=["f1", "bertscore"],
-        default="f1",
-        help="answer quality: token F1 (default) or BERTScore",
-    )
-    calibrate.set_defaults(command=_calibrate)
-    _rerank_command(sub)
-
-    reviewers = sub.add_parser(
-        "reviewers", help="each reviewer as a judge: parse rate, voters, agreement with the gold"
-    )
-    reviewers.add_argument("run", help="a stored run with gold answers")
-    reviewers.add_argument("--out", type=Path, default=None, help="write the table to this file too")
-    reviewers.set_defaults(command=_reviewers)
+    add_evaluation_commands(sub)
 
     db = sub.add_parser("db", help="database schema")
     db.add_argument("action", choices=["upgrade"], help="create or migrate the schema (Alembic)")
@@ -144,13 +120,13 @@ def _stored_conversation_commands(sub: Any) -> None:
     listing = sub.add_parser("list", help="stored conversations, newest first")
     listing.add_argument("--run", default=None, help="only this replay run")
     listing.add_argument("--status", choices=["finished", "running"], default=None)
-    listing.add_argument("--limit", type=_count(1), default=25, help="at most this many (default 25)")
+    listing.add_argument("--limit", type=count(1), default=25, help="at most this many (default 25)")
     listing.add_argument("--json", action="store_true", help="JSON lines, one conversation each")
     listing.set_defaults(command=_list)
 
     resume = sub.add_parser("resume", help="send a stored conversation's first unfinished turn again")
     resume.add_argument("id", help="conversation id")
-    resume.add_argument("--timeout", type=_seconds, default=1800.0, help="seconds to wait for the rest")
+    resume.add_argument("--timeout", type=seconds, default=1800.0, help="seconds to wait for the rest")
     resume.add_argument("--json", action="store_true", help="print the stored conversation as JSON")
     resume.set_defaults(command=_resume)
 
@@ -165,7 +141,7 @@ def _stored_conversation_commands(sub: Any) -> None:
     serve.add_argument(
         "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)"
     )
-    serve.add_argument("--port", type=_count(1), default=8000, help="port (default 8000)")
+    serve.add_argument("--port", type=count(1), default=8000, help="port (default 8000)")
     serve.set_defaults(command=_serve)
 
     recover = sub.add_parser(
@@ -173,146 +149,11 @@ def _stored_conversation_commands(sub: Any) -> None:
     )
     recover.add_argument(
         "--older-than",
-        type=_seconds,
+        type=seconds,
         default=None,
         help="seconds without progress (default: the longest a task may take, see PEERBLEND_STORE_RETRY_S)",
     )
     recover.set_defaults(command=_recover)
-
-
-def _replay_and_report_commands(sub: Any) -> None:
-    replay = sub.add_parser("replay", help="replay dataset conversations as queued jobs (resumable)")
-    replay.add_argument(
-        "files", type=Path, nargs="+", help="dataset files: ConvQuestions, CoQA, QuAC, DoQA, JSONL"
-    )
-    replay.add_argument("--run", required=True, help="run name; rerunning it skips stored turns")
-    replay.add_argument("--limit", type=_count(1), default=None, help="conversations per file")
-    replay.add_argument(
-        "--stride", type=_count(1), default=1, help="take every n-th conversation of each file"
-    )
-    replay.add_argument(
-        "--start", type=_count(0), default=0, help="begin at this conversation of each file (0-based)"
-    )
-    replay.add_argument("--concurrency", type=_count(1), default=4, help="conversations in flight at once")
-    _run_options(replay)
-    replay.set_defaults(command=_replay)
-
-    report = sub.add_parser(
-        "report", help="token F1, exact match, BERTScore and latency tables and the trade-off plot of runs"
-    )
-    report.add_argument("runs", nargs="*", help="run names (default: every run in the database)")
-    report.add_argument(
-        "--out", type=Path, default=Path("docs/results"), help="folder for results.md/.csv/.png"
-    )
-    report.add_argument(
-        "--encoder", default=None, help="BERTScore encoder (default: the packaged all-MiniLM-L6-v2)"
-    )
-    report.add_argument(
-        "--layers", type=int, default=None, help="encoder layer to use (needed for a local path)"
-    )
-    report.add_argument("--device", default="cpu", help="device for the encoder")
-    report.add_argument(
-        "--note", action="append", default=[], help="a line for the report's notes (repeatable)"
-    )
-    report.add_argument(
-        "--no-bertscore", action="store_true", help="token F1 and exact match only (no encoder, seconds)"
-    )
-    report.add_argument(
-        "--versus",
-        type=_run_pair,
-        action="append",
-        default=[],
-        metavar="RUN:BASELINE",
-        help="also compare run RUN with run BASELINE, per dataset, with a paired CI (repeatable)",
-    )
-    report.set_defaults(command=_report)
-
-
-def _rerank_command(sub: Any) -> None:
-    rerank = sub.add_parser("rerank", help="apply a selection rule to a stored run's candidates and ballots")
-    rerank.add_argument("run", help="a stored peer run (K=1)")
-    rerank.add_argument(
-        "--method", choices=["borda", "borda-all", "prior", "single"], default="borda", help="the rule"
-    )
-    rerank.add_argument(
-        "--weights", choices=["uniform", "online", "calibrated", "calibrated-passage"], default="uniform"
-    )
-    rerank.add_argument(
-        "--reviewers", type=_names, default=None, help="count only these reviewers' ballots (comma-separated)"
-    )
-    rerank.add_argument("--member", default=None, help="the single rule: whose answer to take")
-    rerank.add_argument(
-        "--policy",
-        choices=["full", "p2"],
-        default="full",
-        help="p2: simulate alternate ranking on a full-ranking run (quality only; times stay the run's)",
-    )
-    rerank.add_argument("--prior", action="store_true", help="add the calibrated member prior to the count")
-    rerank.add_argument(
-        "--exclude-self", action="store_true", help="reviewers give no points to their own answer"
-    )
-    rerank.add_argument(
-        "--into", default=None, help="store the result as this new run (default: print a report)"
-    )
-    rerank.set_defaults(command=_rerank)
-
-
-def _run_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--method", default="peer", help="peer (default), pairwise or single:<member>")
-    parser.add_argument("--policy", default="full", help="full (default), p1, p2 or p3")
-    parser.add_argument(
-        "--top-k",
-        type=int,
-        default=None,
-        help="1: take the best candidate; more: the aggregator fuses the best K (default: committee's)",
-    )
-    parser.add_argument(
-        "--timeout",
-        type=_seconds,
-        default=1800.0,
-        help="seconds to wait: for the whole conversation (submit, demo), for each turn (replay)",
-    )
-
-
-def _run_pair(text: str) -> tuple[str, str]:
-    """An argparse type: ``RUN:BASELINE``."""
-    run, sep, baseline = text.partition(":")
-    if not (sep and run.strip() and baseline.strip()):
-        raise argparse.ArgumentTypeError(f"expected RUN:BASELINE, got {text!r}")
-    return run.strip(), baseline.strip()
-
-
-def _names(text: str) -> tuple[str, ...]:
-    """An argparse type: comma-separated names, at least one."""
-    names = tuple(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
-    if not names:
-        raise argparse.ArgumentTypeError(f"expected comma-separated names, got {text!r}")
-    return names
-
-
-def _count(least: int) -> Any:
-    """An argparse type: an integer of at least ``least``."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-        if value < least:
-            raise argparse.ArgumentTypeError(f"must be at least {least}, got {value}")
-        return value
-
-    return parse
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text}")
-    return value
 
 
 def _version() -> str:
@@ -361,7 +202,7 @@ def _blend(conversation: Conversation, args: argparse.Namespace, *, preload: boo
     settings = Settings()
     with connect(settings) as client:
         if preload:
-            _preload_if_embedded(client, settings)
+            preload_if_embedded(client, settings)
         handle = client.submit(conversation, method=args.method, policy=args.policy, top_k=args.top_k)
         if getattr(args, "no_wait", False):
             print(handle.conversation_id)
@@ -396,155 +237,6 @@ def _stored_json(stored: Any) -> dict[str, Any]:
     from dataclasses import asdict
 
     return {**asdict(stored), "finished": stored.finished}
-
-
-def _replay(args: argparse.Namespace) -> int:
-    from workers.embedded import connect
-    from workers.evaluation.replay import load_all, replay
-
-    # all or nothing, before anything is enqueued
-    conversations = load_all(args.files, args.limit, args.stride, args.start)
-    settings = Settings()
-    with connect(settings) as client:
-        _preload_if_embedded(client, settings)
-        summary = replay(
-            client,
-            conversations,
-            run=args.run,
-            method=args.method,
-            policy=args.policy,
-            top_k=args.top_k,
-            concurrency=args.concurrency,
-            turn_timeout_s=args.timeout,
-            console=console,
-        )
-    console.print(
-        f"run {args.run}: {summary.submitted} conversations submitted, {summary.resumed} resumed, "
-        f"{summary.skipped} already done, {summary.failed} failed; {summary.turns_done}/{summary.turns_total} "
-        f"turns stored; {summary.seconds:.0f} s"
-    )
-    return 1 if summary.failed else 0
-
-
-def _report(args: argparse.Namespace) -> int:
-    from sqlmodel import Session
-
-    from db import crud
-    from db.engine import get_engine
-    from pipeline.evaluation.report import build_report
-    from workers.evaluation.plot import plot_tradeoff
-    from workers.evaluation.scoring import BertScorer
-
-    settings = Settings()
-    with Session(get_engine(settings.database)) as session:
-        known = crud.list_runs(session=session)
-        runs = args.runs or known
-        unknown = sorted(set(runs) - set(known))
-        if unknown:
-            raise InputError(f"no run named {', '.join(unknown)}; stored runs: {', '.join(known) or 'none'}")
-        rows = crud.run_turns(session=session, runs=runs)
-    if not rows:
-        raise InputError(f"runs {', '.join(runs)} have no finished turns yet")
-    # token F1 / exact match always; CANNOTANSWER questions are counted in the notes (QuAC's rule)
-    scorer = None if args.no_bertscore else BertScorer(args.encoder, args.layers, device=args.device)
-    with console.status("scoring answers"):
-        report = build_report(
-            rows, scorer, encoder_name=scorer.name if scorer else None, notes=args.note, versus=args.versus
-        )
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "results.md").write_text(report.markdown)
-    (args.out / "results.csv").write_text(report.csv)
-    plot_tradeoff(report.points, args.out / "tradeoff.png", "peerblend: time vs quality per method")
-    console.print(report.markdown, markup=False)  # labels hold [run] names
-    console.print(f"written: {args.out / 'results.md'}, results.csv, tradeoff.png")
-    return 0
-
-
-def _reviewers(args: argparse.Namespace) -> int:
-    from sqlmodel import Session
-
-    from db import crud
-    from db.engine import get_engine
-    from pipeline.evaluation.reviewers import render_reviewers, reviewer_stats
-    from workers.runtime import committee_from_settings
-
-    settings = Settings()
-    with Session(get_engine(settings.database)) as session:
-        rows = crud.run_records(session=session, run=args.run)
-    if not rows:
-        raise InputError(f"run {args.run!r} has no finished conversation")
-    table = render_reviewers(reviewer_stats(rows, committee_from_settings(settings)))
-    console.print(table, markup=False)
-    if args.out is not None:
-        args.out.write_text(table, encoding="utf-8")
-    return 0
-
-
-def _calibrate(args: argparse.Namespace) -> int:
-    from workers.evaluation.calibration import calibrate_run
-    from workers.runtime import committee_from_settings
-
-    settings = Settings()
-    committee = committee_from_settings(settings)
-    with console.status(f"fitting on run {args.run} ({args.metric})"):
-        fitted = calibrate_run(settings, committee, args.run, metric=args.metric)
-    console.print(
-        f"committee {committee.name}, run {args.run}, quality {args.metric}: reviewer weights from "
-        f"{fitted.reviewed_turns} turns (3+ candidates, a ballot), member prior from {fitted.turns} turns"
-    )
-    buckets = sorted(fitted.feature_weights)
-    console.print(f"  reviewer weights: pooled, {', '.join(buckets)}")
-    for reviewer, weight in sorted(fitted.weights.items()):
-        by_bucket = ", ".join(f"{fitted.feature_weights[b].get(reviewer, float('nan')):.3f}" for b in buckets)
-        console.print(f"  reviewer {reviewer}: {weight:.3f}, {by_bucket}")
-    for bucket, prior in fitted.prior.items():
-        members = ", ".join(f"{m} {q:.3f}" for m, q in sorted(prior["quality"].items(), key=lambda x: -x[1]))
-        console.print(f"  prior, {bucket} ({prior['turns']} turns, weight {prior['weight']:.3f}): {members}")
-    return 0
-
-
-def _rerank(args: argparse.Namespace) -> int:
-    from pipeline.evaluation.report import build_report
-    from pipeline.evaluation.rerank import Rule
-    from workers.evaluation.rerank import rerank_run
-    from workers.runtime import committee_from_settings
-
-    settings = Settings()
-    rule = Rule(
-        args.method,
-        args.weights,
-        prior=args.prior,
-        exclude_self=args.exclude_self,
-        reviewers=args.reviewers,
-        member=args.member,
-        policy=args.policy,
-    )
-    done = rerank_run(settings, committee_from_settings(settings), args.run, rule, into=args.into)
-    console.print(
-        f"{rule.name} on run {args.run}: {done.changed} of {len(done.stored)} turns choose another member",
-        markup=False,  # a panel's name is in [brackets]
-    )
-    if args.into:
-        console.print(f"stored as run {args.into}; `peerblend report` shows it beside the others")
-        return 0
-    notes = ["Re-ranked turns keep the stored run's histories (its earlier answers), not the rule's own."]
-    report = build_report(
-        [*done.stored, *done.reranked],
-        None,
-        encoder_name=None,
-        title=f"rerank {args.run}: {rule.name}",
-        notes=notes,
-        versus=[(done.label, args.run)],
-    )
-    console.print(report.markdown, markup=False)  # labels hold [run] names
-    return 0
-
-
-def _preload_if_embedded(client: Any, settings: Settings) -> None:
-    """In embedded mode, load the models before the first turn so its timings are not loading time."""
-    if settings.embedded:
-        with console.status("loading the committee's models (the first run converts them: ~1 min)"):
-            client.app.peerblend.preload()
 
 
 def _show(args: argparse.Namespace) -> int:
@@ -608,7 +300,7 @@ def _resume(args: argparse.Namespace) -> int:
 
     settings = Settings()
     with connect(settings) as client:
-        _preload_if_embedded(client, settings)
+        preload_if_embedded(client, settings)
         handle = client.resume(args.id)
         return _follow(client, handle, args)
 
@@ -627,7 +319,7 @@ def _serve(args: argparse.Namespace) -> int:
             "production needs PEERBLEND_API_KEYS (comma-separated bearer keys) for peerblend serve"
         )
     with connect(settings) as client:
-        _preload_if_embedded(client, settings)
+        preload_if_embedded(client, settings)
         options = ServerOptions(
             api_keys=keys,
             turn_timeout_s=settings.turn_timeout_s,
