@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pipeline.aggregate import Decision, MemberPrior, decide, decide_by_prior, decide_single, judgement_keys
 from pipeline.borda import Ballot
@@ -42,6 +42,7 @@ from pipeline.verdict import voter_record
 from pipeline.weights import (
     CALIBRATED_MODES,
     ReviewerWeights,
+    WeightMode,
     add_agreement,
     consensus_agreement,
     feature_weights,
@@ -50,9 +51,9 @@ from pipeline.weights import (
 )
 
 RerankMethod = Literal["borda", "borda-all", "prior", "single"]
-RerankWeights = Literal["uniform", "online", "calibrated", "calibrated-passage"]
-METHODS: tuple[RerankMethod, ...] = ("borda", "borda-all", "prior", "single")
-WEIGHTS: tuple[RerankWeights, ...] = ("uniform", "online", "calibrated", "calibrated-passage")
+RerankWeights = WeightMode
+METHODS: tuple[RerankMethod, ...] = get_args(RerankMethod)
+WEIGHTS: tuple[RerankWeights, ...] = get_args(WeightMode)
 
 
 @dataclass(frozen=True)
