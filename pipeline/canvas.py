@@ -60,8 +60,16 @@ def start_signature(context: TurnContext, run: RunConfig, *, app: Any) -> Signat
 
 
 def turn_signature(plan: TurnPlan, *, app: Any) -> Signature:
-    """The canvas of one turn, bound to ``app``."""
+    """The canvas of one turn, bound to ``app``.
+
+    The answers and reviews reach the next stage through the chords; nobody fetches them
+    by task id. Where the result backend hands each chord part to the chord itself
+    (``stashes_chord_results``: peerblend's Redis backend), those tasks store no result
+    of their own: ten fewer writes per turn. The aggregate's result is always kept: a
+    client waits on it (``final_task_id``).
+    """
     context = plan.context.to_json()
+    unread = {"ignore_result": True} if getattr(app.backend, "stashes_chord_results", False) else {}
     generate = group(
         [
             signature(
@@ -69,6 +77,7 @@ def turn_signature(plan: TurnPlan, *, app: Any) -> Signature:
                 kwargs={"member": m, "turn": context},
                 immutable=True,
                 app=app,
+                **unread,
                 **_shown(f"generate[{m}]", plan.context, plan.run),
             )
             for m in plan.generators
@@ -92,6 +101,7 @@ def turn_signature(plan: TurnPlan, *, app: Any) -> Signature:
                 JUDGE,
                 kwargs={"judge": judge, "pair": [a, b], "turn": context},
                 app=app,
+                **unread,
                 **_shown(f"judge[{judge}: {a} vs {b}]", plan.context, plan.run, args=CANDIDATES),
             )
             for a, b in permutations(plan.generators, 2)
@@ -102,6 +112,7 @@ def turn_signature(plan: TurnPlan, *, app: Any) -> Signature:
                 REVIEW,
                 kwargs={"reviewer": r, "turn": context},
                 app=app,
+                **unread,
                 **_shown(f"review[{r}]", plan.context, plan.run, args=CANDIDATES),
             )
             for r in plan.reviewers

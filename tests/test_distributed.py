@@ -24,6 +24,7 @@ from db import crud
 from db.engine import get_engine
 from db.migrate import upgrade
 from db.models import Candidate, Conversation, Turn, TurnResult
+from pipeline.canvas import final_task_id
 from pipeline.client import BlendClient
 from pipeline.plan import RunConfig
 from pipeline.records import TurnContext
@@ -250,6 +251,37 @@ def test_a_client_keeps_no_result_subscription_once_its_turns_are_read(cluster: 
     # subscription per turn: every task of every canvas it published)
     waiting = cluster.app.backend._pending_results
     assert [dict(mapping) for mapping in waiting] == [{}, {}]
+
+
+def test_a_turn_stores_only_its_aggregate_result_and_leaves_nobody_subscribed(cluster: BlendClient):
+    import redis
+
+    with redis.Redis.from_url(f"{REDIS_URL}/1") as results:
+        # Given: the result keys, and the result channels someone listens on, before
+        stored_before = set(results.scan_iter("celery-task-meta-*", count=1000))
+        listened_before = set(results.pubsub_channels("celery-task-meta-*"))
+
+        # When: a two-turn conversation runs through the real workers and is read
+        handle = cluster.submit(["Stored once?", "And the second turn?"])
+        outcomes = list(handle.wait(timeout=60))
+
+        # Then: only the aggregates stored a Celery result (answers and reviews reached them
+        # through the chords: nobody fetches them by task id)
+        assert [o.status for o in outcomes] == ["ok", "ok"]
+        stored = {
+            k.decode() for k in set(results.scan_iter("celery-task-meta-*", count=1000)) - stored_before
+        }
+        assert stored == {f"celery-task-meta-{final_task_id(handle.conversation_id, t)}" for t in (0, 1)}
+
+        # And: nobody stays subscribed to a result of the turns: not the client (it let go once it
+        # read them), not a worker (sending turn 2's canvas, or a chord's body once the answers
+        # are in, subscribes to nothing); an unsubscribe may take a moment to reach Redis
+        deadline = time.monotonic() + 10
+        while (left := set(results.pubsub_channels("celery-task-meta-*")) - listened_before) and (
+            time.monotonic() < deadline
+        ):
+            time.sleep(0.1)
+        assert left == set()
 
 
 def test_a_worker_that_launches_a_turn_drops_the_subscriptions_building_its_canvas_opened(tmp_path):

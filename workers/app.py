@@ -58,11 +58,21 @@ def create_app(settings: Settings, committee: Committee) -> Celery:
             result_chord_retry_interval=0.02,
         )
     else:
-        app.conf.update(broker_url=settings.broker_url, result_backend=settings.result_backend)
+        app.conf.update(
+            broker_url=settings.broker_url, result_backend=_result_backend(settings.result_backend)
+        )
     import workers.tasks  # noqa: F401  (registers the shared tasks on this app)
 
     app.finalize()
     return app
+
+
+def _result_backend(url: str | None) -> str | None:
+    """A Redis URL names peerblend's subclass of Celery's Redis backend (``workers.results``),
+    in Celery's ``class+url`` form; any other backend is Celery's own."""
+    if url and url.split("://", 1)[0] in ("redis", "rediss"):
+        return f"workers.results:SendingRedisBackend+{url}"
+    return url
 
 
 def task_bound_s(settings: Settings, committee: Committee) -> int:

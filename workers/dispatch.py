@@ -18,6 +18,7 @@ from pipeline.plan import RunConfig, TurnPlan
 from pipeline.policy import TurnDecision
 from pipeline.records import TurnContext
 from pipeline.shortlist import StoredOutcome, resume
+from workers.results import sending_only
 from workers.runtime import runtime_of
 
 log = logging.getLogger(__name__)
@@ -112,18 +113,11 @@ def send_next_turn(
 def launch(app: Celery, plan: TurnPlan) -> None:
     """Apply a turn's canvas from a worker.
 
-    Building a canvas subscribes the process to the result of each task in it (Celery's
-    result sets wait on their members); nothing in a worker waits on them, so those
-    subscriptions are dropped at once instead of piling up, one per task, for as long
-    as the worker lives. Nor is the canvas recorded as children of the task applying it:
-    Celery would store it in that task's result, and every client reading the result
-    (the aggregate of the turn before) would subscribe to the next turn's tasks.
+    Nothing in a worker waits on the canvas's tasks, so it subscribes to none of their
+    results (``workers.results.sending_only``; Celery would keep a waiter per task for as
+    long as the worker lives). Nor is the canvas recorded as children of the task
+    applying it: Celery would store it in that task's result, and every client reading
+    the result (the aggregate of the turn before) would subscribe to the next turn's tasks.
     """
-    backend = app.backend
-    waiting = getattr(backend, "_pending_results", ())  # the Redis backend's waiters, by task id
-    before = {task_id for mapping in waiting for task_id in list(mapping)}
-    turn_signature(plan, app=app).apply_async(add_to_parent=False)
-    for mapping in waiting:
-        for task_id in [t for t in list(mapping) if t not in before]:
-            for result in list(mapping.get(task_id, {}).values()):
-                backend.remove_pending_result(result)
+    with sending_only():
+        turn_signature(plan, app=app).apply_async(add_to_parent=False)
