@@ -7,6 +7,7 @@ processes are in test_faults.py.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from datetime import timedelta
@@ -45,6 +46,41 @@ def test_a_call_past_its_deadline_raises_timeout_naming_it():
     with pytest.raises(Timeout, match=r"timeout: generate\[m1\] gave no result within 0.2 s"):
         call_with_deadline("generate[m1]", 0.2, release.wait)
     release.set()
+
+
+def test_calls_reuse_one_helper_thread_and_a_late_call_does_not_hold_up_the_next():
+    release = threading.Event()
+    call_with_deadline("warm", 5.0, lambda: None)
+    helpers = lambda: sum(t.name == "peerblend-call" for t in threading.enumerate())  # noqa: E731
+    before = helpers()
+
+    # Given: many calls in a row reuse this thread's helper
+    assert [call_with_deadline("quick", 5.0, lambda i=i: i) for i in range(20)] == list(range(20))
+    assert helpers() == before
+
+    # When: one call hangs past its deadline
+    with pytest.raises(Timeout):
+        call_with_deadline("hung", 0.2, release.wait)
+
+    # Then: the next call runs at once on a new helper (the hung one is left to its call)
+    assert call_with_deadline("after", 5.0, lambda: "ran") == "ran"
+    assert helpers() == before + 1
+    release.set()
+
+
+def test_a_forked_child_gets_its_own_helper():
+    call_with_deadline("in the parent", 5.0, lambda: None)  # the parent's helper, a thread the child lacks
+    reader, writer = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: answer through the pipe, whatever happens
+        try:
+            os.write(writer, str(call_with_deadline("in the child", 5.0, lambda: 7)).encode())
+        finally:
+            os._exit(0)
+    os.close(writer)
+    answer = os.read(reader, 64)
+    os.waitpid(pid, 0)
+    assert answer == b"7"
 
 
 def test_a_hanging_member_is_excluded_with_timeout_and_the_turn_completes(embedded):
