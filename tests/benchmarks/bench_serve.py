@@ -198,41 +198,74 @@ def distributed(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def throughput(bench: Any, rounds: int, at_once: int) -> None:
-    """``at_once`` one-turn conversations submitted at once, then waited for: raw and peerblend alternated."""
+    """``at_once`` one-turn conversations submitted at once, then waited for: raw and peerblend
+    alternated. With each side's CPU per turn (client, workers, Redis, PostgreSQL: on a CPU-bound
+    machine their ratio is the throughput's) and Redis commands per turn."""
+    import redis
 
-    def raw() -> None:
+    from tests.conftest import REDIS_URL
+
+    def raw(k: int) -> None:
         results = [bench.raw.turn().apply_async() for _ in range(at_once)]
         for result in results:
             result.get(timeout=300, interval=0.005)
 
-    def ours(k: int) -> Callable[[], None]:
-        def run() -> None:
-            handles = [bench.client.submit([f"at once {k} {i}?"]) for i in range(at_once)]
-            for handle in handles:
-                handle.wait(timeout=300)
+    def raw_started(k: int) -> None:
+        final_ids = [uuid.uuid4().hex for _ in range(at_once)]
+        for final_id in final_ids:
+            bench.raw.start.delay(final_id)
+        for final_id in final_ids:
+            bench.raw.app.AsyncResult(final_id).get(timeout=300, interval=0.005)
 
-        return run
+    def ours(k: int) -> None:
+        handles = [bench.client.submit([f"at once {k} {i}?"]) for i in range(at_once)]
+        for handle in handles:
+            handle.wait(timeout=300)
 
-    def rate(run: Callable[[], None]) -> float:
+    def commands() -> int:
+        with redis.Redis.from_url(REDIS_URL) as server:
+            return sum(int(stat["calls"]) for stat in server.info("commandstats").values())
+
+    def measure(run: Callable[[int], None], k: int) -> tuple[float, dict[str, float], float]:
+        cpu, calls = bench.cpu_seconds(), commands()
         started = time.perf_counter()
-        run()
-        return at_once / (time.perf_counter() - started)
+        run(k)
+        rate = at_once / (time.perf_counter() - started)
+        used = {name: (after - cpu[name]) * 1000 / at_once for name, after in bench.cpu_seconds().items()}
+        return rate, used, (commands() - calls) / at_once
 
-    rate(raw), rate(ours(-1))  # warm-up
-    raws, oursr = [], []
+    runs = {"raw canvas": raw, "raw, started": raw_started, "peerblend": ours}
+    for run in runs.values():
+        measure(run, -1)  # warm-up
+    sides: dict[str, list[tuple[float, dict[str, float], float]]] = {side: [] for side in runs}
     print(f"  {at_once} one-turn conversations at once (5 generators + 5 reviewers), alternated:")
+    print("  (raw started: the raw canvas sent from a worker on a start message, as peerblend sends a turn)")
     for k in range(rounds):
-        raws.append(rate(raw))
-        oursr.append(rate(ours(k)))
+        for side, run in runs.items():
+            sides[side].append(measure(run, k))
+        rates = {side: results[-1][0] for side, results in sides.items()}
         print(
-            f"    round {k + 1}: raw canvas {raws[-1]:5.1f} turns/s, peerblend {oursr[-1]:5.1f} turns/s "
-            f"({oursr[-1] / raws[-1]:.2f}x)"
+            f"    round {k + 1}: raw canvas {rates['raw canvas']:5.1f}, raw started by a worker "
+            f"{rates['raw, started']:5.1f}, peerblend {rates['peerblend']:5.1f} turns/s "
+            f"({rates['peerblend'] / rates['raw canvas']:.2f}x)"
         )
-    ratio = statistics.median(oursr) / statistics.median(raws)
+    medians = {side: statistics.median(r for r, _, _ in results) for side, results in sides.items()}
+    ratio = medians["peerblend"] / medians["raw canvas"]
     print(
-        f"  median: raw {statistics.median(raws):.1f}, peerblend {statistics.median(oursr):.1f} turns/s: "
+        f"  median: raw {medians['raw canvas']:.1f}, peerblend {medians['peerblend']:.1f} turns/s: "
         f"{ratio:.2f}x the raw floor (target >= 0.9x)"
     )
+    print("  CPU ms per turn (median of the rounds; the idle side's worker is its background cost):")
+    names = list(sides["raw canvas"][0][1])
+    print("    " + " " * 13 + "".join(f"{name:>10}" for name in [*names, "total"]) + "  Redis commands")
+    for side, results in sides.items():
+        per = {name: statistics.median(used[name] for _, used, _ in results) for name in names}
+        calls = statistics.median(c for _, _, c in results)
+        print(
+            f"    {side:<13}"
+            + "".join(f"{per[name]:10.1f}" for name in names)
+            + f"{sum(per.values()):10.1f}  {calls:8.0f}"
+        )
 
 
 def services() -> Settings | None:

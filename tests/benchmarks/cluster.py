@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -48,6 +50,34 @@ def start_worker(
     return subprocess.Popen(command, cwd=ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
 
 
+def cpu_seconds(pid: int, *, tree: bool = True) -> float:
+    """User + system CPU seconds of a process and (``tree``) its children, 0 for one that is gone."""
+    try:
+        process = psutil.Process(pid)
+        processes = [process, *(process.children(recursive=True) if tree else [])]
+    except psutil.NoSuchProcess:
+        return 0.0
+    total = 0.0
+    for each in processes:
+        try:
+            times = each.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total
+
+
+def services_cpu_seconds() -> dict[str, float]:
+    """CPU seconds of this machine's Redis and PostgreSQL server processes (all of them)."""
+    totals = {"redis": 0.0, "postgres": 0.0}
+    for process in psutil.process_iter(["name"]):
+        name = process.info["name"] or ""
+        for service in totals:
+            if name.startswith(service):
+                totals[service] += cpu_seconds(process.pid, tree=False)
+    return totals
+
+
 def wait_ready(app: Any, n: int, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -66,6 +96,14 @@ class Cluster:
     raw: Any  # tests.benchmarks.raw_canvas, bound to its own queue
     home: Path
     workers: dict[str, subprocess.Popen[bytes]]  # "peerblend", "raw"
+
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU seconds so far: this (client) process, each worker with its pool, Redis, PostgreSQL."""
+        return {
+            "client": cpu_seconds(os.getpid(), tree=False),
+            **{name: cpu_seconds(worker.pid) for name, worker in self.workers.items()},
+            **services_cpu_seconds(),
+        }
 
 
 @contextmanager

@@ -2,6 +2,9 @@
 
     chain(group(5 x gen), chord(group(5 x review), aggregate))
 
+``start`` sends the same canvas from a worker, as peerblend sends a first turn (a client's
+start message, which a worker turns into the canvas): the Celery cost of that design.
+
 Its own app and queue on the same Redis; started as a real worker by bench_overhead.py.
 """
 
@@ -42,8 +45,13 @@ def aggregate(reviews: list) -> dict:
     return {"answer": "answer", "ballots": len(reviews)}
 
 
-def turn(n: int = 5):
+@app.task(name="raw.start", ignore_result=True)
+def start(final_id: str) -> None:
+    turn(final_id=final_id).apply_async(add_to_parent=False)
+
+
+def turn(n: int = 5, final_id: str | None = None):
+    body = aggregate.s() if final_id is None else aggregate.s().set(task_id=final_id)
     return chain(
-        group(gen.si(i) for i in range(n)),
-        chord(group(review.s(reviewer=i) for i in range(n)), aggregate.s()),
+        group(gen.si(i) for i in range(n)), chord(group(review.s(reviewer=i) for i in range(n)), body)
     )
