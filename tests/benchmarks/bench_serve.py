@@ -210,12 +210,15 @@ def throughput(bench: Any, rounds: int, at_once: int) -> None:
         for result in results:
             result.get(timeout=300, interval=0.005)
 
-    def raw_started(k: int) -> None:
-        final_ids = [uuid.uuid4().hex for _ in range(at_once)]
-        for final_id in final_ids:
-            bench.raw.start.delay(final_id)
-        for final_id in final_ids:
-            bench.raw.app.AsyncResult(final_id).get(timeout=300, interval=0.005)
+    def raw_started(routed: bool) -> Callable[[int], None]:
+        def run(k: int) -> None:
+            final_ids = [uuid.uuid4().hex for _ in range(at_once)]
+            for final_id in final_ids:
+                bench.raw.send_start(final_id, routed=routed)
+            for final_id in final_ids:
+                bench.raw.app.AsyncResult(final_id).get(timeout=300, interval=0.005)
+
+        return run
 
     def ours(k: int) -> None:
         handles = [bench.client.submit([f"at once {k} {i}?"]) for i in range(at_once)]
@@ -234,37 +237,47 @@ def throughput(bench: Any, rounds: int, at_once: int) -> None:
         used = {name: (after - cpu[name]) * 1000 / at_once for name, after in bench.cpu_seconds().items()}
         return rate, used, (commands() - calls) / at_once
 
-    runs = {"raw canvas": raw, "raw, started": raw_started, "peerblend": ours}
+    runs = {
+        "raw canvas": raw,
+        "raw, started": raw_started(False),
+        "raw, routed": raw_started(True),
+        "peerblend": ours,
+    }
     for run in runs.values():
         measure(run, -1)  # warm-up
     sides: dict[str, list[tuple[float, dict[str, float], float]]] = {side: [] for side in runs}
     print(f"  {at_once} one-turn conversations at once (5 generators + 5 reviewers), alternated:")
-    print("  (raw started: the raw canvas sent from a worker on a start message, as peerblend sends a turn)")
+    print("  (raw canvas: sent by the client, every task on one queue; started: sent from a worker on a")
+    print("  start message, as peerblend sends a turn; routed: started, and each member's tasks on its own")
+    print("  queue, the aggregate and start on a sixth, as peerblend routes them)")
     for k in range(rounds):
         for side, run in runs.items():
             sides[side].append(measure(run, k))
         rates = {side: results[-1][0] for side, results in sides.items()}
         print(
-            f"    round {k + 1}: raw canvas {rates['raw canvas']:5.1f}, raw started by a worker "
-            f"{rates['raw, started']:5.1f}, peerblend {rates['peerblend']:5.1f} turns/s "
-            f"({rates['peerblend'] / rates['raw canvas']:.2f}x)"
+            f"    round {k + 1}: raw canvas {rates['raw canvas']:5.1f}, started {rates['raw, started']:5.1f}, "
+            f"routed {rates['raw, routed']:5.1f}, peerblend {rates['peerblend']:5.1f} turns/s "
+            f"({rates['peerblend'] / rates['raw canvas']:.2f}x the raw canvas, "
+            f"{rates['peerblend'] / rates['raw, routed']:.2f}x routed)"
         )
     medians = {side: statistics.median(r for r, _, _ in results) for side, results in sides.items()}
     ratio = medians["peerblend"] / medians["raw canvas"]
     print(
         f"  median: raw {medians['raw canvas']:.1f}, peerblend {medians['peerblend']:.1f} turns/s: "
-        f"{ratio:.2f}x the raw floor (target >= 0.9x)"
+        f"{ratio:.2f}x the raw floor (target >= 0.9x); "
+        f"{medians['peerblend'] / medians['raw, routed']:.2f}x the routed raw canvas "
+        f"({medians['raw, routed']:.1f} turns/s)"
     )
     print("  CPU ms per turn (median of the rounds; the idle side's worker is its background cost):")
     names = list(sides["raw canvas"][0][1])
-    print("    " + " " * 13 + "".join(f"{name:>10}" for name in [*names, "total"]) + "  Redis commands")
+    print("    " + " " * 13 + "".join(f"{name:>11}" for name in [*names, "total"]) + "  Redis commands")
     for side, results in sides.items():
         per = {name: statistics.median(used[name] for _, used, _ in results) for name in names}
         calls = statistics.median(c for _, _, c in results)
         print(
             f"    {side:<13}"
-            + "".join(f"{per[name]:10.1f}" for name in names)
-            + f"{sum(per.values()):10.1f}  {calls:8.0f}"
+            + "".join(f"{per[name]:11.1f}" for name in names)
+            + f"{sum(per.values()):11.1f}  {calls:8.0f}"
         )
 
 

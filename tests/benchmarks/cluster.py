@@ -95,7 +95,7 @@ class Cluster:
     committee: Any
     raw: Any  # tests.benchmarks.raw_canvas, bound to its own queue
     home: Path
-    workers: dict[str, subprocess.Popen[bytes]]  # "peerblend", "raw"
+    workers: dict[str, subprocess.Popen[bytes]]  # "peerblend", "raw", "raw routed"
 
     def cpu_seconds(self) -> dict[str, float]:
         """CPU seconds so far: this (client) process, each worker with its pool, Redis, PostgreSQL."""
@@ -108,7 +108,8 @@ class Cluster:
 
 @contextmanager
 def cluster(*, members: int = 5, pool: str = "prefork", concurrency: int = 4) -> Iterator[Cluster]:
-    """A peerblend worker and a raw-canvas worker (``pool`` x ``concurrency`` each), stopped at the end."""
+    """A peerblend worker and two raw-canvas workers, one on one queue and one on six like
+    peerblend's (``pool`` x ``concurrency`` each), stopped at the end."""
     from db.engine import get_engine
     from db.migrate import upgrade
     from pipeline.client import BlendClient
@@ -145,9 +146,17 @@ def cluster(*, members: int = 5, pool: str = "prefork", concurrency: int = 4) ->
         "raw": start_worker(
             "tests.benchmarks.raw_canvas", [f"raw{tag}"], env, home / "raw.log", pool, concurrency
         ),
+        "raw routed": start_worker(
+            "tests.benchmarks.raw_canvas",
+            [raw_canvas.ROUTED, *raw_canvas.member_queues(members)],
+            env,
+            home / "raw-routed.log",
+            pool,
+            concurrency,
+        ),
     }
     try:
-        wait_ready(app, 2)
+        wait_ready(app, len(workers))
         client = BlendClient(app, get_engine(database), committee, policy_store=app.peerblend.policy_store)
         yield Cluster(app=app, client=client, committee=committee, raw=raw_canvas, home=home, workers=workers)
     finally:
