@@ -140,6 +140,39 @@ def test_retries_stop_when_the_budget_is_spent():
         with_retries("turn c/0", work, budget_s=0.3, sleep=time.sleep)
 
 
+def test_a_turn_waits_out_a_database_blink_while_reading_its_reviewer_weights(embedded, monkeypatch):
+    # Given: a committee whose verdict reads learned reviewer trust from the database, and a
+    # database that is unreachable for the first two reads of the policy store
+    committee = scripted_committee(3, name="blink-weights").model_copy(update={"reviewer_weights": "online"})
+    client = embedded(committee)
+    runtime = client.app.peerblend
+    real = runtime.policy_store
+    failures = [_unreachable(), _unreachable()]
+    reads: list[str] = []
+
+    class Blinking:
+        def get(self, key: str) -> dict | None:
+            reads.append(key)
+            if failures:
+                raise failures.pop()
+            return real.get(key)
+
+        def update(self, key, change):  # noqa: ANN001, ANN201
+            return real.update(key, change)
+
+    monkeypatch.setattr(runtime, "policy_store", Blinking())
+    monkeypatch.setattr("db.retry.FIRST_DELAY_S", 0.01)
+
+    # When: a turn is blended
+    (outcome,) = client.submit(["Who wrote Dune?"]).wait(timeout=60)
+
+    # Then: the reads were retried and the turn finished, stored once
+    assert outcome.status == "ok"
+    assert not failures and len(reads) >= 3
+    stored = client.fetch(outcome.conversation_id).turns[0]
+    assert stored.result is not None and stored.result["answer"] == outcome.answer
+
+
 # --- exactly-once sending --------------------------------------------------------------------------
 
 

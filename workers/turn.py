@@ -43,7 +43,14 @@ def finish_turn(
     runtime = runtime_of(app)
     committee = runtime.committee
     voters = judgement_keys(committee)  # reviewers of one judgement count as one voter
-    verdict = _decide(runtime, context, candidates, reviews, judgements, run=run, decision=decision)
+    where = f"turn {context.conversation_id}/{context.turn_index}"
+    # The verdict reads reviewer weights and the member prior from the database: a blink there
+    # is waited out like one during the store below, not a failed turn.
+    verdict = with_retries(
+        where,
+        lambda: _decide(runtime, context, candidates, reviews, judgements, run=run, decision=decision),
+        budget_s=runtime.settings.store_retry_s,
+    )
     ranked_at = time.time()
     verdict = _fused(runtime, context, verdict)
     result = result_row(
@@ -75,7 +82,6 @@ def finish_turn(
             return stored
 
     # Stored once, sent once: safe to run again if the database went away halfway.
-    where = f"turn {context.conversation_id}/{context.turn_index}"
     stored = with_retries(where, store_and_send, budget_s=runtime.settings.store_retry_s)
     return stored.model_dump(include=set(OUTCOME_FIELDS))
 
