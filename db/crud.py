@@ -53,6 +53,26 @@ def get_result(*, session: Session, conversation_id: str, turn_index: int) -> Tu
     return session.exec(query).first()
 
 
+def turn_progress(
+    *, session: Session, conversation_id: str, turn_index: int
+) -> tuple[int, TurnResult | None] | None:
+    """A turn's current attempt and its stored result (None while running); None for no such turn.
+
+    One query (the turn joined to its result): a waiting client asks this for every turn.
+    """
+    query = (
+        select(Turn.attempt, TurnResult)
+        .outerjoin(
+            TurnResult,
+            (col(TurnResult.conversation_id) == col(Turn.conversation_id))
+            & (col(TurnResult.turn_index) == col(Turn.turn_index)),
+        )
+        .where(Turn.conversation_id == conversation_id, Turn.turn_index == turn_index)
+    )
+    row = session.exec(query).first()
+    return None if row is None else (row[0], row[1])
+
+
 def list_candidates(*, session: Session, conversation_id: str) -> list[Candidate]:
     query = (
         select(Candidate)

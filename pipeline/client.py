@@ -308,13 +308,15 @@ class BlendClient:
     def poll_turn(self, conversation_id: str, turn_index: int) -> TurnOutcome | int:
         """The stored outcome of a turn, or (not stored yet) the number of its current attempt."""
         with Session(self.engine) as session:
-            turn = crud.get_turn(session=session, conversation_id=conversation_id, turn_index=turn_index)
-            if turn is None:
-                raise InputError(f"conversation {conversation_id!r} has no turn {turn_index}")
-            stored = crud.get_result(session=session, conversation_id=conversation_id, turn_index=turn_index)
-            if stored is None:
-                return turn.attempt
-            return TurnOutcome.from_json(stored.model_dump(include=set(OUTCOME_FIELDS)))
+            progress = crud.turn_progress(
+                session=session, conversation_id=conversation_id, turn_index=turn_index
+            )
+        if progress is None:
+            raise InputError(f"conversation {conversation_id!r} has no turn {turn_index}")
+        attempt, stored = progress
+        if stored is None:
+            return attempt
+        return TurnOutcome.from_json(stored.model_dump(include=set(OUTCOME_FIELDS)))
 
     def fetch(self, conversation_id: str) -> StoredConversation:
         """Everything stored about a conversation: questions, candidates, reviews, results."""

@@ -85,6 +85,21 @@ def test_a_turn_is_stored_once_even_when_saved_twice(database):
             assert session.exec(count).one() == {TurnResult: 1, Candidate: 2, Review: 1}[table]
 
 
+def test_turn_progress_is_the_attempt_and_then_the_stored_result(database):
+    engine = get_engine(database)
+    with Session(engine) as session:
+        conversation_id = _conversation(session)
+        running = crud.turn_progress(session=session, conversation_id=conversation_id, turn_index=0)
+        crud.save_turn(session=session, **_turn(conversation_id))
+        done = crud.turn_progress(session=session, conversation_id=conversation_id, turn_index=0)
+        missing = crud.turn_progress(session=session, conversation_id=conversation_id, turn_index=1)
+
+    assert running == (0, None)  # stored, not sent yet (the client sends attempt 1)
+    assert done is not None and done[0] == 0 and done[1] is not None
+    assert (done[1].answer, done[1].scores) == ("a", {"m0": 1.0, "m1": 0.0})
+    assert missing is None
+
+
 @pytest.mark.services
 def test_concurrent_deliveries_store_one_result(postgres_url):
     # Given: eight deliveries of the same aggregate task racing to store the turn
