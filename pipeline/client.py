@@ -25,6 +25,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from db import crud
+from db import live as live_store
 from db.models import Conversation as ConversationRow
 from db.models import Turn
 from pipeline.canvas import final_task_id, start_signature
@@ -33,7 +34,7 @@ from pipeline.context import Exchange
 from pipeline.conversation import Conversation, Limits, conversation_from_json
 from pipeline.errors import BlendError, InputError, TurnTimeout
 from pipeline.live import LiveConversation
-from pipeline.outcomes import OUTCOME_FIELDS, StoredConversation, StoredTurn, TurnOutcome
+from pipeline.outcomes import OUTCOME_FIELDS, ConversationState, StoredConversation, StoredTurn, TurnOutcome
 from pipeline.plan import RunConfig, check_run, check_run_name
 from pipeline.policy import PolicyStore, check_policy
 from pipeline.records import TurnContext
@@ -188,6 +189,45 @@ class BlendClient:
         """Raise ServiceUnavailable if a queue of the committee has no worker (distributed mode)."""
         if self.queue_check is not None:
             self.queue_check([m.name for m in self.committee.members], self.app.conf.task_default_queue)
+
+    # The database side of live conversations (``pipeline.live`` holds their logic).
+
+    def conversation_state(self, conversation_id: str) -> ConversationState | None:
+        """A stored conversation's settings, questions and blended answers so far; None if unknown."""
+        with Session(self.engine) as session:
+            row = crud.get_conversation(session=session, conversation_id=conversation_id)
+            if row is None:
+                return None
+            turns = crud.list_turns(session=session, conversation_id=conversation_id)
+            results = crud.list_results(session=session, conversation_id=conversation_id)
+        return ConversationState(
+            id=row.id,
+            committee=row.committee,
+            run=RunConfig(method=row.method, policy=check_policy(row.policy), top_k=row.top_k, live=row.live),
+            passage=row.passage,
+            system=row.system,
+            history=tuple(Exchange(q, a) for q, a in row.history),
+            questions=tuple(t.question for t in turns),
+            answers={r.turn_index: r.answer for r in results},
+        )
+
+    def add_live_turn(self, conversation_id: str, turn_index: int, question: str) -> bool:
+        """Store turn ``turn_index`` of a live conversation; False if another question took it first."""
+        with Session(self.engine) as session:
+            return live_store.append_turn(
+                session=session, conversation_id=conversation_id, turn_index=turn_index, question=question
+            )
+
+    def set_fingerprint(self, conversation_id: str, fingerprint: str) -> None:
+        with Session(self.engine) as session:
+            live_store.set_fingerprint(
+                session=session, conversation_id=conversation_id, fingerprint=fingerprint
+            )
+
+    def find_live(self, fingerprint: str) -> str | None:
+        """The newest live conversation whose exchanges so far have this fingerprint, if any."""
+        with Session(self.engine) as session:
+            return live_store.find_conversation(session=session, fingerprint=fingerprint)
 
     def live(self, conversation_id: str) -> LiveConversation:
         """Re-attach to a live conversation started earlier (by any client)."""

@@ -27,18 +27,12 @@ import json
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
-from sqlmodel import Session
-
-from db import crud
-from db.models import Conversation as ConversationRow
-from db.models import Turn
 from pipeline.context import Exchange
 from pipeline.conversation import Conversation, Question
 from pipeline.errors import InputError, TurnInProgress
 from pipeline.plan import RunConfig
-from pipeline.policy import check_policy
 from pipeline.records import TurnContext
 
 if TYPE_CHECKING:
@@ -99,67 +93,45 @@ class LiveConversation:
         if not isinstance(question, str):
             raise InputError(f"a question must be a string, got {type(question).__name__}")
         client.check_queues()
-        with Session(client.engine, expire_on_commit=False) as session:
-            row = crud.get_conversation(session=session, conversation_id=self.conversation_id)
-            if row is None or not row.live:
-                raise InputError(f"no live conversation with id {self.conversation_id!r}")
-            results = crud.list_results(session=session, conversation_id=self.conversation_id)
-            turns = crud.list_turns(session=session, conversation_id=self.conversation_id)
-            if len(results) < len(turns):
-                raise TurnInProgress(
-                    f"turn {len(turns) - 1} of conversation {self.conversation_id} is still running; "
-                    "ask the next question once it has an answer"
-                )
-            client.limits.check(
-                Conversation(tuple(Question(t.question) for t in turns) + (Question(question.strip()),))
+        state = client.conversation_state(self.conversation_id)
+        if state is None or not state.run.live:
+            raise InputError(f"no live conversation with id {self.conversation_id!r}")
+        if state.running:
+            raise TurnInProgress(
+                f"turn {len(state.questions) - 1} of conversation {self.conversation_id} is still running; "
+                "ask the next question once it has an answer"
             )
-            index = len(turns)
-            if not crud.append_live_turn(session=session, conversation=row, question=question.strip()):
-                raise TurnInProgress(
-                    f"another question was asked in conversation {self.conversation_id} at the same time"
-                )
-        run = RunConfig(method=row.method, policy=check_policy(row.policy), top_k=row.top_k, live=True)
+        question = question.strip()
+        client.limits.check(Conversation(tuple(Question(q) for q in (*state.questions, question))))
+        index = len(state.questions)
+        if not client.add_live_turn(self.conversation_id, index, question):
+            raise TurnInProgress(
+                f"another question was asked in conversation {self.conversation_id} at the same time"
+            )
         context = TurnContext(
             conversation_id=self.conversation_id,
             turn_index=index,
-            question=question.strip(),
+            question=question,
             n_turns=index + 1,
-            history=_exchanges(row, turns, results),
-            passage=row.passage,
+            history=state.exchanges(),
+            passage=state.passage,
             enqueued_at=time.time(),
-            system=row.system,
+            system=state.system,
         )
-        client.send_turn(context, run)  # a worker decides it under the conversation's policy state
+        client.send_turn(context, state.run)  # a worker decides it under the conversation's policy state
         return index
 
     def _remember(self) -> None:
         """Record the fingerprint of every exchange so far (after a turn is stored)."""
-        with Session(self.client.engine) as session:
-            row = crud.get_conversation(session=session, conversation_id=self.conversation_id)
-            if row is None:
-                return
-            turns = crud.list_turns(session=session, conversation_id=self.conversation_id)
-            results = crud.list_results(session=session, conversation_id=self.conversation_id)
-            if len(results) < len(turns):
-                return
-            run = RunConfig(method=row.method, policy=check_policy(row.policy), top_k=row.top_k, live=True)
-            done = fingerprint(row.committee, run, row.system, _exchanges(row, turns, results))
-            crud.set_fingerprint(session=session, conversation=row, fingerprint=done)
-
-
-def _exchanges(row: ConversationRow, turns: Sequence[Turn], results: Sequence[Any]) -> tuple[Exchange, ...]:
-    """The exchanges before the next turn: the given history, then each stored turn's blended answer."""
-    answers = {r.turn_index: r.answer for r in results}
-    given = tuple(Exchange(q, a) for q, a in row.history)
-    return given + tuple(
-        Exchange(t.question, answers[t.turn_index]) for t in turns if t.turn_index in answers
-    )
+        state = self.client.conversation_state(self.conversation_id)
+        if state is None or state.running:
+            return
+        done = fingerprint(state.committee, state.run, state.system, state.exchanges())
+        self.client.set_fingerprint(self.conversation_id, done)
 
 
 def find_by_messages(
     client: BlendClient, run: RunConfig, system: str | None, exchanges: Sequence[Exchange]
 ) -> str | None:
     """The id of a live conversation whose settings and exchanges so far equal these, if any (newest)."""
-    wanted = fingerprint(client.committee.name, run, system, exchanges)
-    with Session(client.engine) as session:
-        return crud.find_live_conversation(session=session, fingerprint=wanted)
+    return client.find_live(fingerprint(client.committee.name, run, system, exchanges))

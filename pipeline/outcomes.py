@@ -10,6 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from pipeline.context import Exchange
+from pipeline.plan import RunConfig
+
 OUTCOME_FIELDS = (
     "conversation_id",
     "turn_index",
@@ -65,3 +68,28 @@ class StoredConversation:
     @property
     def finished(self) -> bool:
         return all(t.result is not None for t in self.turns)
+
+
+@dataclass(frozen=True)
+class ConversationState:
+    """A stored conversation's settings, questions and blended answers so far (what a live
+    conversation reads before its next question)."""
+
+    id: str
+    committee: str
+    run: RunConfig
+    passage: str | None
+    system: str | None
+    history: tuple[Exchange, ...]  # given before the first turn
+    questions: tuple[str, ...]  # one per stored turn, in order
+    answers: dict[int, str]  # turn index -> blended answer, for the finished turns
+
+    @property
+    def running(self) -> bool:
+        """A turn is stored without its answer yet."""
+        return len(self.answers) < len(self.questions)
+
+    def exchanges(self) -> tuple[Exchange, ...]:
+        """The exchanges before the next turn: the given history, then each finished turn."""
+        finished = (Exchange(q, self.answers[i]) for i, q in enumerate(self.questions) if i in self.answers)
+        return self.history + tuple(finished)

@@ -9,8 +9,8 @@ import sys
 
 import pipeline
 
-# The one module that builds Celery signatures, and the client (and its live conversations) that sends them.
-ALLOWED_TO_IMPORT_CELERY = {"pipeline.canvas", "pipeline.client", "pipeline.live"}
+# The one module that builds Celery signatures, and the client that sends them and reads the database.
+ALLOWED_TO_IMPORT_CELERY = {"pipeline.canvas", "pipeline.client"}
 HEAVY = ("celery", "torch", "transformers", "sqlmodel", "sqlalchemy")
 
 
