@@ -6,7 +6,11 @@
   floored at 0. Needs no gold answers.
 - Calibrated trust: a reviewer's weight is its mean Spearman correlation with the
   candidates' true quality (token F1 against gold by default) on a calibration
-  split, floored at 0; if every reviewer is at 0, weights fall back to uniform.
+  split, floored at 0.
+- Blind judges: when every weight is 0 (calibration found no reviewer informative, or
+  online trust fell to 0 for all), the ballots get no weight at all: the member prior
+  decides, and committee order where there is no prior. Never uniform: that would let
+  judges known to be blind outvote the prior exactly where they are blind.
 - Honest voters: reviewers of one judgement key (``pipeline.aggregate``) do not
   count as each other's "others" in online agreement (they would agree by construction).
 - Member prior (committee ``member_prior = true``): each member's mean quality on the
@@ -43,6 +47,8 @@ class ReviewerWeights:
 
 
 UNIFORM = ReviewerWeights(None, "uniform")
+# The note of weights that are all 0: the ballots count for nothing (see the module docstring).
+BLIND = "every reviewer weighs 0, so the ballots get no weight: the member prior decides (committee order without one)"
 
 
 def select_weights(
@@ -59,7 +65,7 @@ def select_weights(
       caller passes the turn's feature bucket's); a reviewer missing from them (the committee
       changed since calibration) gets the mean of the stored weights, and says so;
       nothing stored falls back to uniform.
-    - Weights that are all zero would rank by nothing: uniform, said in the note.
+    - Weights that are all zero: the ballots get no weight (``BLIND``), said in the note.
     """
     if mode == "uniform" or not reviewers:
         return UNIFORM
@@ -78,7 +84,7 @@ def select_weights(
         if missing:
             note += f"; not calibrated, given the mean {fallback:.3g}: {', '.join(missing)}"
     if not any(chosen.values()):
-        return ReviewerWeights(None, f"{note}: every weight is 0, so uniform")
+        return ReviewerWeights(dict.fromkeys(chosen, 0.0), f"{note}: {BLIND}")
     return ReviewerWeights(chosen, note)
 
 
@@ -159,7 +165,8 @@ def add_agreement(
 
 
 def calibrate(turns: Iterable[tuple[Sequence[Ballot], Mapping[str, float]]]) -> dict[str, float]:
-    """Calibrated weights from (ballots, true quality per candidate) of gold-annotated turns."""
+    """Calibrated weights from (ballots, true quality per candidate) of gold-annotated turns: each
+    reviewer's mean Spearman correlation with the quality, floored at 0 (all 0: blind judges)."""
     sums: dict[str, list[float]] = {}
     for ballots, quality in turns:
         for ballot in ballots:
@@ -167,10 +174,7 @@ def calibrate(turns: Iterable[tuple[Sequence[Ballot], Mapping[str, float]]]) -> 
             if value is not None:
                 total, count = sums.get(ballot.reviewer, [0.0, 0.0])
                 sums[ballot.reviewer] = [total + value, count + 1]
-    weights = {r: max(0.0, total / count) for r, (total, count) in sums.items() if count}
-    if weights and not any(weights.values()):
-        return dict.fromkeys(weights, 1.0)
-    return weights
+    return {r: max(0.0, total / count) for r, (total, count) in sums.items() if count}
 
 
 def stored_weights(

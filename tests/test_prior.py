@@ -117,7 +117,7 @@ def test_fit_calibration_leaves_out_questions_without_a_scorable_gold() -> None:
     assert fitted.turns == 1 and fitted.reviewed_turns == 1
     assert fitted.prior["passage"]["quality"] == pytest.approx({"x": 1.0, "y": 0.5, "z": 0.0})
     assert "no_passage" not in fitted.prior
-    assert fitted.weights == {"x": 1.0}  # the only reviewer, anti-correlated: all-zero falls back to 1
+    assert fitted.weights == {"x": 0.0}  # the only reviewer, anti-correlated: a blind judge
 
 
 def test_reviewer_weights_are_also_fitted_per_passage_bucket_and_read_by_the_turns_bucket() -> None:
@@ -132,7 +132,7 @@ def test_reviewer_weights_are_also_fitted_per_passage_bucket_and_read_by_the_tur
     fitted = fit_calibration(rows, {"with": True, "without": False})
 
     assert fitted.feature_weights == {"passage": {"a": 1.0, "b": 0.0}, "no_passage": {"a": 0.0, "b": 1.0}}
-    assert fitted.weights == {"a": 1.0, "b": 1.0}  # pooled, the two cancel: all zero, so uniform
+    assert fitted.weights == {"a": 0.0, "b": 0.0}  # pooled, the two cancel: both blind
     assert feature_weights(fitted.feature_weights, fitted.weights, True) == {"a": 1.0, "b": 0.0}
     assert feature_weights({"passage": {"a": 1.0}}, {"pooled": 0.5}, False) == {"pooled": 0.5}
     chosen = select_weights("calibrated-passage", ["a", "b"], calibrated=fitted.feature_weights["no_passage"])
@@ -168,3 +168,20 @@ def test_a_committee_with_the_prior_uses_it_live_and_show_prints_it(embedded) ->
     out = io.StringIO()
     print_voters(Console(file=out, width=300), decision)
     assert "member prior (weight 1): m2 0.900, m1 0.200, m0 0.100" in out.getvalue()
+
+
+@pytest.mark.parametrize("mode", ["calibrated", "online"])
+def test_blind_judges_never_outvote_the_prior(mode: str) -> None:
+    # Given: both reviewers put z first, but calibration (or online trust) found them blind
+    reviews = [_review("a", "z", "y", "x"), _review("b", "z", "x", "y")]
+    zero = {"a": 0.0, "b": 0.0}
+    weights = select_weights(mode, ["a", "b"], calibrated=zero, trust={"a": [-3.0, 2.0], "b": [-2.0, 1.0]})
+    prior = MemberPrior({"x": 0.2, "y": 0.6, "z": 0.1}, weight=0.46)
+
+    with_prior = decide(CANDIDATES, reviews, committee_order=POOL, weights=weights.weights, prior=prior)
+    alone = decide(CANDIDATES, reviews, committee_order=POOL, weights=weights.weights)
+
+    # Then: the ballots weigh nothing (not uniform), so the prior decides; without it, committee order
+    assert weights.weights == zero and "no weight" in weights.note and "prior decides" in weights.note
+    assert with_prior.ranking == ("y", "x", "z")
+    assert alone.ranking == ("x", "y", "z") and set(alone.scores.values()) == {0.0}

@@ -70,9 +70,9 @@ def test_calibration_weights_reviewers_by_correlation_with_quality():
     assert weights == {"good": pytest.approx(1.0), "bad": 0.0}
 
 
-def test_calibration_falls_back_to_uniform_when_no_reviewer_helps():
+def test_calibration_keeps_a_blind_reviewer_at_zero_never_uniform():
     quality = {"a": 0.9, "b": 0.7, "c": 0.5}
-    assert calibrate([([Ballot("bad", ("c", "b", "a"))], quality)]) == {"bad": 1.0}
+    assert calibrate([([Ballot("bad", ("c", "b", "a"))], quality)]) == {"bad": 0.0}
 
 
 # m0's answer is what every likelihood reviewer prefers; m1 (ranking) always puts its own answer first.
