@@ -10,6 +10,14 @@ weight: a ballot counts its reviewer's weight divided by the number of ballots i
 group gave this turn (``voter_weights``), so a group weighs the mean of its
 members' weights, and a member that failed leaves its weight to the others.
 
+Each judgement computed once. A turn runs one review per group (``review_groups``:
+the group's first reviewer in committee order reviews, its ``ReviewRecord.voters``
+names the group), and that one ballot weighs the sum of its voters' shares: the
+mean of the group's weights, what its members' identical ballots weighed together
+(``ballot_weights``). With ``exclude_self`` a group's ballot gives no points to any
+member of the group. Records cast for one reviewer (stored before groups were, or
+from a committee that reviews per reviewer) count as before.
+
 Member prior (``MemberPrior``). When given, the prior is one more ballot: the
 turn's candidates ordered by their member's calibrated quality (mean token F1 on a
 calibration run), best first, with the prior's own weight (``pipeline.weights``:
@@ -118,6 +126,30 @@ def voter_weights(
     return {r: (weights or {}).get(r, 1.0) / len(group) for group in groups for r in group}
 
 
+def ballot_weights(
+    ballots: Sequence[Ballot], groups: Sequence[Sequence[str]], weights: Mapping[str, float] | None = None
+) -> dict[str, float]:
+    """Each ballot's weight: the sum of its voters' shares (``voter_weights``); ``groups`` cover them all."""
+    shares = voter_weights(groups, weights)
+    return {b.reviewer: sum(shares[v] for v in b.selves) for b in ballots}
+
+
+def review_groups(reviewers: Sequence[str], committee: Committee) -> tuple[tuple[str, ...], ...]:
+    """``reviewers`` of a turn by judgement key, each group in committee order, in the order of their
+    first members: each group's first reviewer computes the group's one judgement.
+
+    Every kind of group is reviewed once, ranking and consistency groups too: their
+    judgement depends on a seed drawn from the reviewer's name (the shuffle shown, the
+    samples drawn), so two members of one group would give two draws of one judge, and
+    the Borda count already counts them as one voter. The draw the first member gets is
+    the group's honest single judgement; more draws would cost a review each and, split
+    into shares, only average that judge's position bias rather than add a voter.
+    """
+    order = {m.name: i for i, m in enumerate(committee.members)}
+    ordered = sorted(dict.fromkeys(reviewers), key=lambda r: order.get(r, len(order)))
+    return voter_groups(ordered, judgement_keys(committee))
+
+
 def decide(
     candidates: Sequence[CandidateRecord],
     reviews: Sequence[ReviewRecord],
@@ -142,13 +174,13 @@ def decide(
     dropped = excluded(candidates)
     if not pool:
         return Decision((), {}, "no_candidates", 0, dropped)
-    ballots = [Ballot(r.reviewer, r.ranking) for r in reviews if r.ranking]
+    ballots = [Ballot(r.reviewer, r.ranking, r.voters) for r in reviews if r.ranking]
     if len(pool) == 1:
         return Decision(tuple(pool), {pool[0]: 0.0}, "single", len(ballots), dropped)
     if not reviews:
         return Decision(tuple(pool), dict.fromkeys(pool, 0.0), "unranked", 0, dropped)
-    groups = voter_groups([b.reviewer for b in ballots], voters)
-    counted = voter_weights(groups, weights)
+    groups = voter_groups([v for b in ballots for v in b.selves], voters)
+    counted = ballot_weights(ballots, groups, weights)
     status = "ok" if ballots else "no_ballots"
     if prior is not None:
         ballots.append(prior.ballot(pool))

@@ -11,7 +11,8 @@ Scoring rule (m = number of candidates in the turn):
 - each ballot's points are multiplied by its reviewer's weight (default 1).
   With ``exclude_self=True`` a reviewer's ballot gives no points to the
   reviewer's own candidate (that candidate is treated as unranked *and* gets 0;
-  the others keep their positions among themselves).
+  the others keep their positions among themselves); a ballot cast for a group
+  of reviewers (``Ballot.voters``) gives none to any of their candidates.
 
 Tie-break (documented, deterministic): higher total first; then more
 (weighted) first places; then the candidate's position in ``candidates``
@@ -26,10 +27,20 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Ballot:
-    """A reviewer's ranking of candidates, best first, by candidate id (member name)."""
+    """A reviewer's ranking of candidates, best first, by candidate id (member name).
+
+    ``voters``: the reviewers this one ballot is cast for (one judgement computed once for a
+    group of reviewers: ``pipeline.aggregate``); empty: the reviewer alone.
+    """
 
     reviewer: str
     ranking: tuple[str, ...]
+    voters: tuple[str, ...] = ()
+
+    @property
+    def selves(self) -> tuple[str, ...]:
+        """Whose own candidates this ballot votes on (``exclude_self`` gives them no points)."""
+        return self.voters or (self.reviewer,)
 
 
 def ballot_points(ranking: Sequence[str], candidates: Sequence[str]) -> dict[str, float]:
@@ -55,7 +66,7 @@ def borda_scores(
     totals = dict.fromkeys(candidates, 0.0)
     for ballot in ballots:
         weight = 1.0 if weights is None else weights.get(ballot.reviewer, 1.0)
-        pool = [c for c in candidates if not (exclude_self and c == ballot.reviewer)]
+        pool = [c for c in candidates if not (exclude_self and c in ballot.selves)]
         points = ballot_points([c for c in ballot.ranking if c in pool], pool)
         for candidate, value in points.items():
             totals[candidate] += weight * value
@@ -72,7 +83,7 @@ def first_places(
     """Weighted count of ballots that put each candidate first."""
     counts = dict.fromkeys(candidates, 0.0)
     for ballot in ballots:
-        ranked = [c for c in ballot.ranking if c in counts and not (exclude_self and c == ballot.reviewer)]
+        ranked = [c for c in ballot.ranking if c in counts and not (exclude_self and c in ballot.selves)]
         if ranked:
             counts[ranked[0]] += 1.0 if weights is None else weights.get(ballot.reviewer, 1.0)
     return counts

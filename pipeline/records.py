@@ -7,7 +7,8 @@ mapping is explicit in every record; nothing is inferred from completion order.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pipeline.context import Exchange
@@ -67,6 +68,10 @@ class ReviewRecord:
     ``ranking`` is by member name, best first; empty when the reviewer gave no
     ballot (``status`` says why). ``raw`` is the reviewer's text, or its scores.
     ``candidates`` carries the turn's candidates on to the aggregation step.
+    ``voters``: the reviewers this ballot is cast for: the turn's reviewers of one
+    judgement key (``pipeline.aggregate.judgement_key``), whose judgement is computed
+    once, by ``reviewer`` (the first of them); ``(reviewer,)`` when it judges alone
+    (and for records written before groups were).
     """
 
     reviewer: str
@@ -80,6 +85,11 @@ class ReviewRecord:
     seconds: float = 0.0
     finished_at: float = 0.0
     candidates: tuple[CandidateRecord, ...] = field(default_factory=tuple)
+    voters: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.voters:
+            object.__setattr__(self, "voters", (self.reviewer,))
 
     def to_json(self) -> dict[str, Any]:
         data = _fields(self)
@@ -95,8 +105,23 @@ class ReviewRecord:
                 "ranking": tuple(data.get("ranking", ())),
                 "shown_order": tuple(data.get("shown_order", ())),
                 "candidates": candidates,
+                "voters": tuple(data.get("voters") or ()),
             }
         )
+
+
+def per_reviewer(reviews: Sequence[ReviewRecord]) -> list[ReviewRecord]:
+    """Each record once per reviewer it was cast for (the same ballot, ``voters`` that reviewer alone).
+
+    For the code that reads one ballot per reviewer: per-reviewer weights and online trust
+    (which count the copies of one judgement as one voter through the judgement keys), and
+    per-reviewer statistics. A record cast for one reviewer comes back as it is.
+    """
+    return [
+        r if r.voters == (r.reviewer,) else replace(r, reviewer=voter, voters=(voter,))
+        for r in reviews
+        for voter in r.voters
+    ]
 
 
 def _fields(record: object) -> dict[str, Any]:
