@@ -18,6 +18,7 @@ from pipeline.errors import DatasetError
 from pipeline.evaluation.datasets import (
     CANNOTANSWER,
     FORMATS,
+    dataset_of,
     detect_format,
     load_conversations,
 )
@@ -83,7 +84,11 @@ def test_shared_file_loads_with_expected_counts(
     assert detect_format(path) == kind
     assert len(conversations) == n_conversations
     assert sum(len(c.questions) for c in conversations) == n_questions
-    assert {c.source for c in conversations} == {kind}
+    assert {dataset_of(c.source) for c in conversations} == {kind}
+    if kind == "convquestions":  # the source names the domain: the record's, the file's for DoQA
+        assert all(c.source == f"convquestions:{c.meta['domain']}" for c in conversations)
+    if kind == "doqa":
+        assert {c.source for c in conversations} == {"doqa:cooking"}
     assert all(c.meta["file"] == str(path) for c in conversations)
     ids = [c.id for c in conversations]
     assert all(ids) and len(set(ids)) == len(ids)

@@ -3,7 +3,11 @@
 Formats (``FORMATS``): ConvQuestions (``val_*.json``), CoQA, QuAC and DoQA in
 their official layouts, and our own JSONL (one ``conversation_from_json``
 object a line). Every loaded conversation has ``source`` set to the format
-name and ``meta["file"]`` to the file it came from.
+name and ``meta["file"]`` to the file it came from. Where the data names a domain,
+the source names it too, ``format:domain`` (``dataset_domain``): a ConvQuestions
+record's ``domain`` (``convquestions:books``), a DoQA file's topic from its official
+name (``doqa:cooking`` from ``doqa-cooking-dev-v2.1.json``). Reports group by source,
+and the learned decision's cross-validation leaves one domain out at a time.
 
 Gold answers are the dataset's literal strings, stripped, empty ones dropped,
 exact duplicates removed (first occurrence kept, so ``gold[0]`` is the
@@ -19,6 +23,7 @@ with any bad record raises ``DatasetError`` and nothing is returned.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
 from functools import partial
@@ -31,7 +36,16 @@ from pipeline.evaluation.metrics import CANNOTANSWER, is_no_answer
 
 DatasetFormat = Literal["convquestions", "coqa", "quac", "doqa", "jsonl"]
 FORMATS: tuple[DatasetFormat, ...] = ("convquestions", "coqa", "quac", "doqa", "jsonl")
-__all__ = ["CANNOTANSWER", "FORMATS", "DatasetFormat", "answerable", "detect_format", "load_conversations"]
+__all__ = [
+    "CANNOTANSWER",
+    "FORMATS",
+    "DatasetFormat",
+    "answerable",
+    "dataset_domain",
+    "dataset_of",
+    "detect_format",
+    "load_conversations",
+]
 
 
 def load_conversations(
@@ -173,7 +187,8 @@ def _convquestions(path: Path, text: str) -> Iterator[Conversation]:
         questions = [_cq_question(t, f"{where}, question {q}") for q, t in enumerate(turns, 1)]
         meta = _meta(path, record, ("domain", "seed_entity_text"))
         conv_id = _id(record.get("conv_id"), str(c))
-        yield _conversation(questions, where, id=conv_id, source="convquestions", meta=meta)
+        source = dataset_domain("convquestions", record.get("domain"))
+        yield _conversation(questions, where, id=conv_id, source=source, meta=meta)
 
 
 def _cq_question(turn: object, where: str) -> Question:
@@ -217,6 +232,9 @@ def _by_turn(answers: object, where: str) -> dict[int, str]:
 
 def _quac(path: Path, text: str, source: str = "quac") -> Iterator[Conversation]:
     """QuAC/DoQA: a conversation per paragraph; golds: ``orig_answer``, ``answers``."""
+    if source == "doqa":  # the official files are named doqa-<topic>-<split>-v<version>.json
+        topic = re.match(r"doqa-([a-z]+)-", path.name.lower())
+        source = dataset_domain(source, topic.group(1) if topic else None)
     c = 0  # conversations so far, across articles
     for a, article in enumerate(_records(path, text), 1):
         paragraphs = _field(article, "paragraphs", list, f"{path}: article {a}")
@@ -271,6 +289,18 @@ def _records(path: Path, text: str) -> list[Any]:
     if not isinstance(data, dict) or not isinstance(data.get("data"), list):
         raise DatasetError(f"{path}: expected an object with a 'data' list")
     return list(data["data"])
+
+
+def dataset_domain(dataset: str, domain: object) -> str:
+    """The source of a conversation: ``dataset:domain`` when the data names a domain, else ``dataset``."""
+    if isinstance(domain, str) and re.fullmatch(r"[A-Za-z0-9_ -]{1,40}", domain):
+        return f"{dataset}:{domain.strip().lower().replace(' ', '_')}"
+    return dataset
+
+
+def dataset_of(source: str | None) -> str | None:
+    """The dataset part of a source (``convquestions`` of ``convquestions:books``)."""
+    return source.split(":", 1)[0] if source else source
 
 
 def _id(value: object, fallback: str) -> str:

@@ -23,7 +23,7 @@ from pipeline.canvas import final_task_id
 from pipeline.client import BlendClient, BlendHandle
 from pipeline.conversation import Conversation
 from pipeline.errors import InputError
-from pipeline.evaluation.datasets import load_conversations
+from pipeline.evaluation.datasets import dataset_of, load_conversations
 from pipeline.plan import RunConfig, check_run, check_run_name
 from workers.services import reason
 
@@ -160,10 +160,11 @@ def _pending(
                 f"run {run!r} was made with method {row.method}, policy {row.policy}, top_k {row.top_k}; "
                 "use another run name for other settings"
             )
-    by_key = {(row.source, row.external_id): row for row in stored}
+    # By dataset, not source: runs stored before sources named their domain still resume.
+    by_key = {(dataset_of(row.source), row.external_id): row for row in stored}
     pending: list[Conversation | str] = []
     for conversation in conversations:
-        found = by_key.get((conversation.source, conversation.id))
+        found = by_key.get((dataset_of(conversation.source), conversation.id))
         if found is None:
             pending.append(conversation)
         elif done_turns[found.id] < found.n_turns:
