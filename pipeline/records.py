@@ -7,7 +7,7 @@ mapping is explicit in every record; nothing is inferred from completion order.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -122,6 +122,19 @@ def per_reviewer(reviews: Sequence[ReviewRecord]) -> list[ReviewRecord]:
         for r in reviews
         for voter in r.voters
     ]
+
+
+def cast_within(reviews: Sequence[ReviewRecord], panel: Collection[str] | None) -> list[ReviewRecord]:
+    """The ballots the reviewers of ``panel`` cast (None: every one's): a group's record counted for
+    its members in the panel alone (reviewed by the first of them), left out when none is."""
+    if panel is None:
+        return list(reviews)
+    kept = []
+    for r in reviews:
+        voters = tuple(v for v in r.voters if v in panel)
+        if voters:
+            kept.append(r if voters == r.voters else replace(r, reviewer=voters[0], voters=voters))
+    return kept
 
 
 def _fields(record: object) -> dict[str, Any]:

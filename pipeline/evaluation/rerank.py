@@ -37,7 +37,7 @@ from pipeline.borda import Ballot
 from pipeline.committee import Committee
 from pipeline.errors import InputError
 from pipeline.policy import ConversationState, decide_turn
-from pipeline.records import CandidateRecord, ReviewRecord
+from pipeline.records import CandidateRecord, ReviewRecord, cast_within, per_reviewer
 from pipeline.verdict import voter_record
 from pipeline.weights import (
     CALIBRATED_MODES,
@@ -145,14 +145,9 @@ def rerank(
             reused = _reused(rule, committee, row, last_ranking.get(conversation["id"], ()))
             if reused:
                 candidates = [c for c in candidates if c.member in reused]
-        reviews = [
-            ReviewRecord(r["reviewer"], r["method"], r["status"], tuple(r["ranking"])) for r in row["reviews"]
-        ]
-        reviews = [
-            r
-            for r in reviews
-            if r.method != "pairwise" and (rule.reviewers is None or r.reviewer in rule.reviewers)
-        ]
+        reviews = cast_within(
+            [_review(r) for r in row["reviews"] if r["method"] != "pairwise"], rule.reviewers
+        )
         order = _order(row, committee)
         prior = _prior(row, rule, calibrated)
         calls = len(row["candidates"])  # the model calls the rule needs on this turn (``_record``)
@@ -170,7 +165,7 @@ def rerank(
         else:
             calls += len(reviews)
             has_passage = bool(conversation.get("passage"))
-            weights = _weights(rule, reviews, trust, calibrated, has_passage=has_passage)
+            weights = _weights(rule, per_reviewer(reviews), trust, calibrated, has_passage=has_passage)
             decision = decide(
                 candidates,
                 reviews,
@@ -181,12 +176,20 @@ def rerank(
                 prior=prior if rule.prior else None,
             )
             if rule.weights == "online":
-                ballots = [Ballot(r.reviewer, r.ranking) for r in reviews if r.ranking]
+                ballots = [Ballot(r.reviewer, r.ranking) for r in per_reviewer(reviews) if r.ranking]
                 trust = add_agreement(trust, consensus_agreement(ballots, list(decision.ranking), voters))
         last_ranking[conversation["id"]] = decision.ranking
         used_prior = prior if rule.prior or rule.method == "prior" else None
         out.append((decision, {**_record(decision, weights, used_prior), "rule_model_calls": calls}))
     return out
+
+
+def _review(stored: Mapping[str, Any]) -> ReviewRecord:
+    """A stored review row as a record; a row stored before groups were is cast for its reviewer alone."""
+    voters = tuple(stored.get("voters") or ())
+    return ReviewRecord(
+        stored["reviewer"], stored["method"], stored["status"], tuple(stored["ranking"]), voters=voters
+    )
 
 
 def _reused(
