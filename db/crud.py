@@ -159,10 +159,9 @@ def run_turns(*, session: Session, runs: Sequence[str]) -> list[dict[str, Any]]:
             texts.setdefault((c.conversation_id, c.turn_index), {})[c.member] = c.text
     ballots: dict[tuple[str, int], dict[str, list[str]]] = {}
     for review in session.exec(select(Review).where(col(Review.conversation_id).in_(ids))):
-        if review.ranking:
-            ballots.setdefault((review.conversation_id, review.turn_index), {})[review.reviewer] = list(
-                review.ranking
-            )
+        if review.ranking:  # a group's ballot, once per reviewer it was cast for
+            turn_ballots = ballots.setdefault((review.conversation_id, review.turn_index), {})
+            turn_ballots.update(dict.fromkeys(review.cast_for, list(review.ranking)))
     rows = []
     results = session.exec(select(TurnResult).where(col(TurnResult.conversation_id).in_(ids)))
     for r in sorted(results, key=lambda r: (r.conversation_id, r.turn_index)):

@@ -90,6 +90,17 @@ class Review(SQLModel, table=True):
     raw: str = Field(default="", sa_column=Column(Text, nullable=False))
     error: str | None = Field(default=None, sa_column=Column(Text))
     seconds: float = 0.0
+    # The reviewers this ballot is cast for: ``reviewer`` and the others of its judgement key, whose
+    # one judgement it computed (pipeline.records.ReviewRecord.voters); empty: ``reviewer`` alone
+    # (every row stored before groups were).
+    voters: list[str] = Field(
+        default_factory=list, sa_column=Column(JSON, nullable=False, server_default="[]")
+    )
+
+    @property
+    def cast_for(self) -> list[str]:
+        """The reviewers this ballot counts for (``voters``, or the reviewer alone on an old row)."""
+        return self.voters or [self.reviewer]
 
 
 class TurnResultBase(SQLModel):

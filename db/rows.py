@@ -40,6 +40,7 @@ def review_rows(context: TurnContext, reviews: Sequence[ReviewRecord]) -> list[R
             raw=r.raw,
             error=r.error,
             seconds=r.seconds,
+            voters=list(r.voters),
         )
         for r in reviews
     ]

@@ -1,6 +1,9 @@
 """The Celery canvas of one turn, built from task *names* (never importing workers/).
 
-    chain(group(generate per member), chord(group(review per reviewer), aggregate))
+    chain(group(generate per member), chord(group(review per voter group), aggregate))
+
+A voter group is the turn's reviewers of one judgement (``TurnPlan.review_groups``): its
+first reviewer reviews, on its own queue, and the ballot is cast for the whole group.
 
 The pairwise baseline has one judge task per ordered pair of generators in the
 chord instead; a turn without a review stage is ``chain(group(generate ...), aggregate)``. The
@@ -110,12 +113,12 @@ def turn_signature(plan: TurnPlan, *, app: Any) -> Signature:
         header = [
             signature(
                 REVIEW,
-                kwargs={"reviewer": r, "turn": context},
+                kwargs={"reviewer": voters[0], "voters": list(voters), "turn": context},
                 app=app,
                 **unread,
-                **_shown(f"review[{r}]", plan.context, plan.run, args=CANDIDATES),
+                **_shown(f"review[{'='.join(voters)}]", plan.context, plan.run, args=CANDIDATES),
             )
-            for r in plan.reviewers
+            for voters in plan.reviews
         ]
     return chain(generate, chord(group(header, app=app), aggregate, app=app), app=app)
 

@@ -154,6 +154,10 @@ class Committee(BaseModel):
     # Add each member's calibrated quality (mean token F1 on a calibration run, `peerblend
     # calibrate`) to the Borda count as one more ballot. See pipeline/aggregate.py.
     member_prior: bool = False
+    # Reviewers of one judgement (pipeline.aggregate.judgement_key) are reviewed once per turn,
+    # by the group's first reviewer, its ballot cast for the group; false: each reviewer runs its
+    # own review (the same ballot again, or another shuffle or sample of one judge).
+    one_review_per_voter: bool = True
     context_budget_tokens: int = Field(default=512, ge=0)  # earlier turns, estimated tokens
     passage_budget_tokens: int = Field(default=768, ge=0)  # grounding passage, estimated tokens
 

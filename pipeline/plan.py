@@ -17,6 +17,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from pipeline.aggregate import review_groups
 from pipeline.committee import Committee
 from pipeline.errors import InputError
 from pipeline.policy import Policy, TurnDecision, check_policy
@@ -129,9 +130,13 @@ def check_run(committee: Committee, *, method: object, policy: object, top_k: ob
 
 @dataclass(frozen=True)
 class TurnPlan:
+    """A turn to send. ``review_groups``: the turn's reviewers by judgement key
+    (``pipeline.aggregate.review_groups``), one review task each; empty: one per reviewer."""
+
     context: TurnContext
     run: RunConfig
     decision: TurnDecision
+    review_groups: tuple[tuple[str, ...], ...] = ()
 
     @property
     def generators(self) -> tuple[str, ...]:
@@ -140,6 +145,18 @@ class TurnPlan:
     @property
     def reviewers(self) -> tuple[str, ...]:
         return self.decision.reviewers
+
+    @property
+    def reviews(self) -> tuple[tuple[str, ...], ...]:
+        """One entry per review task: the reviewers it is cast for, the first of them reviewing."""
+        return self.review_groups or tuple((r,) for r in self.reviewers)
+
+
+def plan_turn(committee: Committee, context: TurnContext, run: RunConfig, decision: TurnDecision) -> TurnPlan:
+    """The turn to send: each judgement reviewed once (``Committee.one_review_per_voter``)."""
+    if not committee.one_review_per_voter or run.method == "pairwise":
+        return TurnPlan(context, run, decision)
+    return TurnPlan(context, run, decision, review_groups(decision.reviewers, committee))
 
 
 def single_decision(member: str) -> TurnDecision:

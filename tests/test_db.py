@@ -6,12 +6,13 @@ import threading
 import uuid
 
 import pytest
-from sqlalchemy import inspect
+from alembic import command
+from sqlalchemy import inspect, text
 from sqlmodel import Session, func, select
 
 from db import crud
 from db.engine import get_engine
-from db.migrate import upgrade
+from db.migrate import alembic_config, upgrade
 from db.models import Candidate, Conversation, Review, Turn, TurnResult, TurnResultBase
 
 TABLES = {"conversation", "turn", "candidate", "review", "turn_result", "alembic_version"}
@@ -126,3 +127,35 @@ def test_concurrent_deliveries_store_one_result(postgres_url):
     with Session(engine) as session:
         assert len(crud.list_results(session=session, conversation_id=conversation_id)) == 1
         assert len(crud.list_candidates(session=session, conversation_id=conversation_id)) == 2
+
+
+def test_reviews_stored_before_voter_groups_read_as_cast_for_their_reviewer(database):
+    # Given: a review row written by the schema before 0006 (no voters column), then the upgrade
+    engine = get_engine(database)
+    with Session(engine) as session:
+        conversation_id = _conversation(session)
+    command.downgrade(alembic_config(database), "0005")
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO review (conversation_id, turn_index, reviewer, method, status, ranking,"
+                " shown_order, seed, raw, seconds) VALUES (:c, 0, 'm0', 'likelihood', 'scored',"
+                ' \'["m1", "m0"]\', \'["m0", "m1"]\', 7, \'\', 0.5)'
+            ),
+            {"c": conversation_id},
+        )
+    upgrade(database)
+
+    # When it is read back, and a group's row is stored beside it
+    with Session(engine) as session:
+        (old,) = crud.list_reviews(session=session, conversation_id=conversation_id)
+        turn = _turn(conversation_id)
+        turn["reviews"][0].voters = ["m0", "m1"]
+        turn["reviews"][0].turn_index = 1
+        session.add(turn["reviews"][0])
+        session.commit()
+        new = crud.list_reviews(session=session, conversation_id=conversation_id)[1]
+
+    # Then: the old row is cast for its reviewer alone; the new one lists its voter group
+    assert (old.voters, old.cast_for, old.ranking) == ([], ["m0"], ["m1", "m0"])
+    assert (new.voters, new.cast_for) == (["m0", "m1"], ["m0", "m1"])

@@ -14,7 +14,7 @@ from db.engine import get_engine
 from db.retry import with_retries
 from pipeline.canvas import turn_signature
 from pipeline.context import Exchange
-from pipeline.plan import RunConfig, TurnPlan
+from pipeline.plan import RunConfig, TurnPlan, plan_turn
 from pipeline.policy import TurnDecision
 from pipeline.records import TurnContext
 from pipeline.shortlist import StoredOutcome, resume
@@ -70,7 +70,7 @@ def start_turn(app: Celery, context: TurnContext, run: RunConfig) -> None:
         ),
         budget_s=runtime.settings.store_retry_s,
     )
-    launch(app, TurnPlan(context, run, decision))
+    launch(app, plan_turn(runtime.committee, context, run, decision))
 
 
 def send_next_turn(
@@ -107,7 +107,7 @@ def send_next_turn(
         history=(*context.history, Exchange(context.question, answer)),
         attempt=1,
     )
-    launch(app, TurnPlan(next_context, run, decision))
+    launch(app, plan_turn(runtime_of(app).committee, next_context, run, decision))
 
 
 def launch(app: Celery, plan: TurnPlan) -> None:

@@ -43,8 +43,9 @@ def print_turn(console: Console, turn: StoredTurn) -> None:
         for column in ballots.columns:  # wrap, never cut: member names stay whole at 80 columns
             column.overflow = "fold"
         for r in turn.reviews:
+            voters = r.get("voters") or [r["reviewer"]]  # a voter group's one review: cast for them all
             ballots.add_row(
-                r["reviewer"],
+                r["reviewer"] if len(voters) < 2 else f"{r['reviewer']} (for {' = '.join(voters)})",
                 r["method"],
                 r["status"],
                 ", ".join(r["shown_order"]),
@@ -77,13 +78,14 @@ def print_decision(console: Console, decision: dict[str, Any]) -> None:
 
 
 def print_voters(console: Console, decision: dict[str, Any]) -> None:
-    """Independent voters (reviewers of one judgement joined by '='), ballot weights and the member prior."""
+    """Independent voters (reviewers of one judgement joined by '=', with the weight of their ballots
+    together), and the member prior."""
     groups = decision.get("voters")
     if groups is None:  # stored before voters were recorded
         return
     weights = decision.get("ballot_weights") or {}
     shown = "; ".join(
-        " = ".join(f"{r} ({weights[r]:.3g})" if r in weights else r for r in group) for group in groups
+        f"{' = '.join(group)} ({sum(weights.get(r, 0.0) for r in group):.3g})" for group in groups
     )
     n = decision.get("independent_voters", len(groups))
     console.print(

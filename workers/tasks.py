@@ -9,9 +9,10 @@ a late member is recorded as a timeout and the turn goes on without it.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import Any
 
-from celery import Task, shared_task
+from celery import Celery, Task, shared_task
 
 from pipeline.pairwise import Judgement
 from pipeline.plan import RunConfig
@@ -62,8 +63,16 @@ def generate(self: Task, *, turn: dict[str, Any], member: str) -> dict[str, Any]
 
 
 @shared_task(name="workers.review", bind=True, resultrepr_maxsize=SHOWN_RESULT)
-def review_task(self: Task, candidates: Any, *, turn: dict[str, Any], reviewer: str) -> dict[str, Any]:
-    runtime = runtime_of(self.app)
+def review_task(
+    self: Task, candidates: Any, *, turn: dict[str, Any], reviewer: str, voters: list[str] | None = None
+) -> dict[str, Any]:
+    """``reviewer``'s ballot, cast for ``voters`` (its voter group, ``reviewer`` first; None: alone)."""
+    record = _review(self.app, candidates, turn=turn, reviewer=reviewer)
+    return replace(record, voters=tuple(voters or ())).to_json()
+
+
+def _review(app: Celery, candidates: Any, *, turn: dict[str, Any], reviewer: str) -> ReviewRecord:
+    runtime = runtime_of(app)
     config = runtime.committee.member(reviewer)
     context = TurnContext.from_json(turn)
     pool = _candidates_from(candidates)
@@ -71,9 +80,7 @@ def review_task(self: Task, candidates: Any, *, turn: dict[str, Any], reviewer: 
         backend = runtime.backend(config)
     except Exception as error:  # noqa: BLE001
         message = f"{type(error).__name__}: {error}"[:500]
-        return ReviewRecord(
-            reviewer, config.review_method, "error", error=message, candidates=tuple(pool)
-        ).to_json()
+        return ReviewRecord(reviewer, config.review_method, "error", error=message, candidates=tuple(pool))
     try:
         record = call_with_deadline(
             f"review[{reviewer}]",
@@ -90,7 +97,7 @@ def review_task(self: Task, candidates: Any, *, turn: dict[str, Any], reviewer: 
             finished_at=time.time(),
             candidates=tuple(pool),
         )
-    return record.to_json()
+    return record
 
 
 @shared_task(name="workers.judge", bind=True, resultrepr_maxsize=SHOWN_RESULT)

@@ -19,7 +19,7 @@ from pipeline.outcomes import OUTCOME_FIELDS
 from pipeline.pairwise import Judgement
 from pipeline.plan import RunConfig
 from pipeline.policy import TurnDecision
-from pipeline.records import CandidateRecord, ReviewRecord, TurnContext
+from pipeline.records import CandidateRecord, ReviewRecord, TurnContext, per_reviewer
 from pipeline.shortlist import advance
 from pipeline.stages import fuse
 from pipeline.verdict import Verdict, decide_turn, finish_timings, with_fusion
@@ -64,7 +64,8 @@ def finish_turn(
                 session=session, result=result, candidates=candidate_rows(context, candidates), reviews=rows
             )
             if created and committee.reviewer_weights == "online" and reviews:
-                learn_trust(runtime.policy_store, committee.name, reviews, verdict.ranked.ranking, voters)
+                ballots = per_reviewer(reviews)  # each member of a group learns from its ballot
+                learn_trust(runtime.policy_store, committee.name, ballots, verdict.ranked.ranking, voters)
             following = advance(
                 runtime.policy_store,
                 committee,
@@ -106,7 +107,9 @@ def _decide(
         run=run,
         decision=decision,
         committee_order=[m.name for m in committee.members],
-        weights=stored_weights(runtime.policy_store, committee, reviews, has_passage=bool(context.passage)),
+        weights=stored_weights(
+            runtime.policy_store, committee, per_reviewer(reviews), has_passage=bool(context.passage)
+        ),
         exclude_self=committee.exclude_self_votes,
         voters=judgement_keys(committee),
         prior=stored_prior(runtime.policy_store, committee, has_passage=bool(context.passage)),

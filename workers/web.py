@@ -255,12 +255,15 @@ def candidate_cards(turn: StoredTurn, result: dict[str, Any]) -> list[dict[str, 
 
 
 def ballot_view(review: dict[str, Any], decision: dict[str, Any]) -> dict[str, Any]:
-    """A ballot with the labels its reviewer saw: ``shown`` and ``order`` (best first) as [(label, member)]."""
+    """A ballot with the labels its reviewer saw: ``shown`` and ``order`` (best first) as [(label, member)],
+    and ``voters``: the reviewers it was cast for (a voter group's one review; the reviewer alone on
+    rows stored before groups were)."""
     shown = list(zip(LABELS, review.get("shown_order") or [], strict=False))
     label = {member: letter for letter, member in shown}
     order = [(label.get(member, "?"), member) for member in review.get("ranking") or []]
     weight = (decision.get("ballot_weights") or {}).get(review["reviewer"])
-    return {**review, "shown": shown, "order": order, "weight": weight}
+    voters = review.get("voters") or [review["reviewer"]]
+    return {**review, "shown": shown, "order": order, "weight": weight, "voters": voters}
 
 
 def score_bars(result: dict[str, Any]) -> list[dict[str, Any]]:

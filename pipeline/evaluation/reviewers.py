@@ -17,6 +17,9 @@ candidate) and the committee. Per reviewer and dataset:
 - ``own_model_first``: how often its first choice was written by its own model
   (self-preference), over turns where another model's answer was also ranked;
 - ``seconds``: mean time per review.
+
+A review computed once for a voter group (``voters``) counts as each member's
+ballot, with the group's review time.
 """
 
 from __future__ import annotations
@@ -98,15 +101,15 @@ def reviewer_stats(rows: Sequence[Mapping[str, Any]], committee: Committee) -> l
         gold = list(row["gold"])
         f1 = {m: best_f1(t, gold) for m, t in texts.items()} if answerable(gold) else None
         for review in row["reviews"]:
-            name = review["reviewer"]
             if review["method"] == "pairwise":
                 continue
-            for where in (dataset, "all"):
-                entry = stats.setdefault(
-                    (name, where),
-                    ReviewerStats(name, review["method"], where, groups.get(name, (name,))),
-                )
-                _add(entry, review, f1, model_of)
+            for name in review.get("voters") or [review["reviewer"]]:  # a group's ballot, per member
+                for where in (dataset, "all"):
+                    entry = stats.setdefault(
+                        (name, where),
+                        ReviewerStats(name, review["method"], where, groups.get(name, (name,))),
+                    )
+                    _add(entry, review, f1, model_of)
     return sorted(stats.values(), key=lambda s: (s.dataset == "all", s.dataset, s.reviewer))
 
 
