@@ -62,7 +62,7 @@ def test_calibration_fits_the_prior_and_rules_that_use_it_pick_the_good_member(s
     client, run = stored
     settings = _settings(client)
 
-    fitted = calibrate_run(settings, COMMITTEE, run)
+    fitted = calibrate_run(settings, COMMITTEE, run).calibration
     by_prior = rerank_run(settings, COMMITTEE, run, Rule("prior"))
     by_trust = rerank_run(settings, COMMITTEE, run, Rule("borda", "calibrated"))
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import InputError
-from pipeline.evaluation.rerank import METHODS, WEIGHTS
+from pipeline.evaluation.rerank import METHODS, POLICIES, WEIGHTS
 from pipeline.settings import Settings
 from workers.cli_args import console, count, names, preload_if_embedded, run_options, run_pair
 
@@ -96,9 +96,10 @@ def _rerank_command(sub: Any) -> None:
     rerank.add_argument("--member", default=None, help="the single rule: whose answer to take")
     rerank.add_argument(
         "--policy",
-        choices=["full", "p2"],
+        choices=POLICIES,
         default="full",
-        help="p2: simulate alternate ranking on a full-ranking run (quality only; times stay the run's)",
+        help="p2: simulate alternate ranking on a full-ranking run (quality only; times stay the run's); "
+        "learned-route: where the learned decision is the prior's, only its top member answers",
     )
     rerank.add_argument("--prior", action="store_true", help="add the calibrated member prior to the count")
     rerank.add_argument(
@@ -194,12 +195,14 @@ def _reviewers(args: argparse.Namespace) -> int:
 
 def _calibrate(args: argparse.Namespace) -> int:
     from workers.evaluation.calibration import calibrate_run
+    from workers.report import print_learned
     from workers.runtime import committee_from_settings
 
     settings = Settings()
     committee = committee_from_settings(settings)
     with console.status(f"fitting on run {args.run} ({args.metric})"):
-        fitted = calibrate_run(settings, committee, args.run, metric=args.metric)
+        done = calibrate_run(settings, committee, args.run, metric=args.metric)
+    fitted = done.calibration
     console.print(
         f"committee {committee.name}, run {args.run}, quality {args.metric}: reviewer weights from "
         f"{fitted.reviewed_turns} turns (3+ candidates, a ballot), member prior from {fitted.turns} turns"
@@ -212,6 +215,7 @@ def _calibrate(args: argparse.Namespace) -> int:
     for bucket, prior in fitted.prior.items():
         members = ", ".join(f"{m} {q:.3f}" for m, q in sorted(prior["quality"].items(), key=lambda x: -x[1]))
         console.print(f"  prior, {bucket} ({prior['turns']} turns, weight {prior['weight']:.3f}): {members}")
+    print_learned(console, done.learned)
     return 0
 
 

@@ -9,6 +9,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from pipeline.client import StoredTurn
+from pipeline.learned import LearnedModel
 
 
 def print_turn(console: Console, turn: StoredTurn) -> None:
@@ -55,6 +56,7 @@ def print_turn(console: Console, turn: StoredTurn) -> None:
         console.print(ballots)
     if result:
         print_voters(console, result.get("decision") or {})
+        print_rule(console, result.get("decision") or {})
     if not result:
         console.print("[yellow]not finished yet[/]")
         return
@@ -98,3 +100,27 @@ def print_voters(console: Console, decision: dict[str, Any]) -> None:
             f"[dim]member prior (weight {decision.get('prior_weight', 0):.3g}): {escape(prior or 'none')} "
             f"({escape(str(decision.get('prior_note', '')))})[/]"
         )
+
+
+def print_rule(console: Console, decision: dict[str, Any]) -> None:
+    """Which rule decided the turn (the learned decision, or the prior where the judges are blind)."""
+    if decision.get("decided_by"):
+        version = decision.get("learned_version")
+        suffix = f", learned decision v{version}" if version is not None else ""
+        console.print(f"[dim]decided by: {escape(str(decision['decided_by']))}{suffix}[/]")
+
+
+def print_learned(console: Console, model: LearnedModel) -> None:
+    """The learned decision per bucket: its rule, features and weights, cross-validated beside the others."""
+    console.print(f"learned decision v{model.version} of committee {model.committee}:")
+    if not model.buckets:
+        console.print("  no bucket had enough conversations to cross-validate (5): nothing learned")
+    for bucket, fitted in model.buckets.items():
+        cv = fitted.cv.get("scores", {})
+        shown = ", ".join(f"{rule} {100 * value:.1f}" for rule, value in cv.items())
+        schemes = " and ".join(fitted.cv.get("schemes", []))
+        console.print(f"  {bucket} ({fitted.turns} turns): {escape(fitted.why(bucket))}")
+        console.print(f"    cross-validated F1 ({schemes}): {shown}")
+        if fitted.decides == "learned":
+            weights = ", ".join(f"{f} {w:+.3g}" for f, w in zip(fitted.features, fitted.weights, strict=True))
+            console.print(f"    weights (penalty {fitted.penalty:g}): {escape(weights)}")

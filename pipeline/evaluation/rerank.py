@@ -12,7 +12,11 @@ thus evaluates each smaller panel of reviewers without running a model. With
 ``policy="p2"`` a full-ranking run replays the alternate-ranking policy
 (``pipeline.policy.decide_turn``): on its reuse turns only the rule's previous top
 member's stored answer counts, and no ballot (its time and model calls stay the
-stored run's: a simulation measures quality, not cost).
+stored run's: a simulation measures quality, not cost). ``learned`` ranks by the
+committee's learned decision (``pipeline.learned``, stored by `peerblend calibrate`);
+``policy="learned-route"`` simulates routing: on a turn whose question bucket the learned
+decision leaves to the prior, only the prior's top member's stored answer counts, with
+no review (one model call; the turn's time is that member's generation time).
 
 Each decision record holds ``rule_model_calls``: the model calls the rule needs on
 that turn (generators plus the ballots it counts; 1 for a single member; the reused
@@ -36,6 +40,7 @@ from pipeline.aggregate import Decision, MemberPrior, decide, decide_by_prior, d
 from pipeline.borda import Ballot
 from pipeline.committee import Committee
 from pipeline.errors import InputError
+from pipeline.learned import LearnedModel, decide_learned, route
 from pipeline.policy import ConversationState, decide_turn
 from pipeline.records import CandidateRecord, ReviewRecord, cast_within, per_reviewer
 from pipeline.verdict import voter_record
@@ -50,10 +55,12 @@ from pipeline.weights import (
     select_weights,
 )
 
-RerankMethod = Literal["borda", "borda-all", "prior", "single"]
+RerankMethod = Literal["borda", "borda-all", "prior", "single", "learned"]
+RerankPolicy = Literal["full", "p2", "learned-route"]
 RerankWeights = WeightMode
 METHODS: tuple[RerankMethod, ...] = get_args(RerankMethod)
 WEIGHTS: tuple[RerankWeights, ...] = get_args(WeightMode)
+POLICIES: tuple[RerankPolicy, ...] = get_args(RerankPolicy)
 
 
 @dataclass(frozen=True)
@@ -66,7 +73,9 @@ class Rule:
     exclude_self: bool = False
     reviewers: tuple[str, ...] | None = None  # count only these reviewers' ballots (None: all)
     member: str | None = None  # ``method="single"``: whose answer
-    policy: Literal["full", "p2"] = "full"  # p2: simulate alternate ranking on a full-ranking run
+    # p2: simulate alternate ranking on a full-ranking run; learned-route: where the learned
+    # decision is the prior's, only the prior's top member answers and no one reviews
+    policy: RerankPolicy = "full"
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -77,8 +86,8 @@ class Rule:
             )
         if (self.method == "single") != (self.member is not None):
             raise InputError("the single rule needs a member (--member NAME), and only it takes one")
-        if self.policy not in ("full", "p2"):
-            raise InputError(f"rerank simulates the policies full and p2, not {self.policy!r}")
+        if self.policy not in POLICIES:
+            raise InputError(f"rerank simulates the policies full, p2 and learned-route, not {self.policy!r}")
         if self.policy != "full" and self.method == "single":
             raise InputError("a single member's answers have no policy to simulate")
         if self.reviewers is not None and not self.reviewers:
@@ -105,12 +114,18 @@ class Rule:
         return self.prior or self.method == "prior"
 
     @property
+    def uses_learned(self) -> bool:
+        return self.method == "learned" or self.policy == "learned-route"
+
+    @property
     def name(self) -> str:
         """A short label: ``borda/calibrated+prior``, ``prior``, ``single:m``, ``borda/uniform[r1,r2]``."""
         if self.method == "prior":
             return "prior"
         if self.method == "single":
             return f"single:{self.member}"
+        if self.method == "learned":
+            return "learned" if self.policy == "full" else f"learned@{self.policy}"
         extras = "".join(s for s, on in (("+prior", self.prior), ("-self", self.exclude_self)) if on)
         panel = f"[{','.join(self.reviewers)}]" if self.reviewers else ""
         policy = "" if self.policy == "full" else f"@{self.policy}"
@@ -124,6 +139,7 @@ class Calibrated:
     weights: Mapping[str, float] | None = None
     prior: Mapping[str, Any] | None = None  # the stored value of ``prior_key``: {"buckets": ...}
     feature_weights: Mapping[str, Mapping[str, float]] | None = None  # bucket -> weights
+    learned: Mapping[str, Any] | None = None  # the stored value of ``learned_key``
 
 
 def rerank(
@@ -133,6 +149,7 @@ def rerank(
     rule.check(committee)
     if rule.uses_prior:
         _require_prior(calibrated)
+    learned = _require_learned(calibrated, committee) if rule.uses_learned else None
     voters = judgement_keys(committee) if rule.method == "borda" else None
     trust: dict[str, list[float]] = {}
     last_ranking: dict[str, tuple[str, ...]] = {}  # conversation -> the rule's previous ranking (p2)
@@ -141,10 +158,16 @@ def rerank(
         candidates = [CandidateRecord.from_json(_candidate(c)) for c in row["candidates"]]
         conversation = row["conversation"]
         reused: tuple[str, ...] = ()
+        extra: dict[str, Any] = {}  # the rule's own decision-record fields
         if rule.policy == "p2":
             reused = _reused(rule, committee, row, last_ranking.get(conversation["id"], ()))
             if reused:
                 candidates = [c for c in candidates if c.member in reused]
+        if rule.policy == "learned-route":
+            has_passage = bool(conversation.get("passage"))
+            reused = route(learned, committee.generators, has_passage=has_passage)
+            candidates = [c for c in candidates if c.member in reused] if reused else candidates
+            extra = {"routed": list(reused)} if reused else {}
         reviews = cast_within(
             [_review(r) for r in row["reviews"] if r["method"] != "pairwise"], rule.reviewers
         )
@@ -157,11 +180,20 @@ def rerank(
             calls = 1
         elif reused:
             decision = decide(candidates, [], committee_order=[*reused, *order])
-            weights = ReviewerWeights(None, f"none: p2 reuse turn, the previous top {len(reused)}")
+            why = "p2 reuse turn, the previous top" if rule.policy == "p2" else "routed to the prior's top"
+            weights = ReviewerWeights(None, f"none: {why} {len(reused)}")
             calls = len(reused)
         elif rule.method == "prior" and prior is not None:
             decision = decide_by_prior(candidates, prior, committee_order=order)
             weights = ReviewerWeights(None, "none: the member prior alone")
+        elif rule.method == "learned" and learned is not None:
+            calls += len(reviews)
+            passage = conversation.get("passage")
+            decision, fields = decide_learned(
+                candidates, reviews, learned, committee_order=order, passage=passage
+            )
+            extra.update(fields)
+            weights = ReviewerWeights(None, "none: the learned decision")
         else:
             calls += len(reviews)
             has_passage = bool(conversation.get("passage"))
@@ -180,7 +212,7 @@ def rerank(
                 trust = add_agreement(trust, consensus_agreement(ballots, list(decision.ranking), voters))
         last_ranking[conversation["id"]] = decision.ranking
         used_prior = prior if rule.prior or rule.method == "prior" else None
-        out.append((decision, {**_record(decision, weights, used_prior), "rule_model_calls": calls}))
+        out.append((decision, {**_record(decision, weights, used_prior), **extra, "rule_model_calls": calls}))
     return out
 
 
@@ -188,7 +220,12 @@ def _review(stored: Mapping[str, Any]) -> ReviewRecord:
     """A stored review row as a record; a row stored before groups were is cast for its reviewer alone."""
     voters = tuple(stored.get("voters") or ())
     return ReviewRecord(
-        stored["reviewer"], stored["method"], stored["status"], tuple(stored["ranking"]), voters=voters
+        stored["reviewer"],
+        stored["method"],
+        stored["status"],
+        tuple(stored["ranking"]),
+        raw=stored.get("raw") or "",
+        voters=voters,
     )
 
 
@@ -204,6 +241,20 @@ def _reused(
     state = ConversationState(last_ranking=last)
     turn = decide_turn("p2", committee, state, row["turn_index"], conversation["n_turns"], top_k=1)
     return turn.generators if not turn.reviewers else ()
+
+
+def _require_learned(calibrated: Calibrated, committee: Committee) -> LearnedModel:
+    if not calibrated.learned:
+        raise InputError(
+            "this rule needs the learned decision: run `peerblend calibrate RUN` on a calibration run first"
+        )
+    model = LearnedModel.from_json(calibrated.learned)
+    if not model.fits(committee):
+        raise InputError(
+            f"the stored learned decision was fitted for other reviewers than committee {committee.name!r} "
+            "has now: run `peerblend calibrate RUN` again"
+        )
+    return model
 
 
 def _require_prior(calibrated: Calibrated) -> None:

@@ -1,14 +1,19 @@
-"""`peerblend calibrate`: fit reviewer weights and the member prior on a stored run, store them.
+"""`peerblend calibrate`: fit reviewer weights, the member prior and the learned decision on a
+stored run, and store them.
 
 Quality is token F1 against the gold answers (the field's metric) unless
 ``metric="bertscore"`` asks for BERTScore (the packaged MiniLM encoder). Both fits
 are stored per committee in the policy store (``calibration_key``, ``prior_key``),
-where every later turn of that committee reads them.
+where every later turn of that committee reads them. The learned decision
+(``pipeline.evaluation.learning``) is stored under ``learned_key``, its version one more
+than the one it replaces, with its cross-validated scores beside the prior's and Borda's.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from sqlmodel import Session
@@ -18,7 +23,9 @@ from db.engine import get_engine
 from pipeline.committee import Committee
 from pipeline.errors import InputError
 from pipeline.evaluation.calibration import Calibration, Quality, fit_calibration
+from pipeline.evaluation.learning import Trial, examples_from_records, fit_learned
 from pipeline.evaluation.metrics import best_f1
+from pipeline.learned import LearnedModel, learned_key
 from pipeline.policy import calibration_key
 from pipeline.settings import Settings
 from pipeline.weights import feature_weights_key, prior_key
@@ -27,13 +34,21 @@ from workers.runtime import Runtime
 Metric = Literal["f1", "bertscore"]
 
 
-def calibrate_run(
-    settings: Settings, committee: Committee, run: str, *, metric: Metric = "f1"
-) -> Calibration:
-    """Fit on ``run``'s candidates, ballots and golds; store the weights and prior of ``committee``."""
+@dataclass(frozen=True)
+class Calibrated:
+    """What `peerblend calibrate` fitted and stored: weights and prior, the learned decision and its trials."""
+
+    calibration: Calibration
+    learned: LearnedModel
+    trials: dict[str, list[Trial]]  # bucket -> every configuration cross-validated
+
+
+def calibrate_run(settings: Settings, committee: Committee, run: str, *, metric: Metric = "f1") -> Calibrated:
+    """Fit on ``run``'s candidates, ballots and golds; store the weights, prior and learned decision."""
     with Session(get_engine(settings.database)) as session:
         rows = crud.run_turns(session=session, runs=[run])
         passages = crud.run_passages(session=session, runs=[run])
+        records = crud.run_records(session=session, run=run)
     quality = best_f1 if metric == "f1" else _bertscore(rows)
     calibration = fit_calibration(rows, passages, quality)
     if not calibration.turns:
@@ -41,12 +56,17 @@ def calibrate_run(
             f"run {run!r} has no finished turns with gold answers and candidates to calibrate on"
         )
     store = Runtime(settings, committee).policy_store
+    previous = store.get(learned_key(committee.name)) or {}
+    made = {"run": run, "metric": metric, "fitted_at": datetime.now(UTC).isoformat(timespec="seconds")}
+    examples = examples_from_records(records, committee, quality)
+    learned, trials = fit_learned(examples, committee, version=int(previous.get("version", 0)) + 1, made=made)
     store.update(calibration_key(committee.name), lambda _: calibration.weights)
     store.update(feature_weights_key(committee.name), lambda _: calibration.feature_weights)
     store.update(
         prior_key(committee.name), lambda _: {"buckets": calibration.prior, "run": run, "metric": metric}
     )
-    return calibration
+    store.update(learned_key(committee.name), lambda _: learned.to_json())
+    return Calibrated(calibration, learned, trials)
 
 
 def _bertscore(rows: Sequence[Mapping[str, Any]]) -> Quality:

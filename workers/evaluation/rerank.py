@@ -23,6 +23,7 @@ from pipeline.aggregate import Decision
 from pipeline.committee import Committee
 from pipeline.errors import InputError
 from pipeline.evaluation.rerank import Calibrated, Rule, rerank
+from pipeline.learned import learned_key
 from pipeline.plan import check_run_name
 from pipeline.policy import calibration_key
 from pipeline.settings import Settings
@@ -57,6 +58,7 @@ def rerank_run(
         store.get(calibration_key(committee.name)),
         store.get(prior_key(committee.name)),
         store.get(feature_weights_key(committee.name)),
+        store.get(learned_key(committee.name)),
     )
     decided = rerank(records, rule, committee, calibrated)
     label = into or f"{run}:{rule.name}"
@@ -99,9 +101,10 @@ def _timings(record: Mapping[str, Any], fields: Mapping[str, Any], rule: Rule) -
     """The stored turn's timings with the rule's model calls; a single member's turn takes that
     member's generation time (``pipeline.evaluation.rerank``)."""
     timings = {**record["result"]["timings"], "model_calls": fields["rule_model_calls"]}
-    if rule.member is not None:
+    alone = rule.member if rule.member is not None else (fields.get("routed") or [None])[0]
+    if alone is not None:  # one member answered alone: the turn took its generation time
         seconds = {c["member"]: c["seconds"] for c in record["candidates"]}
-        timings["total_s"] = seconds.get(rule.member, timings.get("total_s"))
+        timings["total_s"] = seconds.get(alone, timings.get("total_s"))
     return timings
 
 
