@@ -150,7 +150,8 @@ class Committee(BaseModel):
     p1_live_rank_turns: int = Field(default=2, ge=1, le=100)
     # Borda weights per reviewer: "uniform"; "online" (agreement with the other reviewers so
     # far); "calibrated" (fitted on gold answers by `peerblend calibrate`). See pipeline/weights.py.
-    reviewer_weights: Literal["uniform", "online", "calibrated", "calibrated-passage"] = "uniform"
+    # "learned": no Borda weights; the learned decision ranks (pipeline/learned.py).
+    reviewer_weights: Literal["uniform", "online", "calibrated", "calibrated-passage", "learned"] = "uniform"
     # Add each member's calibrated quality (mean token F1 on a calibration run, `peerblend
     # calibrate`) to the Borda count as one more ballot. See pipeline/aggregate.py.
     member_prior: bool = False

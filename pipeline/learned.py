@@ -26,16 +26,19 @@ add nothing over it. Scoring here is plain Python: a client or worker needs no n
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
+from importlib.resources import files
 from statistics import fmean, pstdev
 from typing import Any, Literal
 
 from pipeline.aggregate import Decision, excluded, judgement_keys, usable
 from pipeline.committee import Committee
 from pipeline.evaluation.metrics import normalize_answer, token_f1
+from pipeline.policy import PolicyStore
 from pipeline.records import CandidateRecord, ReviewRecord
 
 REVIEW = "review:"  # prefix of a voter group's feature
@@ -375,3 +378,31 @@ def route(
         return ()
     known = [g for g in generators if g in fitted.prior]
     return tuple(sorted(known, key=lambda g: -fitted.prior[g])[:top])
+
+
+# --- where a turn finds its model --------------------------------------------------------------
+
+
+def packaged_learned(committee: Committee) -> LearnedModel | None:
+    """The learned decision shipped with peerblend for ``committee`` (``pipeline/data/learned-<name>.json``,
+    fitted on the shared dev data: see its ``made``), if there is one and it fits the committee."""
+    resource = files("pipeline") / "data" / f"learned-{committee.name}.json"
+    if not resource.is_file():
+        return None
+    model = LearnedModel.from_json(json.loads(resource.read_text(encoding="utf-8")))
+    return model if model.fits(committee) else None
+
+
+def stored_learned(store: PolicyStore, committee: Committee) -> tuple[LearnedModel | None, str]:
+    """The committee's learned decision: the one `peerblend calibrate` stored, else the packaged
+    one; and a note saying which (or why none)."""
+    value = store.get(learned_key(committee.name))
+    if value:
+        model = LearnedModel.from_json(value)
+        if model.fits(committee):
+            return model, f"calibrated (v{model.version}, run {model.made.get('run', '?')})"
+        return None, "the stored learned decision was fitted for other reviewers: run `peerblend calibrate`"
+    shipped = packaged_learned(committee)
+    if shipped is not None:
+        return shipped, f"packaged (v{shipped.version}, {shipped.made.get('run', '?')})"
+    return None, "no learned decision fitted for this committee (run `peerblend calibrate`)"

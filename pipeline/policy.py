@@ -19,6 +19,12 @@ q = the conversation's number of turns, N = the committee's generators.
   and its rank scores are accumulated; the next two exclude the worst half by
   those scores. (If they start before the first has scored a turn, they run with
   everyone, and say so.)
+- learned-route (routing when the judges are blind): a conversation whose question
+  bucket (passage or not) the committee's learned decision leaves to the member prior
+  (``pipeline.learned.route``: cross-validation found the ballots add nothing there) is
+  answered by the prior's top-K members alone, with no review, on every turn; any other
+  conversation is ranked by everyone as under full. The route is fixed when the
+  conversation starts (``begin``'s ``routed``) and kept in its state.
 
 Cumulative rank score: each ranked turn adds a member's Borda points divided by
 the number of ballots (a failed member adds 0). A shortlist never holds fewer
@@ -35,8 +41,8 @@ from typing import Any, Literal, Protocol
 from pipeline.committee import Committee
 from pipeline.errors import InputError
 
-Policy = Literal["full", "p1", "p2", "p3"]
-POLICIES: tuple[Policy, ...] = ("full", "p1", "p2", "p3")
+Policy = Literal["full", "p1", "p2", "p3", "learned-route"]
+POLICIES: tuple[Policy, ...] = ("full", "p1", "p2", "p3", "learned-route")
 
 
 def check_policy(name: str) -> Policy:
@@ -55,6 +61,7 @@ class ConversationState:
     last_ranking: tuple[str, ...] = ()  # the previous turn's ranking, best first (p2)
     note: str = ""  # why the exclusions are what they are
     applied_turns: int = 0  # turns folded in so far: a redelivered turn is not counted twice
+    routed: tuple[str, ...] = ()  # learned-route: the members that answer alone (empty: everyone, ranked)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -68,6 +75,7 @@ class ConversationState:
             last_ranking=tuple(data.get("last_ranking", ())),
             note=str(data.get("note", "")),
             applied_turns=int(data.get("applied_turns", 0)),
+            routed=tuple(data.get("routed", ())),
         )
 
 
@@ -134,8 +142,15 @@ def start_conversation(
     ordinal: int = 0,
     cycle_scores: Mapping[str, float] | None = None,
     top_k: int | None = None,
+    routed: Sequence[str] = (),
 ) -> ConversationState:
-    """The state of a new conversation; for p3, ``ordinal`` and its cycle's scores so far."""
+    """The state of a new conversation; for p3, ``ordinal`` and its cycle's scores so far; for
+    learned-route, the members ``routed`` to answer alone (none: everyone, ranked)."""
+    if policy == "learned-route":
+        if not routed:
+            return ConversationState(note="learned-route: the learned decision ranks these questions")
+        note = f"learned-route: the judges add nothing for these questions; the prior's top {len(routed)}"
+        return ConversationState(routed=tuple(routed), note=note)
     if policy != "p3" or ordinal % 3 == 0:
         note = "p3: ranking conversation of its cycle" if policy == "p3" else ""
         return ConversationState(ordinal=ordinal, note=note)
@@ -171,6 +186,11 @@ def decide_turn(
     everyone = TurnDecision(tuple(committee.generators), tuple(committee.reviewers), "full ranking")
     if policy == "full":
         return everyone
+    if policy == "learned-route":
+        if not state.routed:
+            return replace(everyone, reason=state.note or "learned-route: ranked")
+        rest = tuple(m for m in committee.generators if m not in state.routed)
+        return TurnDecision(state.routed, (), state.note, rest, state.routed)
     if policy == "p2":
         if turn_index % 2 == 0:
             return replace(everyone, reason="p2: odd turn, ranked")

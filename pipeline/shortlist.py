@@ -56,9 +56,16 @@ def _required(store: PolicyStore | None, run: RunConfig) -> PolicyStore:
 
 
 def begin(
-    store: PolicyStore | None, committee: Committee, run: RunConfig, *, conversation_id: str, n_turns: int
+    store: PolicyStore | None,
+    committee: Committee,
+    run: RunConfig,
+    *,
+    conversation_id: str,
+    n_turns: int,
+    routed: Sequence[str] = (),
 ) -> TurnDecision:
-    """Open a conversation's policy state; the decision for its first turn."""
+    """Open a conversation's policy state; the decision for its first turn. ``routed``: for
+    learned-route, the members that answer alone (``pipeline.learned.route``)."""
     fixed = _fixed(committee, run, n_turns)
     if fixed is not None:
         return fixed
@@ -71,7 +78,7 @@ def begin(
         ordinal = counted["count"] - 1
         cycle_scores = (store.get(cycle_key(committee.name, run.policy, ordinal)) or {}).get("scores")
     state = start_conversation(
-        run.policy, committee, ordinal=ordinal, cycle_scores=cycle_scores, top_k=run.top_k
+        run.policy, committee, ordinal=ordinal, cycle_scores=cycle_scores, top_k=run.top_k, routed=routed
     )
     store.update(conversation_key(committee.name, run.policy, conversation_id), lambda _: state.to_json())
     return _for_method(
@@ -164,6 +171,7 @@ def resume(
     turn_index: int,
     n_turns: int,
     stored: Sequence[StoredOutcome] = (),
+    routed: Sequence[str] = (),
 ) -> TurnDecision:
     """The decision for a turn sent by a client: a new conversation's first turn, a live
     conversation's next question, or a turn that was never run (a replay interrupted
@@ -173,7 +181,7 @@ def resume(
     policy state (a worker died between storing a turn and folding it in) is folded
     first, so the turn runs under exactly the state it would have had: the database's
     stored turns are the truth the state is rebuilt from. A first turn whose
-    conversation has no state yet opens it (``begin``).
+    conversation has no state yet opens it (``begin``, with ``routed``).
     """
     fixed = _fixed(committee, run, n_turns)
     if fixed is not None:
@@ -193,7 +201,7 @@ def resume(
         )
     value = _required(store, run).get(conversation_key(committee.name, run.policy, conversation_id))
     if value is None and turn_index == 0:
-        return begin(store, committee, run, conversation_id=conversation_id, n_turns=n_turns)
+        return begin(store, committee, run, conversation_id=conversation_id, n_turns=n_turns, routed=routed)
     state = ConversationState.from_json(value or {})
     return _for_method(
         committee,

@@ -7,8 +7,10 @@ scores, timings and the decision record. The worker then fuses through a backend
 if asked (``with_fusion``), stores the verdict, and advances the policy.
 
 Statuses: those of ``pipeline.aggregate.Decision`` ("ok", "single", "no_ballots",
-"no_candidates", "unranked"), plus "fused" (the aggregator's answer) and
-"fusion_failed" (the aggregator failed: the best candidate, with the error).
+"no_candidates", "unranked"), "learned" and "prior" (the learned decision ranked, or left
+the turn's question bucket to the member prior: ``pipeline.learned``), plus "fused" (the
+aggregator's answer) and "fusion_failed" (the aggregator failed: the best candidate, with
+the error). Every decision record says in one sentence which rule decided (``decided_by``).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pipeline.aggregate import Decision, MemberPrior, decide, decide_pairwise, top_k_texts
+from pipeline.learned import LearnedModel, decide_learned
 from pipeline.pairwise import Judgement
 from pipeline.plan import RunConfig
 from pipeline.policy import TurnDecision
@@ -51,6 +54,7 @@ def decide_turn(
     exclude_self: bool = False,
     voters: Mapping[str, str] | None = None,
     prior: MemberPrior | None = None,
+    learned: LearnedModel | None = None,
     now: float,
 ) -> Verdict:
     """Rank, then select (or name the texts to fuse).
@@ -58,11 +62,18 @@ def decide_turn(
     ``committee_order``: every member, the policy's preference first (the tie-break).
     ``voters``: reviewer -> judgement key: reviewers with one key count as one voter.
     ``prior``: the member prior, added to the Borda count as one more ballot.
+    ``learned``: the committee's learned decision (``pipeline.learned``): it ranks a reviewed
+    peer turn instead of the Borda count.
     ``now``: epoch seconds at the end of ranking (timings are measured up to it).
     """
     order = [*decision.preference, *(m for m in committee_order if m not in decision.preference)]
+    rule: dict[str, Any] = {}
     if run.method == "pairwise" and decision.ranked:
         ranked = decide_pairwise(candidates, judgements, committee_order=order)
+    elif learned is not None and decision.ranked and run.method == "peer":
+        ranked, rule = decide_learned(
+            candidates, reviews, learned, committee_order=order, passage=context.passage
+        )
     else:
         ranked = decide(
             candidates,
@@ -83,6 +94,8 @@ def decide_turn(
         "weights": dict(weights.weights or {}),
         "weights_note": weights.note,
         **voter_record(ranked, prior),
+        "decided_by": rule.get("decided_by") or decided_by(ranked, weights, prior, decision, run),
+        **{k: v for k, v in rule.items() if k != "decided_by"},
     }
     timings = stage_timings(context, candidates, [*reviews, *judgements], now)
     best = top_k_texts(ranked, candidates, 1)
@@ -96,6 +109,34 @@ def decide_turn(
         timings=timings,
         to_fuse=to_fuse,
     )
+
+
+def decided_by(
+    ranked: Decision,
+    weights: ReviewerWeights,
+    prior: MemberPrior | None,
+    decision: TurnDecision,
+    run: RunConfig,
+) -> str:
+    """One sentence: the rule that decided the turn (the learned decision says its own)."""
+    if ranked.status == "no_candidates":
+        return "nothing: every member failed"
+    if ranked.status == "single":
+        return "the only usable answer"
+    if ranked.status == "unranked":
+        return f"no review this turn ({decision.reason}): the policy's order"
+    if run.method == "pairwise":
+        return f"pairwise judgements, max logits ({ranked.ballots_used} judged pairs)"
+    with_prior = " + the member prior" if prior is not None and prior.weight > 0 else ""
+    if ranked.status == "no_ballots":
+        return "no ballot counted: " + ("the member prior" if with_prior else "committee order")
+    if weights.weights is not None and not any(weights.weights.values()):
+        return (
+            "the member prior: the reviewers weigh 0 here"
+            if with_prior
+            else "committee order: the reviewers weigh 0"
+        )
+    return f"Borda count of {len(ranked.voters)} voter(s), {weights.note}{with_prior}"
 
 
 def voter_record(ranked: Decision, prior: MemberPrior | None) -> dict[str, Any]:

@@ -183,6 +183,8 @@ def stored_weights(
     """This turn's weights: read what the committee's mode needs from ``store``, then ``select_weights``."""
     mode = committee.reviewer_weights
     voters = [r.reviewer for r in reviews if r.ranking] or [r.reviewer for r in reviews]
+    if mode == "learned":  # the learned decision ranks (pipeline.learned); uniform Borda without one
+        return ReviewerWeights(None, "uniform (the learned decision ranks where one is fitted)")
     if mode == "uniform" or not voters:
         return UNIFORM
     if mode == "online":

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import io
 import random
 
 import pytest
+from rich.console import Console
 
 from pipeline.committee import Committee, Member
 from pipeline.evaluation.learning import Example, cross_validate, fit_learned, splits
 from pipeline.evaluation.rerank import Calibrated, Rule, rerank
 from pipeline.learned import (
+    BucketModel,
     LearnedModel,
     TurnSignals,
     decide_learned,
     feature_rows,
+    learned_key,
     own_voters,
     review_scores,
     route,
@@ -21,6 +25,8 @@ from pipeline.learned import (
     voter_names,
 )
 from pipeline.records import CandidateRecord, ReviewRecord
+from tests.conftest import scripted_committee
+from workers.report import print_rule
 
 MEMBERS = ("good", "bad", "odd")
 
@@ -219,3 +225,56 @@ def test_turn_signals_take_one_ballot_per_voter() -> None:
     )
 
     assert signals.reviews == {"a": {"good": 1.0, "bad": 0.0, "odd": 0.5}}  # b is a's voter; c gave none
+
+
+def _stored_model(committee: Committee, bucket: BucketModel) -> LearnedModel:
+    return LearnedModel(committee.name, {"no_passage": bucket}, voter_names(committee), own_voters(committee))
+
+
+def test_a_committee_with_the_learned_decision_uses_it_live_and_says_which_rule_decided(embedded) -> None:
+    # Given: a learned decision that (perversely) prefers the member with the lowest prior
+    committee = scripted_committee(3, name="learned-live", reviewer_weights="learned")
+    client = embedded(committee)
+    prior = {"m0": 0.1, "m1": 0.2, "m2": 0.9}
+    model = _stored_model(committee, BucketModel(("prior",), (-1.0,), "learned", prior))
+    client.policy_store.update(learned_key(committee.name), lambda _: model.to_json())
+
+    (outcome,) = client.submit(["Who is best?"]).wait(timeout=30)
+
+    result = client.fetch(outcome.conversation_id).turns[0].result
+    assert outcome.chosen == "m0" and result["status"] == "learned"
+    assert result["decision"]["decided_by"].startswith("learned (prior) for no_passage questions")
+    out = io.StringIO()
+    print_rule(Console(file=out, width=300), result["decision"])
+    assert "decided by: learned (prior)" in out.getvalue() and "learned decision v1" in out.getvalue()
+
+
+def test_learned_route_asks_only_the_priors_top_member_where_the_judges_are_blind(embedded) -> None:
+    committee = scripted_committee(3, name="learned-route", reviewer_weights="learned")
+    client = embedded(committee)
+    prior = {"m0": 0.1, "m1": 0.2, "m2": 0.9}
+    model = _stored_model(committee, BucketModel(("prior",), (1.0,), "prior", prior))
+    client.policy_store.update(learned_key(committee.name), lambda _: model.to_json())
+
+    outcomes = client.submit(["Who is best?", "And then?"], policy="learned-route").wait(timeout=30)
+
+    turns = client.fetch(outcomes[0].conversation_id).turns
+    assert [o.chosen for o in outcomes] == ["m2", "m2"]
+    for turn in turns:
+        decision = turn.result["decision"]
+        assert decision["generators"] == ["m2"] and decision["reviewers"] == []
+        assert [c["member"] for c in turn.candidates] == ["m2"] and not turn.reviews
+        assert decision["reason"].startswith("learned-route: the judges add nothing")
+
+
+def test_without_a_fitted_model_a_learned_committee_counts_ballots_and_says_so(embedded) -> None:
+    committee = scripted_committee(3, name="learned-none", reviewer_weights="learned")
+    client = embedded(committee)
+
+    (outcome,) = client.submit(["Who is best?"]).wait(timeout=30)
+
+    decision = client.fetch(outcome.conversation_id).turns[0].result["decision"]
+    assert (
+        decision["decided_by"].startswith("Borda count of")
+        and "learned decision ranks" in decision["decided_by"]
+    )

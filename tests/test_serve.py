@@ -346,9 +346,10 @@ def test_model_ids_map_to_methods_and_policies():
     committee = scripted_committee(3, name="c")
     assert parse_model("c", committee) == ("peer", "full")
     assert parse_model("c:p3", committee) == ("peer", "p3")
+    assert parse_model("c:learned-route", committee) == ("peer", "learned-route")
     assert parse_model("c:pairwise", committee) == ("pairwise", "full")
     assert parse_model("c:single:m2", committee) == ("single:m2", "full")
-    assert len(model_ids(committee)) == 1 + 3 + 1 + 3
+    assert len(model_ids(committee)) == 1 + 4 + 1 + 3  # the committee, its policies, pairwise, singles
     with pytest.raises(ChatError) as raised:
         parse_model("c:single:m9", committee)
     assert raised.value.status == 404

@@ -178,7 +178,8 @@ def test_a_reviewer_missing_from_the_calibration_gets_the_mean_not_zero():
     assert "new" in chosen.note
 
 
-def test_weights_that_are_all_zero_fall_back_to_uniform_and_say_so():
+def test_weights_that_are_all_zero_give_the_ballots_no_weight_and_say_so():
     chosen = select_weights("calibrated", ["a", "b"], calibrated={"a": 0.0, "b": 0.0})
 
-    assert chosen.weights is None and "uniform" in chosen.note
+    assert chosen.weights == {"a": 0.0, "b": 0.0} and "uniform" not in chosen.note
+    assert "the member prior decides" in chosen.note

@@ -15,7 +15,7 @@ errors = Console(stderr=True)
 
 def run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--method", default="peer", help="peer (default), pairwise or single:<member>")
-    parser.add_argument("--policy", default="full", help="full (default), p1, p2 or p3")
+    parser.add_argument("--policy", default="full", help="full (default), p1, p2, p3 or learned-route")
     parser.add_argument(
         "--top-k",
         type=int,

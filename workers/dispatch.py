@@ -14,12 +14,13 @@ from db.engine import get_engine
 from db.retry import with_retries
 from pipeline.canvas import turn_signature
 from pipeline.context import Exchange
+from pipeline.learned import route, stored_learned
 from pipeline.plan import RunConfig, TurnPlan, plan_turn
 from pipeline.policy import TurnDecision
 from pipeline.records import TurnContext
 from pipeline.shortlist import StoredOutcome, resume
 from workers.results import sending_only
-from workers.runtime import runtime_of
+from workers.runtime import Runtime, runtime_of
 
 log = logging.getLogger(__name__)
 
@@ -67,10 +68,19 @@ def start_turn(app: Celery, context: TurnContext, run: RunConfig) -> None:
             turn_index=turn_index,
             n_turns=context.n_turns,
             stored=stored,
+            routed=_routed(runtime, context, run),
         ),
         budget_s=runtime.settings.store_retry_s,
     )
     launch(app, plan_turn(runtime.committee, context, run, decision))
+
+
+def _routed(runtime: Runtime, context: TurnContext, run: RunConfig) -> tuple[str, ...]:
+    """learned-route: the members that answer this conversation alone, from the learned decision."""
+    if run.policy != "learned-route" or context.turn_index != 0:
+        return ()
+    model, _ = stored_learned(runtime.policy_store, runtime.committee)
+    return route(model, runtime.committee.generators, has_passage=bool(context.passage), top=run.top_k)
 
 
 def send_next_turn(

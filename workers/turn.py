@@ -15,6 +15,7 @@ from db.engine import get_engine
 from db.retry import with_retries
 from db.rows import candidate_rows, judgement_rows, result_row, review_rows
 from pipeline.aggregate import judgement_keys
+from pipeline.learned import stored_learned
 from pipeline.outcomes import OUTCOME_FIELDS
 from pipeline.pairwise import Judgement
 from pipeline.plan import RunConfig
@@ -113,6 +114,9 @@ def _decide(
         exclude_self=committee.exclude_self_votes,
         voters=judgement_keys(committee),
         prior=stored_prior(runtime.policy_store, committee, has_passage=bool(context.passage)),
+        learned=stored_learned(runtime.policy_store, committee)[0]
+        if committee.reviewer_weights == "learned"
+        else None,
         now=time.time(),
     )
 
