@@ -121,10 +121,12 @@ def decided_by(
     """One sentence: the rule that decided the turn (the learned decision says its own)."""
     if ranked.status == "no_candidates":
         return "nothing: every member failed"
+    if not decision.ranked:
+        return f"no review this turn ({decision.reason}): " + (
+            "its one answer" if ranked.status == "single" else "the policy's order"
+        )
     if ranked.status == "single":
         return "the only usable answer"
-    if ranked.status == "unranked":
-        return f"no review this turn ({decision.reason}): the policy's order"
     if run.method == "pairwise":
         return f"pairwise judgements, max logits ({ranked.ballots_used} judged pairs)"
     with_prior = " + the member prior" if prior is not None and prior.weight > 0 else ""

@@ -108,6 +108,7 @@ def test_a_chat_completion_is_the_blended_answer_with_what_the_blend_did(served)
     assert extension["chosen"] == "m0" and extension["ranking"][0] == "m0"
     assert {c["member"] for c in extension["candidates"]} == {"m0", "m1", "m2"}
     assert extension["turn_index"] == 0 and "total_s" in extension["timings"]
+    assert extension["decided_by"].startswith("Borda count of")  # which rule decided, in one sentence
 
 
 def test_a_three_request_chat_continues_one_conversation_under_its_policy(served):

@@ -238,6 +238,7 @@ def _extension(client: BlendClient, outcome: TurnOutcome) -> dict[str, Any]:
         "scores": outcome.scores,
         "candidates": [{"member": c.member, "text": c.text, "error": c.error} for c in candidates],
         "timings": outcome.timings,
+        "decided_by": (stored.decision if stored is not None else {}).get("decided_by"),
         "decision": stored.decision if stored is not None else {},
     }
 
