@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,8 @@ def add_evaluation_commands(sub: Any) -> None:
     """replay, report, calibrate, rerank, reviewers."""
     _replay_and_report_commands(sub)
     calibrate = sub.add_parser(
-        "calibrate", help="fit reviewer weights and the member prior on a run's gold answers"
+        "calibrate",
+        help="fit reviewer weights, the member prior and the learned decision on a run's gold answers",
     )
     calibrate.add_argument("run", help="a peer-blend run with gold answers (a calibration split)")
     calibrate.add_argument(
@@ -24,6 +26,12 @@ def add_evaluation_commands(sub: Any) -> None:
         choices=["f1", "bertscore"],
         default="f1",
         help="answer quality: token F1 (default) or BERTScore",
+    )
+    calibrate.add_argument(
+        "--export", type=Path, default=None, help="also write the learned decision to this JSON file"
+    )
+    calibrate.add_argument(
+        "--note", default=None, help="how the calibration data was chosen (kept in the learned decision)"
     )
     calibrate.set_defaults(command=_calibrate)
 
@@ -201,7 +209,7 @@ def _calibrate(args: argparse.Namespace) -> int:
     settings = Settings()
     committee = committee_from_settings(settings)
     with console.status(f"fitting on run {args.run} ({args.metric})"):
-        done = calibrate_run(settings, committee, args.run, metric=args.metric)
+        done = calibrate_run(settings, committee, args.run, metric=args.metric, note=args.note)
     fitted = done.calibration
     console.print(
         f"committee {committee.name}, run {args.run}, quality {args.metric}: reviewer weights from "
@@ -216,6 +224,9 @@ def _calibrate(args: argparse.Namespace) -> int:
         members = ", ".join(f"{m} {q:.3f}" for m, q in sorted(prior["quality"].items(), key=lambda x: -x[1]))
         console.print(f"  prior, {bucket} ({prior['turns']} turns, weight {prior['weight']:.3f}): {members}")
     print_learned(console, done.learned)
+    if args.export is not None:
+        args.export.write_text(json.dumps(done.learned.to_json(), indent=1) + "\n", encoding="utf-8")
+        console.print(f"learned decision written to {args.export}")
     return 0
 
 

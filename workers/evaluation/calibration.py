@@ -43,7 +43,9 @@ class Calibrated:
     trials: dict[str, list[Trial]]  # bucket -> every configuration cross-validated
 
 
-def calibrate_run(settings: Settings, committee: Committee, run: str, *, metric: Metric = "f1") -> Calibrated:
+def calibrate_run(
+    settings: Settings, committee: Committee, run: str, *, metric: Metric = "f1", note: str | None = None
+) -> Calibrated:
     """Fit on ``run``'s candidates, ballots and golds; store the weights, prior and learned decision."""
     with Session(get_engine(settings.database)) as session:
         rows = crud.run_turns(session=session, runs=[run])
@@ -58,6 +60,7 @@ def calibrate_run(settings: Settings, committee: Committee, run: str, *, metric:
     store = Runtime(settings, committee).policy_store
     previous = store.get(learned_key(committee.name)) or {}
     made = {"run": run, "metric": metric, "fitted_at": datetime.now(UTC).isoformat(timespec="seconds")}
+    made |= {"note": note} if note else {}
     examples = examples_from_records(records, committee, quality)
     learned, trials = fit_learned(examples, committee, version=int(previous.get("version", 0)) + 1, made=made)
     store.update(calibration_key(committee.name), lambda _: calibration.weights)

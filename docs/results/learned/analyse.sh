@@ -36,7 +36,9 @@ db.execute("update conversation set source = 'doqa:cooking' where source = 'doqa
 db.commit()
 PY
 
-pb calibrate learned-cal | tee "$OUT/calibration.txt"
+pb calibrate learned-cal --export pipeline/data/learned-offline-4.json \
+  --note "docs/results/learned: the default committee replayed on ConvQuestions dev books + movies (15 conversations each) and DoQA cooking dev dialogs 1, 5, ..., 97; learned-cal of replay.sh" \
+  | tee "$OUT/calibration.txt"
 pb reviewers learned-cal --out "$OUT/reviewers-cal.md" > /dev/null
 pb reviewers learned-test --out "$OUT/reviewers-test.md" > /dev/null
 
