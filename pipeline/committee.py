@@ -264,7 +264,13 @@ _FEW_SHOT_B = (
 
 
 def default_committee() -> Committee:
-    """Four members over the two offline models, named for what differs between them."""
+    """Four members over the two offline models, named for what differs between them.
+
+    Reviewers: smollm2-concise (SmolLM2) and gemma3-fewshot-a/-b (Gemma, one judgement,
+    computed once), by likelihood (PMI). smollm2-terse only answers: as a free-text ranker it
+    parsed 0 of 137 ballots on held-out data and was the slowest reviewer. Decided by the
+    learned decision packaged for this committee (``pipeline/data/learned-offline-4.json``).
+    """
     return Committee(
         name="offline-4",
         members=(
@@ -273,7 +279,8 @@ def default_committee() -> Committee:
                 name="smollm2-terse",
                 backend="transformers",
                 model="smollm2-135m",
-                review_method="ranking",
+                roles=("generator",),
+                review_method="ranking",  # what it would do if a committee file made it review
                 generation=Generation(style="terse", max_new_tokens=24),
             ),
             Member(
@@ -290,4 +297,5 @@ def default_committee() -> Committee:
             ),
         ),
         aggregator="smollm2-concise",
+        reviewer_weights="learned",
     )
