@@ -21,6 +21,7 @@ from pipeline.learned import (
     own_voters,
     review_scores,
     route,
+    stored_learned,
     turn_signals,
     voter_names,
 )
@@ -278,3 +279,23 @@ def test_without_a_fitted_model_a_learned_committee_counts_ballots_and_says_so(e
         decision["decided_by"].startswith("Borda count of")
         and "learned decision ranks" in decision["decided_by"]
     )
+
+
+def test_a_stored_model_is_used_only_for_the_reviewers_it_was_fitted_for() -> None:
+    from tests.test_policy import MemoryStore
+
+    committee = _committee()
+    store = MemoryStore()
+    assert stored_learned(store, committee) == (
+        None,
+        "no learned decision fitted for this committee (run `peerblend calibrate`)",
+    )
+    model, _ = fit_learned(_examples(60, judge_sees=True), committee)
+    store.update(learned_key(committee.name), lambda _: model.to_json())
+
+    found, note = stored_learned(store, committee)
+    changed = Committee(name=committee.name, members=committee.members[:3])  # the judge left
+    missing, why = stored_learned(store, changed)
+
+    assert found == model and note.startswith("calibrated (v1")
+    assert missing is None and "other reviewers" in why
