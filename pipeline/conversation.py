@@ -52,6 +52,10 @@ class Limits:
             _check_text(exchange.question, f"history question {index}", self.max_question_chars)
             _check_text(exchange.answer, f"history answer {index}", self.max_passage_chars)
 
+    def check_question(self, text: str, what: str = "the question") -> None:
+        """One question on its own (a live turn's, a chat request's), named ``what`` in the error."""
+        _check_text(text, what, self.max_question_chars)
+
 
 def _check_text(text: str, what: str, limit: int) -> None:
     if len(text) > limit:

@@ -30,7 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, TypeVar
 
 from pipeline.context import Exchange
-from pipeline.conversation import Conversation, Question
+from pipeline.conversation import Limits
 from pipeline.errors import InputError, TurnInProgress
 from pipeline.plan import RunConfig
 from pipeline.records import TurnContext
@@ -88,10 +88,12 @@ class LiveConversation:
         return await off_loop(lambda: self.wait(turn_index, timeout=timeout))
 
     def send(self, question: str) -> int:
-        """Store ``question`` as the next turn and send it; its turn index. Does not wait."""
+        """Store ``question`` as the next turn and send it; its turn index. Does not wait.
+
+        A question the limits refuse raises InputError before anything is read or stored.
+        """
         client = self.client
-        if not isinstance(question, str):
-            raise InputError(f"a question must be a string, got {type(question).__name__}")
+        question = checked_question(client.limits, question)
         client.check_queues()
         state = client.conversation_state(self.conversation_id)
         if state is None or not state.run.live:
@@ -101,9 +103,11 @@ class LiveConversation:
                 f"turn {len(state.questions) - 1} of conversation {self.conversation_id} is still running; "
                 "ask the next question once it has an answer"
             )
-        question = question.strip()
-        client.limits.check(Conversation(tuple(Question(q) for q in (*state.questions, question))))
         index = len(state.questions)
+        if index >= client.limits.max_turns:
+            raise InputError(
+                f"conversation {self.conversation_id} has {index} turns; the limit is {client.limits.max_turns}"
+            )
         if not client.add_live_turn(self.conversation_id, index, question):
             raise TurnInProgress(
                 f"another question was asked in conversation {self.conversation_id} at the same time"
@@ -128,6 +132,17 @@ class LiveConversation:
             return
         done = fingerprint(state.committee, state.run, state.system, state.exchanges())
         self.client.set_fingerprint(self.conversation_id, done)
+
+
+def checked_question(limits: Limits, question: object) -> str:
+    """``question`` stripped; InputError naming the limit (or the unstorable character) otherwise."""
+    if not isinstance(question, str):
+        raise InputError(f"a question must be a string, got {type(question).__name__}")
+    question = question.strip()
+    if not question:
+        raise InputError("the question is empty")
+    limits.check_question(question)
+    return question
 
 
 def find_by_messages(

@@ -236,6 +236,41 @@ def test_a_wrong_or_missing_key_is_refused(served):
     assert httpx.get(server.url + "/models").status_code == 401
 
 
+def test_a_refused_request_stores_nothing_and_every_error_is_openai_shaped(served):
+    server, engine = served
+    client = server.client()
+
+    def stored() -> tuple[int, int]:
+        with engine.connect() as connection:
+            return (
+                connection.execute(text("select count(*) from conversation")).scalar_one(),
+                connection.execute(text("select count(*) from turn")).scalar_one(),
+            )
+
+    before = stored()
+    # A question over PEERBLEND_MAX_QUESTION_CHARS, or holding a NUL: 400 naming it, nothing stored
+    for content, fragment in [("x" * 9000, "the limit is 8,000"), ("Who\x00?", "NUL")]:
+        with pytest.raises(openai.BadRequestError) as raised:
+            client.chat.completions.create(model="blend", messages=[{"role": "user", "content": content}])
+        assert fragment in raised.value.message and "question" in raised.value.message
+    # A known field of the wrong type is refused naming it ("yes" is not true)
+    with pytest.raises(openai.BadRequestError, match="stream"):
+        client.chat.completions.create(
+            model="blend", messages=[{"role": "user", "content": "q?"}], extra_body={"stream": "yes"}
+        )
+    assert stored() == before
+
+    # Deep JSON, an unknown path, a wrong method: OpenAI's error shape, the status kept
+    auth = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
+    for response, status in [
+        (httpx.post(server.url + "/chat/completions", content=b"[" * 100_000, headers=auth), 400),
+        (httpx.get(server.url + "/nope", headers=auth), 404),
+        (httpx.get(server.url + "/chat/completions", headers=auth), 405),
+    ]:
+        assert response.status_code == status
+        assert set(response.json()["error"]) == {"message", "type", "param", "code"}
+
+
 # --- a real offline model behind the endpoint ---------------------------------------------------
 
 

@@ -6,13 +6,21 @@ conversation is testable without a server.
 
 from __future__ import annotations
 
+import json
+import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from pipeline.committee import Committee
 from pipeline.context import Exchange
+from pipeline.conversation import Limits
+from pipeline.errors import InputError
+from pipeline.live import checked_question
 from pipeline.policy import POLICIES
+
+# The ids ``start`` gives live conversations are uuid4 hex; this admits any plain token.
+CONVERSATION_ID = re.compile(r"[0-9A-Za-z_-]{1,64}")
 
 
 class ChatError(Exception):
@@ -29,14 +37,15 @@ def error_body(error: ChatError) -> dict[str, Any]:
     return {"error": {"message": error.message, "type": error.kind, "param": error.param, "code": error.code}}
 
 
+# strict: a known field of the wrong JSON type is refused ("stream": "yes" is not true).
 class TextPart(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)
     type: Literal["text"]
     text: str
 
 
 class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)
     role: Literal["system", "developer", "user", "assistant", "tool", "function"]
     content: str | list[TextPart] | None = None
 
@@ -53,11 +62,49 @@ class ChatRequest(BaseModel):
     """The fields peerblend reads; sampling settings (temperature, ...) are accepted and ignored:
     the committee's members decide how they generate."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)
     model: str = Field(min_length=1, max_length=300)
     messages: list[ChatMessage] = Field(min_length=1)
-    stream: bool = False
+    stream: bool | None = False  # null, as OpenAI allows, is false
     conversation_id: str | None = Field(default=None, max_length=64)  # extra_body: continue this one
+
+
+def parse_request(raw: bytes) -> ChatRequest:
+    """A request body as a ChatRequest; ChatError 400 naming the first field that is wrong.
+
+    JSON nested too deep for the parser is refused like any other malformed body.
+    """
+    try:
+        data = json.loads(raw)
+    except (ValueError, RecursionError):  # a UnicodeDecodeError is a ValueError
+        raise _bad("invalid request: the body is not valid JSON", None) from None
+    try:
+        return ChatRequest.model_validate(data)
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        param = str(first["loc"][0]) if first["loc"] else None
+        raise _bad(f"invalid request: {where or 'the body'}: {first['msg']}", param) from None
+
+
+def check_text(limits: Limits, system: str | None, exchanges: list[Exchange], question: str) -> None:
+    """ChatError 400 for any text of the request over the limits or unstorable (a NUL, a lone
+    surrogate): checked before anything is stored, so a refused request leaves nothing behind."""
+    try:
+        checked_question(limits, question)
+        limits.check_context(passage=None, system=system, history=exchanges)
+    except InputError as error:
+        raise _bad(str(error), "messages") from None
+
+
+def conversation_id_of(body: str | None, header: str | None) -> str | None:
+    """The conversation a request names: the body's ``conversation_id``, else the header's."""
+    for value, param in ((body, "conversation_id"), (header, "X-Peerblend-Conversation")):
+        if value:
+            if not CONVERSATION_ID.fullmatch(value):
+                raise _bad(f"{param} must be a conversation id: up to 64 letters, digits, '-' or '_'", param)
+            return value
+    return None
 
 
 def model_ids(committee: Committee) -> list[str]:
@@ -116,5 +163,5 @@ def conversation_of(messages: list[ChatMessage]) -> tuple[str | None, list[Excha
     return system, exchanges, question
 
 
-def _bad(message: str, param: str) -> ChatError:
+def _bad(message: str, param: str | None) -> ChatError:
     return ChatError(400, message, "invalid_request_error", param=param)

@@ -29,9 +29,10 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Header, Request
-from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel, ConfigDict, ValidationError
+from fastapi.responses import Response, StreamingResponse
+from pydantic import BaseModel, ConfigDict
 from sqlmodel import Session
+from starlette.exceptions import HTTPException
 
 from db import crud
 from pipeline.client import BlendClient, TurnOutcome
@@ -39,7 +40,16 @@ from pipeline.context import Exchange, estimate_tokens
 from pipeline.errors import BlendError, InputError, ServiceUnavailable, TurnInProgress, TurnTimeout
 from pipeline.live import LiveConversation, find_by_messages, off_loop
 from pipeline.plan import RunConfig, check_run
-from workers.chat import ChatError, ChatRequest, conversation_of, error_body, model_ids, parse_model
+from workers.chat import (
+    ChatError,
+    check_text,
+    conversation_id_of,
+    conversation_of,
+    error_body,
+    model_ids,
+    parse_model,
+    parse_request,
+)
 from workers.web import web_router
 
 KEEP_ALIVE_S = 5.0
@@ -58,9 +68,23 @@ class ServerOptions(BaseModel):
 def create_api(client: BlendClient, options: ServerOptions) -> FastAPI:
     api = FastAPI(title="peerblend", docs_url=None, redoc_url=None)
 
+    # Every error in OpenAI's shape, never FastAPI's {"detail": ...} or a plain-text 500.
     @api.exception_handler(ChatError)
-    async def _chat_error(_: Request, error: ChatError) -> JSONResponse:
-        return JSONResponse(error_body(error), status_code=error.status)
+    async def _chat_error(_: Request, error: ChatError) -> Response:
+        return _error_response(error)
+
+    @api.exception_handler(HTTPException)
+    async def _http_error(request: Request, error: HTTPException) -> Response:
+        """An unknown path (404), a wrong method (405), a missing static file: the status kept."""
+        allowed = (error.headers or {}).get("Allow")
+        message = f"{error.detail} ({request.method} {request.url.path})"
+        message += f"; allowed: {allowed}" if allowed else ""
+        headers = dict(error.headers) if error.headers else None
+        return _error_response(ChatError(error.status_code, message, "invalid_request_error"), headers)
+
+    @api.exception_handler(Exception)
+    async def _unexpected(_: Request, error: Exception) -> Response:
+        return _error_response(ChatError(500, f"internal error: {type(error).__name__}", "server_error"))
 
     @api.middleware("http")
     async def _authenticate(request: Request, call_next: Any) -> Any:
@@ -70,7 +94,7 @@ def create_api(client: BlendClient, options: ServerOptions) -> FastAPI:
                 error = ChatError(
                     401, "invalid or missing API key", "invalid_request_error", "invalid_api_key"
                 )
-                return JSONResponse(error_body(error), status_code=401)
+                return _error_response(error)
         return await call_next(request)
 
     @api.get("/health")
@@ -88,15 +112,12 @@ def create_api(client: BlendClient, options: ServerOptions) -> FastAPI:
 
     @api.post("/v1/chat/completions")
     async def _chat(request: Request, x_peerblend_conversation: str | None = Header(default=None)) -> Any:
-        try:
-            body = ChatRequest.model_validate(await request.json())
-        except (ValidationError, ValueError) as error:
-            raise ChatError(
-                400, f"invalid request: {_first_problem(error)}", "invalid_request_error"
-            ) from None
+        # The whole request is checked before anything is stored: a refused one leaves nothing.
+        body = parse_request(await request.body())
         run = _run_of(client, body.model)
         system, exchanges, question = conversation_of(body.messages)
-        explicit = body.conversation_id or x_peerblend_conversation
+        check_text(client.limits, system, exchanges, question)
+        explicit = conversation_id_of(body.conversation_id, x_peerblend_conversation)
         completion_id = f"chatcmpl-{uuid.uuid4().hex}"
         if not body.stream:  # one thread does it all: each hop to a thread and back costs latency
 
@@ -147,6 +168,7 @@ def _send(
         )
 
     def send() -> tuple[LiveConversation, int]:
+        client.check_queues()  # a missing worker is refused before a new conversation is stored
         if explicit:
             chat = client.live(explicit)
             return chat, chat.send(question)
@@ -276,8 +298,8 @@ async def _stream(
     yield "data: [DONE]\n\n"
 
 
-def _first_problem(error: Exception) -> str:
-    if isinstance(error, ValidationError):
-        first = error.errors()[0]
-        return f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}"
-    return "the body is not valid JSON"
+def _error_response(error: ChatError, headers: dict[str, str] | None = None) -> Response:
+    """``{"error": {"message", "type", "param", "code"}}`` (ASCII JSON: a message quoting the
+    request's text stays renderable even when that text holds a lone surrogate)."""
+    content = json.dumps(error_body(error)).encode()
+    return Response(content, status_code=error.status, headers=headers, media_type="application/json")
