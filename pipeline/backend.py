@@ -20,6 +20,7 @@ from typing import Any, Literal, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from pipeline.ballot_grammar import BallotPath
 from pipeline.errors import ConfigError
 
 Role = Literal["system", "user", "assistant"]
@@ -38,6 +39,11 @@ class Prompt:
     ``temperature`` 0 asks for the greedy answer; above 0 for a sample, drawn from a
     generator seeded with ``seed`` (same prompt and seed, same sample, where the
     backend can promise it).
+
+    ``ballot``: the labels of a ranking to write. A backend with ``Capability.BALLOT``
+    writes, where it can (``WritesBallots.ballot_path``), nothing but a complete
+    strict ballot of them, best first ("B > A > C", each label once, the model
+    choosing the order); others, and it where it cannot, ignore it and write text.
     """
 
     messages: tuple[Message, ...]
@@ -46,6 +52,7 @@ class Prompt:
     stop: tuple[str, ...] = field(default_factory=tuple)
     temperature: float = 0.0
     seed: int = 0
+    ballot: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -55,6 +62,7 @@ class Prompt:
             "stop": list(self.stop),
             "temperature": self.temperature,
             "seed": self.seed,
+            "ballot": list(self.ballot),
         }
 
 
@@ -110,6 +118,18 @@ class PairJudge(Protocol):
         ...
 
 
+class WritesBallots(Protocol):
+    """A backend with ``Capability.BALLOT``: its ``generate`` honours ``Prompt.ballot`` where it can."""
+
+    def ballot_path(self, labels: Sequence[str]) -> BallotPath:
+        """How it writes a ballot of ``labels`` now: ``CONSTRAINED`` or ``STRUCTURED`` when it honours
+        ``Prompt.ballot``, ``PARSED`` when it writes free text (a tokenizer without single-token
+        labels, a server without structured outputs or one that stopped taking them, too many
+        labels). Asked after the call: a path a backend gives up on is never reported for text
+        written without it."""
+        ...
+
+
 class WarmsUp(Protocol):
     """A backend with ``Capability.WARM_UP``: one cheap call after loading pays for lazy set-up."""
 
@@ -122,6 +142,7 @@ class Capability(StrEnum):
     BATCH = "batch"  # the worker gathers concurrent tasks' calls into batches (workers/batching.py)
     COMPARE = "compare"  # PairJudge.compare: a pairwise judge without a prompt
     WARM_UP = "warm_up"  # WarmsUp.warm_up: called once after loading
+    BALLOT = "ballot"  # WritesBallots: generate() writes only complete ballots for Prompt.ballot
 
 
 # --- options: one model per backend; today's names and defaults --------------------------------
@@ -174,9 +195,15 @@ class ScriptedOptions(BackendOptions):
     fail: str | None = None
     delay_s: float = Field(default=0.0, ge=0)
     batch: bool = False
+    ballot: Literal["constrained", "structured"] | None = None
 
     def added_capabilities(self) -> frozenset[Capability]:
-        return frozenset({Capability.BATCH}) if self.batch else frozenset()
+        added: set[Capability] = set()
+        if self.batch:
+            added.add(Capability.BATCH)
+        if self.ballot:
+            added.add(Capability.BALLOT)
+        return frozenset(added)
 
 
 _Options = TypeVar("_Options", bound=BackendOptions)
@@ -231,13 +258,14 @@ BACKENDS: Mapping[str, BackendInfo] = MappingProxyType(
                 name="transformers",
                 factory="workers.backends.hf:TransformersBackend",
                 options=TransformersOptions,
-                capabilities=_GENERATES_AND_SCORES | {Capability.BATCH, Capability.WARM_UP},
+                capabilities=_GENERATES_AND_SCORES
+                | {Capability.BATCH, Capability.WARM_UP, Capability.BALLOT},
             ),
             BackendInfo(
-                name="openai",  # remote servers batch on their side
+                name="openai",  # remote servers batch on their side; structured outputs found at warm-up
                 factory="workers.backends.openai:OpenAIBackend",
                 options=OpenAIOptions,
-                capabilities=_GENERATES_AND_SCORES,
+                capabilities=_GENERATES_AND_SCORES | {Capability.BALLOT},
             ),
             BackendInfo(
                 name="cross-encoder",  # a pairwise judge only

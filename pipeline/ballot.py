@@ -20,6 +20,8 @@ LABELS = string.ascii_uppercase
 
 class ParseStatus(StrEnum):
     OK = "ok"  # strict form: the first line is labels separated by '>' (or ',') and nothing else
+    CONSTRAINED = "constrained"  # strict form, written by constrained decoding (nothing else could be)
+    STRUCTURED = "structured"  # strict form, written by a server's structured outputs
     FALLBACK = "fallback"  # one '>' chain of labels in the first line, with prose that names no label
     UNPARSABLE = "unparsable"  # anything else: no ballot
     COPIED = "copied"  # the ballot is the order the reviewer was shown (3+ candidates): no ballot

@@ -14,7 +14,7 @@ from statistics import fmean
 from typing import cast
 
 from pipeline.aggregate import usable
-from pipeline.backend import Backend, Capability, PairJudge, Prompt, ScoreRequest
+from pipeline.backend import Backend, Capability, PairJudge, Prompt, ScoreRequest, WritesBallots
 from pipeline.ballot import (
     ParseStatus,
     label_map,
@@ -23,6 +23,7 @@ from pipeline.ballot import (
     review_seed,
     shuffled,
 )
+from pipeline.ballot_grammar import BallotPath
 from pipeline.committee import Committee, Member
 from pipeline.context import Exchange, fit_history, fit_passage
 from pipeline.evaluation.metrics import token_f1
@@ -148,6 +149,12 @@ def _rank_by_text(
     pool: Sequence[CandidateRecord],
     shown: Sequence[str],
 ) -> _Ballot:
+    """The reviewer writes its ranking after the prefilled "Ranking:"; ``parse_ranking`` reads it.
+
+    A backend with ``Capability.BALLOT`` is asked for a complete ballot of the labels
+    (``Prompt.ballot``: constrained decoding, or the server's structured outputs), and
+    says afterwards whether it wrote one that way (``_ballot_status``, ``_noted``).
+    """
     history, passage = _fitted(committee, context)
     labels = label_map(shown)
     text_of = {c.member: c.text for c in pool}
@@ -158,9 +165,30 @@ def _rank_by_text(
         passage=passage,
         max_new_tokens=reviewer.generation.review_max_new_tokens,
     )
+    writes_ballots = Capability.BALLOT in reviewer.capabilities
+    if writes_ballots:
+        prompt = replace(prompt, ballot=tuple(labels))
     (raw,) = backend.generate([prompt])
+    path = BallotPath.PARSED
+    if writes_ballots:  # asked after the call: see WritesBallots.ballot_path
+        path = cast(WritesBallots, backend).ballot_path(tuple(labels))
     parsed = parse_ranking(raw, list(labels))
-    return parsed.status.value, tuple(labels[label] for label in parsed.labels), raw
+    ranking = tuple(labels[label] for label in parsed.labels)
+    return _ballot_status(parsed.status, path), ranking, _noted(raw, path)
+
+
+def _ballot_status(status: ParseStatus, path: BallotPath) -> str:
+    """A strict ballot says which path wrote it ("constrained", "structured"); free text says how it
+    parsed ("ok", "fallback"); "copied" and "unparsable" stay whatever the path."""
+    if status is ParseStatus.OK and path is not BallotPath.PARSED:
+        return ParseStatus(path.value).value
+    return status.value
+
+
+def _noted(raw: str, path: BallotPath) -> str:
+    """The reviewer's text, prefixed with the path that forced its form ("constrained: B > A > C"),
+    so a dropped ballot (copied) records it too; free text is kept as written."""
+    return raw if path is BallotPath.PARSED else f"{path.value}: {raw.strip()}"
 
 
 def _rank_by_likelihood(

@@ -182,8 +182,14 @@ def test_capabilities_are_as_declared() -> None:
     caps = {name: info.capabilities for name, info in BACKENDS.items()}
 
     assert caps == {
-        "transformers": {Capability.GENERATE, Capability.SCORE, Capability.BATCH, Capability.WARM_UP},
-        "openai": {Capability.GENERATE, Capability.SCORE},
+        "transformers": {
+            Capability.GENERATE,
+            Capability.SCORE,
+            Capability.BATCH,
+            Capability.WARM_UP,
+            Capability.BALLOT,
+        },
+        "openai": {Capability.GENERATE, Capability.SCORE, Capability.BALLOT},
         "cross-encoder": {Capability.COMPARE},
         "scripted": {Capability.GENERATE, Capability.SCORE},
     }
@@ -195,6 +201,13 @@ def test_the_scripted_batch_option_switches_batching_on() -> None:
 
     assert Capability.BATCH in batched.capabilities
     assert Capability.BATCH not in direct.capabilities
+
+
+def test_the_scripted_ballot_option_declares_ballots() -> None:
+    ballots, plain = scripted_committee(2, member_options={"m0": {"ballot": "constrained"}}).members
+
+    assert Capability.BALLOT in ballots.capabilities
+    assert Capability.BALLOT not in plain.capabilities
 
 
 @pytest.mark.parametrize(

@@ -287,5 +287,6 @@ def test_prompt_to_json() -> None:
         "stop": ["\n"],
         "temperature": 0.0,
         "seed": 0,
+        "ballot": [],
     }
     assert (sampled.to_json()["temperature"], sampled.to_json()["seed"]) == (0.7, 3)

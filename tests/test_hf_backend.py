@@ -8,13 +8,23 @@ from __future__ import annotations
 
 import math
 import os
+import re
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 
 import pytest
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 
 from pipeline.backend import Message, Prompt, ScoreRequest  # noqa: E402
+from pipeline.ballot import LABELS, ParseStatus, parse_ranking  # noqa: E402
+from pipeline.ballot_grammar import BallotPath  # noqa: E402
+from pipeline.committee import default_committee  # noqa: E402
+from pipeline.prompts import ranking_prompt  # noqa: E402
+from pipeline.records import CandidateRecord, TurnContext  # noqa: E402
+from pipeline.stages import review  # noqa: E402
 from workers.backends.base import BackendSpec  # noqa: E402
+from workers.batching import BatchingBackend  # noqa: E402
 
 hf = pytest.importorskip("workers.backends.hf")
 
@@ -245,3 +255,102 @@ def test_sampled_prompts_vary_within_a_batch_repeat_under_a_seed_and_leave_greed
     assert first[-1] == greedy  # the greedy row is not sampled, though it shares the call
     assert len(set(first[:4])) > 1  # identical sampled prompts in one batch differ
     assert first == again  # the same seeds give the same samples
+
+
+# --- ballots by constrained decoding -----------------------------------------------------------
+
+RANKED = [  # (question, answers shown as A, B, ...)
+    ("What is the capital of France?", ["Berlin", "Paris"]),
+    ("What is the capital of France?", ["I don't know.", "Paris"]),
+    ("Who wrote Hamlet?", ["Charles Dickens", "William Shakespeare wrote Hamlet.", "Hamlet is a play."]),
+    ("What is 2 + 2?", ["Five hundred", "Four", "The answer is 4."]),
+    ("Which planet is known as the Red Planet?", ["Venus", "Jupiter", "Mars", "Saturn"]),
+]
+
+
+def _ballot_prompt(question: str, answers: list[str]) -> Prompt:
+    labelled = [(LABELS[i], text) for i, text in enumerate(answers)]
+    return replace(ranking_prompt(question, [], labelled), ballot=tuple(LABELS[: len(answers)]))
+
+
+@pytest.mark.parametrize("model", ["smollm", "gemma"])
+def test_the_real_tokenizers_write_every_label_and_the_separator_as_one_token(
+    model: str, request: pytest.FixtureRequest
+) -> None:
+    backend: hf.TransformersBackend = request.getfixturevalue(model)
+    tokens = backend.ballot_tokens
+
+    assert tokens.covers(LABELS)
+    assert backend.ballot_path(LABELS) is BallotPath.CONSTRAINED
+    for label in LABELS:  # " A" and "A" are different tokens in both vocabularies
+        assert {backend.tokenizer.decode([t]) for t in tokens.labels[label]} == {label, f" {label}"}
+    assert {backend.tokenizer.decode([t]) for t in tokens.separator} == {">", " >"}
+    assert tokens.end == {backend.model.generation_config.eos_token_id}
+
+
+@pytest.mark.parametrize("model", ["smollm", "gemma"])
+def test_a_constrained_ranking_is_always_a_complete_strict_ballot_in_the_models_order(
+    model: str, request: pytest.FixtureRequest
+) -> None:
+    backend: hf.TransformersBackend = request.getfixturevalue(model)
+    prompts = [_ballot_prompt(q, answers) for q, answers in RANKED]
+
+    replies = backend.generate(prompts)
+
+    for prompt, reply in zip(prompts, replies, strict=True):
+        parsed = parse_ranking(reply, prompt.ballot)
+        assert parsed.status in (ParseStatus.OK, ParseStatus.COPIED), reply
+        assert sorted(re.findall(r"[A-Z]", reply)) == list(prompt.ballot), reply
+        assert reply == " > ".join(re.findall(r"[A-Z]", reply))  # nothing else written
+    if model == "smollm":  # its own order, not a fixed one: Paris over Berlin
+        assert replies[0] == "B > A"
+
+
+def test_ballot_rows_and_free_rows_share_a_batch(smollm: hf.TransformersBackend) -> None:
+    ballot = _ballot_prompt(*RANKED[0])
+    free = replace(ballot, ballot=())
+
+    together = smollm.generate([ballot, free, FRANCE])
+
+    assert together == [smollm.generate([p])[0] for p in (ballot, free, FRANCE)]
+    assert parse_ranking(together[1], ballot.ballot).status is ParseStatus.UNPARSABLE  # as before
+
+
+def test_concurrent_reviews_batched_by_the_worker_each_get_their_own_ballot(
+    smollm: hf.TransformersBackend,
+) -> None:
+    # Given the worker's batcher in front of the model, and reviews of 2, 3 and 4 candidates at once
+    batcher = BatchingBackend(smollm, max_batch=8, window_s=0.2)
+    prompts = [_ballot_prompt(q, answers) for q, answers in RANKED[:1] + RANKED[2:]]
+
+    with ThreadPoolExecutor(len(prompts)) as pool:
+        replies = list(pool.map(lambda p: batcher.generate([p])[0], prompts))
+
+    # Then they ran as one batch, and each reply is a complete ballot of its own labels
+    assert batcher.stats()["generate"].largest == len(prompts)
+    for prompt, reply in zip(prompts, replies, strict=True):
+        assert sorted(re.findall(r"[A-Z]", reply)) == list(prompt.ballot)
+
+
+def test_a_smollm2_ranking_reviewer_gives_a_ballot_on_every_turn(smollm: hf.TransformersBackend) -> None:
+    # Given a SmolLM2 ranking reviewer (the default committee's smollm2-terse, made to review)
+    committee = default_committee()
+    reviewer = committee.member("smollm2-terse").model_copy(update={"roles": ("generator", "reviewer")})
+    assert reviewer.review_method == "ranking"
+
+    # When it reviews several turns, each shown in its own seeded order
+    records = []
+    for index, (question, answers) in enumerate(RANKED):
+        candidates = [CandidateRecord(f"m{i}", text) for i, text in enumerate(answers)]
+        context = TurnContext("ballots", index, question)
+        records.append(review(smollm, reviewer, committee, context, candidates))
+
+    # Then every review wrote a complete ballot by constrained decoding; one that copies the
+    # order shown (three or more candidates) is recorded as such and dropped, as free text is
+    for record in records:
+        assert record.status in ("constrained", "copied"), record
+        assert record.raw.startswith("constrained: ")
+        written = re.findall(r"[A-Z]", record.raw.removeprefix("constrained: "))
+        assert sorted(written) == list(LABELS[: len(record.shown_order)])
+        if record.status == "constrained":
+            assert sorted(record.ranking) == sorted(record.shown_order)

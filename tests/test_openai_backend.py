@@ -22,9 +22,13 @@ from typing import Any
 import pytest
 
 from pipeline.backend import Capability, Message, Prompt, ScoreRequest, render_transcript
-from pipeline.committee import Member
+from pipeline.ballot import ParsedRanking, ParseStatus, parse_ranking
+from pipeline.ballot_grammar import BallotPath, complete_ballots
+from pipeline.committee import Committee, Member
 from pipeline.errors import BackendError, ConfigError
+from pipeline.records import CandidateRecord, TurnContext
 from pipeline.settings import Settings
+from pipeline.stages import review
 from workers.backends.base import BackendSpec, create_backend
 from workers.backends.openai import OpenAIBackend
 from workers.runtime import Runtime, committee_from_settings
@@ -604,3 +608,153 @@ def test_warm_up_of_a_server_that_cannot_score_keeps_the_worker_and_fails_scorin
     with pytest.raises(BackendError, match="cannot score"):
         member.score([ScoreRequest(QUESTION, "Paris")])
     assert len(server.requests) == sent
+
+
+# --- ballots: structured outputs where the server has them ---------------------------------
+
+
+def structured(form: str, pick: Callable[[list[str]], str] = lambda choices: choices[-1]) -> Any:
+    """A server that honours structured outputs in ``form`` only (a model that picks ``pick`` of
+    the choices) and, like vLLM, ignores request fields it does not know."""
+
+    def body(sent: dict[str, Any]) -> dict[str, Any]:
+        if form == "structured_outputs":
+            choices = (sent.get("structured_outputs") or {}).get("choice")
+        elif form == "guided_choice":
+            choices = sent.get("guided_choice")
+        else:
+            schema = (sent.get("response_format") or {}).get("json_schema", {}).get("schema", {})
+            choices = schema.get("properties", {}).get("ranking", {}).get("enum")
+        if not choices:
+            return chat("Hello! How can I help?")
+        reply = pick(choices)
+        return chat(json.dumps({"ranking": reply}) if form == "json_schema" else reply)
+
+    return body
+
+
+def ballot_prompt(labels: str) -> Prompt:
+    return Prompt(
+        (Message("user", "Rank [A] [B] [C]."),),
+        prefill="Ranking:",
+        max_new_tokens=4,
+        stop=("\n",),
+        ballot=tuple(labels),
+    )
+
+
+def sent_choices(request: Request) -> list[str] | None:
+    body = request.body
+    if "structured_outputs" in body:
+        return list(body["structured_outputs"]["choice"])
+    if "guided_choice" in body:
+        return list(body["guided_choice"])
+    if "response_format" in body:
+        return list(body["response_format"]["json_schema"]["schema"]["properties"]["ranking"]["enum"])
+    return None
+
+
+@pytest.mark.parametrize("form", ["structured_outputs", "guided_choice", "json_schema"])
+def test_warm_up_finds_the_servers_structured_outputs_and_a_ballot_is_one_of_every_order(
+    server: FakeServer, form: str
+) -> None:
+    # Given a server that honours one form of structured outputs (vLLM 0.12+, older vLLM, OpenAI's API)
+    server.default = Reply(body=structured(form, pick=lambda c: "C > A > B" if "C > A > B" in c else c[0]))
+    member = backend(server)
+
+    # When the worker warms it up
+    member.warm_up()
+
+    # Then the form is found, probed with one allowed reply, and ballots go that way
+    assert member.ballot_form == form
+    probes = server.posted("/v1/chat/completions")
+    assert sent_choices(probes[-1]) == ["Q > Z"]
+    assert member.ballot_path(("A", "B", "C")) is BallotPath.STRUCTURED
+    (reply,) = member.generate([ballot_prompt("ABC")])
+    sent = server.posted("/v1/chat/completions")[-1]
+    assert sorted(sent_choices(sent) or []) == sorted(complete_ballots("ABC"))
+    assert sent.body["max_tokens"] >= 12
+    assert reply == "C > A > B"
+    assert parse_ranking(reply, "ABC") == ParsedRanking(("C", "A", "B"), ParseStatus.OK)
+
+
+def test_a_ranking_review_on_a_structured_server_records_the_path(server: FakeServer) -> None:
+    # Given a reviewer on a vLLM server with structured outputs, as a worker builds and warms it
+    server.default = Reply(body=structured("structured_outputs"))
+    member = Member(
+        name="remote",
+        backend="openai",
+        model="served-model",
+        review_method="ranking",
+        options={"base_url": server.url, "timeout_s": 5.0},
+    )
+    remote = OpenAIBackend(BackendSpec(model=member.model, options=member.options))
+    remote.warm_up()
+    committee = Committee(name="c", members=(member, member.model_copy(update={"name": "other"})))
+    candidates = [CandidateRecord(m, text=f"answer {m}") for m in ("x", "y", "z")]
+
+    # When it reviews a turn
+    record = review(remote, member, committee, TurnContext("conv", 0, "Who?"), candidates)
+
+    # Then the ballot is the server's choice (the last of the orders sent: the reverse of the shown
+    # order), counted, with its path recorded
+    assert record.status == "structured"
+    assert record.ranking == tuple(reversed(record.shown_order))
+    assert record.raw == "structured: C > B > A"
+
+
+def test_a_server_without_structured_outputs_is_sent_free_text_ballots(server: FakeServer) -> None:
+    # Given a server that ignores every structured-output field (it answers as it likes)
+    server.default = Reply(body=chat("B > A"))
+    member = backend(server)
+
+    member.warm_up()
+
+    # Then each form was probed once and none is used: the ballot prompt goes as plain text
+    assert member.ballot_form is None
+    assert [sent_choices(r) for r in server.posted("/v1/chat/completions")] == [["Q > Z"]] * 3
+    assert member.ballot_path(("A", "B")) is BallotPath.PARSED
+    assert member.generate([ballot_prompt("AB")]) == ["B > A"]
+    assert sent_choices(server.posted("/v1/chat/completions")[-1]) is None
+
+
+def test_a_server_that_refuses_the_probe_is_sent_free_text_ballots(server: FakeServer) -> None:
+    server.default = Reply(400, {"error": {"message": "unknown field"}})
+    member = backend(server)
+
+    member.warm_up()
+
+    assert member.ballot_form is None
+
+
+def test_a_server_that_later_refuses_the_form_is_sent_free_text_from_then_on(
+    server: FakeServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given a server found to take guided_choice at warm-up
+    server.default = Reply(body=structured("guided_choice"))
+    member = backend(server)
+    member.warm_up()
+    assert member.ballot_form == "guided_choice"
+
+    # When it refuses a ballot's choices (HTTP 400), then answers in free text
+    server.script(
+        Reply(400, {"error": {"message": "guided_choice is not supported"}}), Reply(body=chat("A > C"))
+    )
+    (reply,) = member.generate([ballot_prompt("ABC")])
+
+    # Then the ballot is asked again as free text, and so is every later one
+    assert reply == "A > C"
+    assert sent_choices(server.posted("/v1/chat/completions")[-1]) is None
+    assert member.ballot_path(("A", "B", "C")) is BallotPath.PARSED
+    assert "free text from now on" in caplog.text
+
+
+def test_more_labels_than_a_list_of_choices_can_hold_are_free_text(server: FakeServer) -> None:
+    server.default = Reply(body=structured("structured_outputs"))
+    member = backend(server)
+    member.warm_up()
+    server.default = Reply(body=chat("G > A"))
+
+    assert member.ballot_path(tuple("ABCDEFG")) is BallotPath.PARSED
+    assert member.generate([ballot_prompt("ABCDEFG")]) == ["G > A"]
+    assert sent_choices(server.posted("/v1/chat/completions")[-1]) is None

@@ -21,5 +21,7 @@ def test_a_real_model_committee_blends_a_short_turn(embedded):
     likelihood = next(r for r in stored.reviews if r["method"] == "likelihood")
     assert likelihood["status"] == "scored" and sorted(likelihood["ranking"]) == ["smol-a", "smol-b"]
     ranking = next(r for r in stored.reviews if r["method"] == "ranking")
-    assert ranking["status"] in {"ok", "fallback", "unparsable", "skipped"}  # recorded whatever it wrote
+    # written by constrained decoding: a complete ballot (two candidates: never "copied")
+    assert ranking["status"] == "constrained" and sorted(ranking["ranking"]) == ["smol-a", "smol-b"]
+    assert ranking["raw"].startswith("constrained: ")
     assert outcome.timings["generation_s"] > 0 and outcome.timings["review_s"] > 0

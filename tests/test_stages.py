@@ -9,6 +9,7 @@ import pytest
 
 from pipeline.aggregate import Decision, decide, top_k_texts
 from pipeline.backend import Prompt, ScoreRequest
+from pipeline.ballot_grammar import BallotPath
 from pipeline.committee import Committee, Member
 from pipeline.context import Exchange
 from pipeline.prompts import CONTENT_FREE_QUESTION, RANKING_PREFIX
@@ -203,6 +204,71 @@ def test_a_ranking_that_copies_the_shown_order_is_recorded_and_dropped() -> None
     )
 
     assert (record.status, record.ranking, record.raw) == ("copied", (), "A > B > C")
+
+
+class BallotBackend(FakeBackend):
+    """A FakeBackend with ``Capability.BALLOT``'s method: it reports ``path`` after each call."""
+
+    def __init__(self, replies: Sequence[Reply], path: BallotPath) -> None:
+        super().__init__(replies)
+        self.path = path
+        self.asked: list[tuple[str, ...]] = []
+
+    def ballot_path(self, labels: Sequence[str]) -> BallotPath:
+        self.asked.append(tuple(labels))
+        return self.path
+
+
+def _ballot_reviewer(path: str) -> Member:
+    return _member(f"judge-{path}", roles=("reviewer",), review_method="ranking", options={"ballot": path})
+
+
+@pytest.mark.parametrize("path", [BallotPath.CONSTRAINED, BallotPath.STRUCTURED])
+def test_a_backend_that_writes_ballots_is_asked_for_one_and_the_path_is_recorded(path: BallotPath) -> None:
+    # Given a reviewer whose backend declares Capability.BALLOT
+    backend = BallotBackend([_reply_ranking("beta", "gamma", "alpha")], path)
+    reviewer = _ballot_reviewer(path.value)
+
+    record = review(backend, reviewer, COMMITTEE, CONTEXT, _candidates())
+
+    # Then its prompt carries the labels shown, and the ballot says which path wrote it
+    (prompt,) = backend.generated
+    assert prompt.ballot == ("A", "B", "C") and backend.asked == [("A", "B", "C")]
+    assert prompt.prefill == RANKING_PREFIX
+    if record.shown_order == ("beta", "gamma", "alpha"):
+        assert record.status == "copied"
+    else:
+        assert (record.status, record.ranking) == (path.value, ("beta", "gamma", "alpha"))
+    assert record.raw.startswith(f"{path.value}: ") and " > " in record.raw
+
+
+def test_a_constrained_ballot_that_copies_the_shown_order_is_dropped_with_its_path() -> None:
+    backend = BallotBackend(["A > B > C"], BallotPath.CONSTRAINED)
+
+    record = review(backend, _ballot_reviewer("constrained"), COMMITTEE, CONTEXT, _candidates())
+
+    assert (record.status, record.ranking, record.raw) == ("copied", (), "constrained: A > B > C")
+
+
+def test_a_backend_that_could_not_constrain_this_ballot_is_parsed_as_free_text() -> None:
+    # Given a server without structured outputs: it takes the ballot prompt but writes free text
+    backend = BallotBackend(["I prefer C > A"], BallotPath.PARSED)
+
+    record = review(backend, _ballot_reviewer("structured"), COMMITTEE, CONTEXT, _candidates())
+
+    assert record.status == "fallback"
+    assert record.raw == "I prefer C > A"
+    assert record.ranking == (record.shown_order[2], record.shown_order[0])
+
+
+def test_a_reviewer_without_the_capability_is_not_asked_for_a_ballot() -> None:
+    backend = FakeBackend(["C > A > B"])
+
+    record = review(backend, COMMITTEE.member("judge-text"), COMMITTEE, CONTEXT, _candidates())
+
+    (prompt,) = backend.generated
+    assert prompt.ballot == ()
+    assert record.status == "ok" and record.raw == "C > A > B"
 
 
 def test_shown_order_is_replayable_and_differs_between_reviewers() -> None:

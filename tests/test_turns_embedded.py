@@ -7,11 +7,13 @@ the memory broker, with the scripted backend standing in for models.
 from __future__ import annotations
 
 import pytest
+from rich.console import Console
 from sqlmodel import Session, func, select
 
 from db.models import Conversation, TurnResult
 from pipeline.errors import InputError
 from tests.conftest import scripted_calls, scripted_committee
+from workers.report import print_turn
 
 QUESTIONS = ["Who wrote Dune?", "When was it published?", "What is the sequel called?"]
 
@@ -77,6 +79,23 @@ def test_an_unparsable_ballot_is_recorded_and_dropped(embedded):
     assert review["raw"] == "they all look fine to me"
     # Two ballots remain (m0, m2 score by likelihood); each hands out 3 points.
     assert sum(outcome.scores.values()) == pytest.approx(2 * 3)
+
+
+def test_a_constrained_ballot_is_stored_and_shown_with_its_path(embedded):
+    # Given m1 reviews by ranking on a backend that writes complete ballots (Capability.BALLOT)
+    committee = scripted_committee(3, member_options={"m1": {"ballot": "constrained"}})
+    client = embedded(committee)
+
+    (outcome,) = client.submit(["Who wrote Dune?"]).wait(timeout=30)
+
+    # Then the stored review says which path wrote the ballot, and `peerblend show` prints it
+    turn = client.fetch(outcome.conversation_id).turns[0]
+    review = next(r for r in turn.reviews if r["reviewer"] == "m1")
+    assert review["status"] == "constrained" and len(review["ranking"]) == 3
+    assert review["raw"] == "constrained: C > B > A"
+    console = Console(record=True, width=120)
+    print_turn(console, turn)
+    assert "constrained" in console.export_text()
 
 
 def test_when_every_member_fails_the_turn_still_completes(embedded):

@@ -27,6 +27,8 @@ import torch
 from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
+    LogitsProcessor,
+    LogitsProcessorList,
     PreTrainedTokenizerBase,
     StoppingCriteria,
     StoppingCriteriaList,
@@ -41,6 +43,7 @@ from pipeline.backend import (
     parse_options,
     render_transcript,
 )
+from pipeline.ballot_grammar import BallotPath, BallotTokens, allowed_next, ballot_length, ballot_tokens
 from pipeline.errors import BackendError, ConfigError
 from workers.backends.base import BackendSpec
 
@@ -158,8 +161,8 @@ def _load_hint(exc: Exception) -> str:
 class TransformersBackend:
     """A causal LM loaded eagerly onto ``spec.device``; generation (greedy or sampled) and scoring.
 
-    Its capabilities (batched by the worker, warmed up after loading) are declared
-    in ``pipeline.backend.BACKENDS``.
+    Its capabilities (batched by the worker, warmed up after loading, ballots by
+    constrained decoding) are declared in ``pipeline.backend.BACKENDS``.
     """
 
     def __init__(self, spec: BackendSpec) -> None:
@@ -190,7 +193,24 @@ class TransformersBackend:
         # Chat-templated text already holds its special tokens; plain transcripts
         # need the tokenizer's own (e.g. Gemma's <bos>).
         self.chat = self.tokenizer.chat_template is not None
+        self.ballot_tokens = self._ballot_tokens()
         logger.info("loaded %s in %.1f s", spec.model, time.perf_counter() - started)
+
+    def _ballot_tokens(self) -> BallotTokens:
+        """The ids a ballot is written with in this vocabulary; its end is what ends ``generate``'s rows."""
+        end = self.model.generation_config.eos_token_id
+        if end is None:
+            end = self.tokenizer.eos_token_id
+        ends = [end] if isinstance(end, int) else list(end or ())
+        return ballot_tokens(
+            lambda text: self.tokenizer(text, add_special_tokens=False)["input_ids"],
+            lambda token: str(self.tokenizer.decode([token])),
+            ends,
+        )
+
+    def ballot_path(self, labels: Sequence[str]) -> BallotPath:
+        """``CONSTRAINED`` where this vocabulary writes every label (and '>') as one token."""
+        return BallotPath.CONSTRAINED if self.ballot_tokens.covers(labels) else BallotPath.PARSED
 
     def render(self, prompt: Prompt) -> str:
         """The text the model continues: chat template (or transcript) plus prefill."""
@@ -237,8 +257,13 @@ class TransformersBackend:
         ).to(self.model.device)
         width = batch["input_ids"].shape[1]
         stops = [p.stop for p in prompts]
-        limits = [p.max_new_tokens for p in prompts]
+        ballots = [p.ballot if self.ballot_tokens.covers(p.ballot) else () for p in prompts]
+        # A ballot row may take the tokens its complete ballot needs, whatever its limit.
+        limits = [max(p.max_new_tokens, ballot_length(b)) for p, b in zip(prompts, ballots, strict=True)]
         criteria = StoppingCriteriaList([_RowStops(self.tokenizer, stops, limits, width)])
+        processors = LogitsProcessorList()
+        if any(ballots):
+            processors.append(_BallotMask(self.ballot_tokens, ballots, width))
         sampling: dict[str, object] = {"do_sample": False}
         if temperature > 0:
             torch.manual_seed(seed)
@@ -250,6 +275,7 @@ class TransformersBackend:
                 **sampling,
                 pad_token_id=self.tokenizer.pad_token_id,
                 stopping_criteria=criteria,
+                logits_processor=processors,
                 max_time=self.spec.timeout_s,  # stop at the member's deadline (None: no bound)
             )
         new = output[:, width:]
@@ -381,6 +407,31 @@ class _Prefix:
 
     cache: Cache
     logprobs: torch.Tensor  # (vocabulary,), float
+
+
+class _BallotMask(LogitsProcessor):
+    """Constrained decoding of ballots: a ballot row may take only the ids ``allowed_next`` allows.
+
+    ``ballots``: per row of the batch, the labels its ballot places (empty: a row of
+    free text, left alone). The model's own scores pick among the allowed ids (greedy,
+    or sampled at the row's temperature), so it chooses the order; only the form is forced.
+    ``start``: the width of the padded prompts, where each row's reply begins.
+    """
+
+    def __init__(self, tokens: BallotTokens, ballots: list[tuple[str, ...]], start: int) -> None:
+        self.tokens, self.ballots, self.start = tokens, ballots, start
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        written = input_ids[:, self.start :].tolist()
+        for row, labels in enumerate(self.ballots):
+            if labels:
+                allowed = torch.tensor(
+                    sorted(allowed_next(self.tokens, labels, written[row])), device=scores.device
+                )
+                keep = scores[row, allowed]
+                scores[row] = float("-inf")
+                scores[row, allowed] = keep
+        return scores
 
 
 class _RowStops(StoppingCriteria):

@@ -29,15 +29,29 @@ prompts) go to the server as one ``/completions`` request with a list of prompts
 ``max_tokens`` is 1, not 0 (some vLLM versions refuse 0); the token it generates
 is not counted.
 
+Ballots (``Prompt.ballot``, a ranking review): where the server has structured
+outputs, the reply is one of the complete strict ballots of the labels
+(``complete_ballots``, n! strings, up to six labels), asked in the first form the
+server honours of: vLLM's ``structured_outputs: {choice: [...]}`` (0.12 and later),
+vLLM's older ``guided_choice``, a ``response_format`` JSON schema (OpenAI's API,
+llama.cpp's server; the reply ``{"ranking": "B > A > C"}``). Elsewhere, and for more
+labels, the reviewer writes free text that ``parse_ranking`` reads. A server that
+later refuses the form (HTTP 4xx) is asked in free text from then on.
+
 ``warm_up`` (called once when a worker starts) checks that the server serves the
-model and probes scoring once: a server that cannot score makes every later
-``score`` call fail at once with a message saying to use ``review_method =
-"ranking"``. Construction does not contact the server.
+model, probes scoring once (a server that cannot score makes every later ``score``
+call fail at once with a message saying to use ``review_method = "ranking"``), and
+finds the server's structured-output form: a tiny request per form whose only
+allowed reply is one a model would not write unasked, so a server that ignores an
+unknown field is not mistaken for one that honours it. Construction does not
+contact the server.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 import os
 import threading
 from collections.abc import Callable, Sequence
@@ -49,6 +63,7 @@ import httpx
 import openai
 
 from pipeline.backend import Message, OpenAIOptions, Prompt, ScoreRequest, parse_options, render_transcript
+from pipeline.ballot_grammar import MAX_BALLOT_CHOICES, BallotPath, complete_ballots
 from pipeline.errors import BackendError, ConfigError
 from workers.backends.base import BackendSpec
 
@@ -64,6 +79,11 @@ _NO_SCORING = (
     'review_method = "ranking"'
 )
 _PROBE = Prompt((Message("user", "Say hello."),), max_new_tokens=1)
+# A structured-output probe allows one reply, which nobody says to "Say hello." unasked.
+_BALLOT_PROBE = Prompt((Message("user", "Say hello."),), max_new_tokens=8)
+_BALLOT_PROBE_CHOICE = "Q > Z"
+BallotForm = Literal["structured_outputs", "guided_choice", "json_schema"]
+BALLOT_FORMS: tuple[BallotForm, ...] = ("structured_outputs", "guided_choice", "json_schema")
 _T = TypeVar("_T")
 _R = TypeVar("_R")
 
@@ -112,6 +132,40 @@ def _cut_at_stop(text: str, stop: Sequence[str]) -> str:
     return text[:cut].strip()
 
 
+def ballot_body(form: BallotForm, choices: list[str]) -> dict[str, Any]:
+    """The request fields that limit the reply to one of ``choices``, in ``form``."""
+    if form == "structured_outputs":
+        return {"structured_outputs": {"choice": choices}}
+    if form == "guided_choice":
+        return {"guided_choice": choices}
+    schema = {
+        "type": "object",
+        "properties": {"ranking": {"type": "string", "enum": choices}},
+        "required": ["ranking"],
+        "additionalProperties": False,
+    }
+    return {
+        "response_format": {
+            "type": "json_schema",
+            "json_schema": {"name": "ballot", "strict": True, "schema": schema},
+        }
+    }
+
+
+def ballot_reply(form: BallotForm, text: str) -> str:
+    """The ballot in a structured reply (the JSON schema's ``ranking``); anything else as it came."""
+    if form != "json_schema":
+        return text
+    try:
+        return str(json.loads(text)["ranking"])
+    except (ValueError, KeyError, TypeError):
+        return text  # parse_ranking will say what it is
+
+
+def _ballot_fits(labels: Sequence[str]) -> bool:
+    return len(labels) >= 2 and math.factorial(len(labels)) <= MAX_BALLOT_CHOICES
+
+
 def _mean(values: Sequence[float | None]) -> float:
     picked = [float(v) for v in values if v is not None]
     if not picked:
@@ -143,6 +197,8 @@ class OpenAIBackend:
         self._probe_lock = threading.Lock()
         self._warm_up_lock = threading.Lock()
         self._warmed_up = False
+        # The server's structured-output form, found by warm_up; only ever cleared after.
+        self._ballot_form: BallotForm | None = None
 
     # --- the Backend interface -------------------------------------------------------------
 
@@ -176,7 +232,18 @@ class OpenAIBackend:
                 if not self._cannot_score:
                     raise  # the server is down or broken, not merely unable to score
                 logger.warning("%s", error)
+            self._ballot_form = self._find_ballot_form()
             self._warmed_up = True
+
+    def ballot_path(self, labels: Sequence[str]) -> BallotPath:
+        """``STRUCTURED`` where warm-up found structured outputs (and the server still takes them)
+        and the labels make at most ``MAX_BALLOT_CHOICES`` ballots; else ``PARSED``."""
+        return BallotPath.STRUCTURED if self._ballot_form and _ballot_fits(labels) else BallotPath.PARSED
+
+    @property
+    def ballot_form(self) -> BallotForm | None:
+        """The structured-output form ballots are asked in (known after ``warm_up``), or None."""
+        return self._ballot_form
 
     @property
     def scoring_problem(self) -> str | None:
@@ -189,6 +256,24 @@ class OpenAIBackend:
     # --- generation ------------------------------------------------------------------------
 
     def _generate_one(self, prompt: Prompt) -> str:
+        form = self._ballot_form
+        if prompt.ballot and form and _ballot_fits(prompt.ballot):
+            try:
+                text = self._chat(
+                    prompt,
+                    ballot_body(form, complete_ballots(prompt.ballot)),
+                    # room for the longest ballot whatever the tokenizer; the reply ends with it
+                    max_tokens=max(prompt.max_new_tokens, 4 * len(prompt.ballot)),
+                )
+                return _cut_at_stop(ballot_reply(form, text), prompt.stop)
+            except _Refused as error:  # the server stopped taking the form: free text from now on
+                self._ballot_form = None
+                logger.warning("%s; ranking reviews are free text from now on", error)
+        text = self._chat(prompt, {}, max_tokens=prompt.max_new_tokens)
+        return _cut_at_stop(_strip_prefill(text, prompt.prefill), prompt.stop)
+
+    def _chat(self, prompt: Prompt, fields: dict[str, Any], *, max_tokens: int) -> str:
+        """One chat completion's content; ``fields`` join the request body (before ``extra_body``)."""
         messages = [{"role": m.role, "content": m.content} for m in prompt.messages]
         extra: dict[str, Any] = {}
         if prompt.prefill:
@@ -201,11 +286,11 @@ class OpenAIBackend:
             lambda: self._client.chat.completions.create(
                 model=self.spec.model,
                 messages=messages,  # type: ignore[arg-type]  # plain dicts of the SDK's shape
-                max_tokens=prompt.max_new_tokens,
+                max_tokens=max_tokens,
                 temperature=prompt.temperature if prompt.temperature > 0 else self.options.temperature,
                 seed=prompt.seed if prompt.temperature > 0 else openai.omit,
                 stop=stop,
-                extra_body=extra | self.options.extra_body,
+                extra_body=extra | fields | self.options.extra_body,
                 extra_headers=self._headers,
             ),
         )
@@ -215,7 +300,25 @@ class OpenAIBackend:
             raise BackendError(
                 f"{self._where('/chat/completions')}: reply has no choices[0].message"
             ) from None
-        return _cut_at_stop(_strip_prefill(str(text), prompt.prefill), prompt.stop)
+        return str(text)
+
+    def _find_ballot_form(self) -> BallotForm | None:
+        """The first form of structured outputs this server honours, asked with one allowed reply."""
+        for form in BALLOT_FORMS:
+            try:
+                text = self._chat(
+                    _BALLOT_PROBE,
+                    ballot_body(form, [_BALLOT_PROBE_CHOICE]),
+                    max_tokens=_BALLOT_PROBE.max_new_tokens,
+                )
+            except BackendError as error:  # refused, or a reply of another shape: not this form
+                logger.debug("%s: no structured outputs as %s: %s", self._where(""), form, error)
+                continue
+            if ballot_reply(form, text).strip() == _BALLOT_PROBE_CHOICE:
+                logger.info("%s: ballots by structured outputs (%s)", self._where(""), form)
+                return form
+        logger.info("%s: no structured outputs; ranking reviews are free text", self._where(""))
+        return None
 
     # --- scoring ---------------------------------------------------------------------------
 

@@ -13,6 +13,9 @@ Options (``pipeline.backend.ScriptedOptions``, from the member's ``options``):
 - ``delay_s``: seconds to sleep per call (to model slow members).
 - ``batch``: true to have the worker batch this member's calls like a local
   model's (``workers/batching.py``); off by default.
+- ``ballot``: "constrained" or "structured" to declare ``Capability.BALLOT``, as a
+  backend that writes complete ballots does: ``ballot_path`` reports that path
+  (the reply is as above).
 
 Every call is appended to the instance's ``calls`` (model, kind, prompt) so a
 test can check who was asked what (``workers.runtime.resident_backends`` finds
@@ -29,6 +32,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from pipeline.backend import Prompt, ScoreRequest, ScriptedOptions, parse_options
+from pipeline.ballot_grammar import BallotPath
 from pipeline.errors import BackendError
 from pipeline.prompts import CONTENT_FREE_QUESTION, RANKING_PREFIX
 from workers.backends.base import BackendSpec
@@ -65,6 +69,9 @@ class ScriptedBackend:
             with self._lock:
                 return next(self._replies)
         return f"{self.model}: {question}"
+
+    def ballot_path(self, labels: Sequence[str]) -> BallotPath:
+        return BallotPath(self.options.ballot) if self.options.ballot else BallotPath.PARSED
 
     def score(self, requests: Sequence[ScoreRequest]) -> list[float]:
         self._enter("score", [r.continuation for r in requests])
