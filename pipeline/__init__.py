@@ -6,13 +6,15 @@ Where each rule of the method lives (one file each):
 - the prompts (generate, review, fuse, judge) ....... prompts.py; what a model consumes: backend.py
 - the conversation given to the models ............. context.py (history fitted to a token budget)
 - one stage of a turn (answer, review, fuse, judge) .. stages.py; their records: records.py
-- anonymous labels, shuffles, ballot parsing ......... ballot.py
+- anonymous labels, shuffles, ballot parsing ......... ballot.py (constrained ballots: ballot_grammar.py)
 - Borda count and its tie-break ...................... borda.py
 - the pairwise baseline ("max logits") ............... pairwise.py
-- ranking a turn's candidates (Borda or pairwise) .... aggregate.py (also: honest voters, the member prior)
+- ranking a turn's candidates (Borda or pairwise) .... aggregate.py (also: honest voters, one review per
+  voter group, the member prior)
 - the turn's decision (rank, select or fuse, status) . verdict.py
 - reviewer weights (uniform / online / calibrated) ... weights.py (and the stored member prior)
-- shortlist policies (full, p1, p2, p3) .............. policy.py (pure rules), shortlist.py (applied to a store)
+- the learned decision (signals -> a model per bucket) learned.py (fitted by evaluation/learning.py)
+- shortlist policies (full, p1, p2, p3, learned-route) policy.py (pure rules), shortlist.py (applied to a store)
 - the Celery canvas of a turn (by task name) ......... canvas.py
 
 Around the method: client.py (submit, wait, fetch, resume), live.py (live

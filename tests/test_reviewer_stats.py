@@ -30,7 +30,7 @@ COMMITTEE = Committee(
 )
 
 
-def _row(ranking_a: list[str], ranking_b: list[str], status_b: str = "strict") -> dict:
+def _row(ranking_a: list[str], ranking_b: list[str], status_b: str = "ok") -> dict:
     candidates = [
         {"member": "a1", "text": "Paris", "error": None},
         {"member": "a2", "text": "Lyon", "error": None},

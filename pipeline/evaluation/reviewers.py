@@ -35,7 +35,7 @@ from pipeline.committee import Committee
 from pipeline.evaluation.datasets import answerable
 from pipeline.evaluation.metrics import best_f1
 
-RANKED = ("scored", "strict", "fallback")
+RANKED = ("scored", "ok", "constrained", "structured", "fallback")  # the statuses of a counted ballot
 
 
 @dataclass
