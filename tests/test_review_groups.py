@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from celery import Celery
 from hypothesis import given
 from hypothesis import strategies as st
 from rich.console import Console
@@ -16,11 +17,14 @@ from sqlmodel import Session
 from db import crud
 from pipeline.aggregate import decide, review_groups
 from pipeline.borda import Ballot, borda_scores
+from pipeline.canvas import task_member, turn_signature
 from pipeline.client import BlendClient
 from pipeline.committee import Committee, Generation, Member, default_committee
 from pipeline.evaluation.rerank import Calibrated, Rule, rerank
 from pipeline.evaluation.reviewers import reviewer_stats
-from pipeline.records import CandidateRecord, ReviewRecord, per_reviewer
+from pipeline.plan import RunConfig, plan_turn
+from pipeline.policy import TurnDecision
+from pipeline.records import CandidateRecord, ReviewRecord, TurnContext, per_reviewer
 from tests.conftest import clear_scripted_calls, scripted_calls
 from workers.report import print_turn
 from workers.web import ballot_view
@@ -41,13 +45,12 @@ def _member(name: str, model: str, **fields: object) -> Member:
 # --- who reviews ------------------------------------------------------------------------------
 
 
-def test_the_default_committee_reviews_three_times_for_four_reviewers() -> None:
+def test_the_default_committee_reviews_once_per_voter_group() -> None:
     committee = default_committee()
-    reviewers = [m.name for m in committee.members]
 
-    assert review_groups(reviewers, committee) == (
+    # Then: the two Gemma members judge as one and are reviewed once; SmolLM2 alone
+    assert review_groups(committee.reviewers, committee) == (
         ("smollm2-concise",),
-        ("smollm2-terse",),
         ("gemma3-fewshot-a", "gemma3-fewshot-b"),
     )
 
@@ -306,3 +309,25 @@ def test_everything_that_reads_reviews_reads_a_groups_row_for_each_member(
     print_turn(Console(file=out, width=200), turn)
     assert "fewshot-a (for fewshot-a = fewshot-b)" in out.getvalue()
     assert "fewshot-a = fewshot-b (1)" in out.getvalue()
+
+
+def test_the_canvas_has_one_review_task_per_group_on_its_first_members_queue() -> None:
+    committee = default_committee()
+    everyone = tuple(m.name for m in committee.members)
+    reviewers = tuple(committee.reviewers)
+    context, decision = TurnContext("c", 0, "q?"), TurnDecision(everyone, reviewers, "full ranking")
+    app = Celery("canvas-test", set_as_current=False)
+
+    grouped = turn_signature(plan_turn(committee, context, RunConfig(), decision), app=app)
+    separate = committee.model_copy(update={"one_review_per_voter": False})
+    each = turn_signature(plan_turn(separate, context, RunConfig(), decision), app=app)
+    pairwise = plan_turn(committee, context, RunConfig(method="pairwise"), decision)
+
+    reviews = [s.kwargs for s in grouped.tasks[1].tasks]  # chain(generate, chord(reviews, aggregate))
+    assert [(k["reviewer"], k["voters"]) for k in reviews] == [
+        ("smollm2-concise", ["smollm2-concise"]),
+        ("gemma3-fewshot-a", ["gemma3-fewshot-a", "gemma3-fewshot-b"]),
+    ]
+    assert [task_member(k, committee) for k in reviews] == ["smollm2-concise", "gemma3-fewshot-a"]
+    assert [s.kwargs["voters"] for s in each.tasks[1].tasks] == [[name] for name in reviewers]
+    assert pairwise.review_groups == ()  # the pairwise judge is one member: nothing to group
