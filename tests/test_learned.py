@@ -299,3 +299,19 @@ def test_a_stored_model_is_used_only_for_the_reviewers_it_was_fitted_for() -> No
 
     assert found == model and note.startswith("calibrated (v1")
     assert missing is None and "other reviewers" in why
+
+
+def test_the_default_committee_ships_a_learned_decision_fitted_for_its_reviewers() -> None:
+    from pipeline.committee import default_committee
+    from pipeline.learned import packaged_learned
+
+    # If the default committee's reviewers change, this fails until the model is fitted again
+    # (docs/results/learned/replay.sh, then analyse.sh).
+    committee = default_committee()
+    model = packaged_learned(committee)
+
+    assert committee.reviewer_weights == "learned"
+    assert model is not None and set(model.buckets) == {"passage", "no_passage"}
+    assert model.made["run"] == "learned-cal" and "ConvQuestions" in model.made["note"]
+    for bucket in model.buckets.values():
+        assert set(bucket.cv["scores"]) == {"learned", "prior", "borda", "random", "oracle"}

@@ -37,7 +37,7 @@ db.commit()
 PY
 
 pb calibrate learned-cal --export pipeline/data/learned-offline-4.json \
-  --note "docs/results/learned: the default committee replayed on ConvQuestions dev books + movies (15 conversations each) and DoQA cooking dev dialogs 1, 5, ..., 97; learned-cal of replay.sh" \
+  --note "docs/results/learned: the default committee replayed on ConvQuestions dev books + movies (15 conversations each) and DoQA cooking dev dialogs 1, 5, ..., 29; learned-cal of replay.sh" \
   | tee "$OUT/calibration.txt"
 pb reviewers learned-cal --out "$OUT/reviewers-cal.md" > /dev/null
 pb reviewers learned-test --out "$OUT/reviewers-test.md" > /dev/null
@@ -59,7 +59,7 @@ runs=(learned-test lr-calibrated lr-calibrated-prior lr-calpassage-prior lr-prio
 versus=(--versus lr-learned:lr-prior --versus lr-learned:learned-test --versus lr-route:lr-learned
         --versus lr-learned:lr-calpassage-prior)
 pb report "${runs[@]}" "${versus[@]}" --out "$OUT" \
-  --note "Calibrated on learned-cal (ConvQuestions books + movies, DoQA cooking dialogs 1-97), reported on learned-test (ConvQuestions music, soccer, tv_series; DoQA cooking dialogs 103-195; the QuAC and CoQA samples): every report domain but doqa:cooking is absent from calibration, and QuAC/CoQA are datasets it never saw." \
+  --note "Calibrated on learned-cal (ConvQuestions books + movies, DoQA cooking dialogs 1-29), reported on learned-test (ConvQuestions music, soccer, tv_series; DoQA cooking dialogs 103-131; the QuAC and CoQA samples): every report domain but doqa:cooking is absent from calibration, and QuAC/CoQA are datasets it never saw." \
   --note "learned-test = the default committee's reviewers (SmolLM2 and Gemma likelihood/PMI; gemma3-fewshot-a and -b one voter), uniform Borda (as run); lr-* = the same stored candidates re-decided (peerblend rerank), so their time and model calls are learned-test's, except lr-route (a routed turn: its one member's generation time and one call) and the singles." \
   --note "lr-single-* = that member's candidate in learned-test (its history is the blend's answers, not its own)." \
   --note "lr-learned = the learned decision fitted on learned-cal (calibration.txt); lr-route = learned-route: questions of a bucket the learned decision leaves to the prior are answered by the prior's top member alone, without review."
