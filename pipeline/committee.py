@@ -155,6 +155,10 @@ class Committee(BaseModel):
     # Add each member's calibrated quality (mean token F1 on a calibration run, `peerblend
     # calibrate`) to the Borda count as one more ballot. See pipeline/aggregate.py.
     member_prior: bool = False
+    # Policy learned-route: ask everyone and review only for questions where the learned decision's
+    # cross-validated gain over the member prior is at least this many F1 points (x 100); elsewhere
+    # the prior's top member answers alone. 0: route only where the judges add nothing at all.
+    route_min_gain: float = Field(default=1.0, ge=0, le=100)
     # Reviewers of one judgement (pipeline.aggregate.judgement_key) are reviewed once per turn,
     # by the group's first reviewer, its ballot cast for the group; false: each reviewer runs its
     # own review (the same ballot again, or another shuffle or sample of one judge).

@@ -245,6 +245,14 @@ class BucketModel:
     turns: int = 0
     cv: Mapping[str, Any] = field(default_factory=dict)
 
+    @property
+    def gain(self) -> float | None:
+        """The cross-validated F1 (0–1) of the learned decision minus the prior's; None if not measured."""
+        scores = self.cv.get("scores", {})
+        if "learned" not in scores or "prior" not in scores:
+            return None
+        return float(scores["learned"]) - float(scores["prior"])
+
     def why(self, bucket: str) -> str:
         """One sentence: which rule decides this bucket, and the cross-validated reason."""
         scores = self.cv.get("scores", {})
@@ -368,13 +376,22 @@ def decide_learned(
 
 
 def route(
-    model: LearnedModel | None, generators: Sequence[str], *, has_passage: bool, top: int = 1
+    model: LearnedModel | None,
+    generators: Sequence[str],
+    *,
+    has_passage: bool,
+    top: int = 1,
+    min_gain: float = 0.0,
 ) -> tuple[str, ...]:
-    """The members a routed turn asks: where the bucket's decision is the prior's (the judges
-    add nothing there), its ``top`` best generators by the prior; else () — ask everyone, review.
+    """The members a routed turn asks: its ``top`` best generators by the bucket's prior, where
+    the bucket's decision is the prior's or the learned decision's cross-validated gain over the
+    prior is below ``min_gain`` (F1, 0–1: the judges are not worth their cost there); else () —
+    ask everyone, and review.
     """
     fitted = model.buckets.get(bucket_of(has_passage)) if model is not None else None
-    if fitted is None or fitted.decides != "prior":
+    if fitted is None:
+        return ()
+    if fitted.decides == "learned" and (fitted.gain is None or fitted.gain >= min_gain):
         return ()
     known = [g for g in generators if g in fitted.prior]
     return tuple(sorted(known, key=lambda g: -fitted.prior[g])[:top])

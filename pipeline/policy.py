@@ -20,8 +20,9 @@ q = the conversation's number of turns, N = the committee's generators.
   those scores. (If they start before the first has scored a turn, they run with
   everyone, and say so.)
 - learned-route (routing when the judges are blind): a conversation whose question
-  bucket (passage or not) the committee's learned decision leaves to the member prior
-  (``pipeline.learned.route``: cross-validation found the ballots add nothing there) is
+  bucket (passage or not) the committee's learned decision leaves to the member prior, or
+  where its cross-validated gain over the prior is below the committee's
+  ``route_min_gain`` (``pipeline.learned.route``: the judges are not worth their cost), is
   answered by the prior's top-K members alone, with no review, on every turn; any other
   conversation is ranked by everyone as under full. The route is fixed when the
   conversation starts (``begin``'s ``routed``) and kept in its state.
@@ -149,7 +150,7 @@ def start_conversation(
     if policy == "learned-route":
         if not routed:
             return ConversationState(note="learned-route: the learned decision ranks these questions")
-        note = f"learned-route: the judges add nothing for these questions; the prior's top {len(routed)}"
+        note = f"learned-route: the judges add too little for these questions; the prior's top {len(routed)}"
         return ConversationState(routed=tuple(routed), note=note)
     if policy != "p3" or ordinal % 3 == 0:
         note = "p3: ranking conversation of its cycle" if policy == "p3" else ""

@@ -151,6 +151,17 @@ def test_blind_judges_leave_the_decision_to_the_prior() -> None:
     assert route(model, ["bad", "good"], has_passage=True) == ()  # no model for that bucket: ask everyone
 
 
+def test_learned_route_routes_where_the_judges_gain_less_than_they_cost() -> None:
+    examples = _examples(150, judge_sees=True)
+    model, _ = fit_learned(examples, _committee())
+    gain = model.buckets["no_passage"].gain
+
+    # Then: the judge gains ~30 F1 points here, so it is asked unless routing demands more
+    assert gain is not None and gain > 0.2
+    assert route(model, MEMBERS, has_passage=False, min_gain=0.01) == ()
+    assert route(model, MEMBERS, has_passage=False, min_gain=gain + 0.01) == ("good",)
+
+
 def test_the_prior_alone_scores_what_it_would_choose() -> None:
     examples = _examples(100, judge_sees=False)
 
@@ -265,7 +276,7 @@ def test_learned_route_asks_only_the_priors_top_member_where_the_judges_are_blin
         decision = turn.result["decision"]
         assert decision["generators"] == ["m2"] and decision["reviewers"] == []
         assert [c["member"] for c in turn.candidates] == ["m2"] and not turn.reviews
-        assert decision["reason"].startswith("learned-route: the judges add nothing")
+        assert decision["reason"].startswith("learned-route: the judges add too little")
 
 
 def test_without_a_fitted_model_a_learned_committee_counts_ballots_and_says_so(embedded) -> None:

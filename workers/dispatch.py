@@ -80,7 +80,9 @@ def _routed(runtime: Runtime, context: TurnContext, run: RunConfig) -> tuple[str
     if run.policy != "learned-route" or context.turn_index != 0:
         return ()
     model, _ = stored_learned(runtime.policy_store, runtime.committee)
-    return route(model, runtime.committee.generators, has_passage=bool(context.passage), top=run.top_k)
+    committee = runtime.committee
+    gain = committee.route_min_gain / 100
+    return route(model, committee.generators, has_passage=bool(context.passage), top=run.top_k, min_gain=gain)
 
 
 def send_next_turn(

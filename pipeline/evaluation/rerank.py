@@ -165,7 +165,8 @@ def rerank(
                 candidates = [c for c in candidates if c.member in reused]
         if rule.policy == "learned-route":
             has_passage = bool(conversation.get("passage"))
-            reused = route(learned, committee.generators, has_passage=has_passage)
+            gain = committee.route_min_gain / 100
+            reused = route(learned, committee.generators, has_passage=has_passage, min_gain=gain)
             candidates = [c for c in candidates if c.member in reused] if reused else candidates
             extra = {"routed": list(reused)} if reused else {}
         reviews = cast_within(
