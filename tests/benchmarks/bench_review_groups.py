@@ -19,7 +19,7 @@ for a busy model included), the review model calls (one per review task), the
 turn's total, and ``cpu_s``: the process's CPU seconds per turn, submit to stored
 (generation included, the same on both sides: the difference is the reviews saved).
 
-    .venv/bin/python tests/benchmarks/bench_review_groups.py [--conversations 3] [--turns 2]
+    .venv/bin/python tests/benchmarks/bench_review_groups.py [--conversations 3] [--turns 2] [--weights uniform]
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -50,14 +50,20 @@ DATA = Path(os.environ.get("PEERBLEND_SHARED_DATA", ROOT.parent / "shared" / "da
 SIDES = ("before", "after")
 
 
-def committee_of(side: str) -> Committee:
-    return default_committee().model_copy(update={"one_review_per_voter": side == "after"})
+def committee_of(side: str, weights: str | None) -> Committee:
+    committee = default_committee()
+    changes: dict[str, Any] = {"one_review_per_voter": side == "after"}
+    if weights is not None:
+        changes["reviewer_weights"] = weights
+    return committee.model_copy(update=changes)
 
 
-def blend(side: str, home: Path, conversation: Conversation, *, preload: bool) -> tuple[list[Any], float]:
+def blend(
+    side: str, home: Path, conversation: Conversation, *, preload: bool, weights: str | None
+) -> tuple[list[Any], float]:
     """Blend ``conversation`` on one side: its stored turns, and the CPU seconds this process spent
     from submit to the last turn stored (every model runs in it)."""
-    with connect(Settings(home=home), committee_of(side)) as client:
+    with connect(Settings(home=home), committee_of(side, weights)) as client:
         if preload:
             started = time.perf_counter()
             client.app.peerblend.preload()
@@ -113,6 +119,11 @@ def main() -> None:
     parser.add_argument("--conversations", type=int, default=3)
     parser.add_argument("--turns", type=int, default=2)
     parser.add_argument("--stride", type=int, default=41, help="take every n-th conversation (variety)")
+    parser.add_argument(
+        "--weights",
+        choices=("uniform", "learned"),
+        help="the committee's reviewer_weights (default: the default committee's; uniform: the Borda count)",
+    )
     args = parser.parse_args()
 
     # The same shuffles on both sides: the seed without the conversation id (see the docstring).
@@ -122,6 +133,7 @@ def main() -> None:
     homes = {side: Path(tempfile.mkdtemp(prefix=f"peerblend-groups-{side}-")) for side in SIDES}
     figures: dict[str, dict[str, list[float]]] = {side: defaultdict(list) for side in SIDES}
     per_review: dict[str, dict[str, list[float]]] = {side: defaultdict(list) for side in SIDES}
+    rules: dict[str, Counter[str]] = {side: Counter() for side in SIDES}
     same = {"answer": 0, "chosen": 0, "ranking": 0, "scores": 0}
     turns = 0
     for i, conversation in enumerate(picked):
@@ -129,7 +141,9 @@ def main() -> None:
         order = SIDES if i % 2 == 0 else SIDES[::-1]
         stored = {}
         for side in order:
-            stored[side], cpu = blend(side, homes[side], short, preload=i == 0 and side == order[0])
+            stored[side], cpu = blend(
+                side, homes[side], short, preload=i == 0 and side == order[0], weights=args.weights
+            )
             figures[side]["cpu_s"] += [cpu / len(stored[side])] * len(stored[side])
         for before, after in zip(stored["before"], stored["after"], strict=True):
             turns += 1
@@ -138,6 +152,7 @@ def main() -> None:
                     figures[side][key].append(value)
                 for r in turn.reviews:
                     per_review[side][r["reviewer"]].append(r["seconds"])
+                rules[side][str(turn.result["decision"].get("decided_by") or turn.result["status"])] += 1
             old, new = before.result, after.result
             same["answer"] += old["answer"] == new["answer"]
             same["chosen"] += old["chosen"] == new["chosen"]
@@ -168,6 +183,8 @@ def main() -> None:
             for side in SIDES
         )
         print(f"  {reviewer:22s}{shown}")
+    for side in SIDES:
+        print(f"\ndecided by ({side}): " + "; ".join(f"{rule} ({n})" for rule, n in rules[side].items()))
     print("\nturns where the two sides agree: " + ", ".join(f"{k} {v}/{turns}" for k, v in same.items()))
 
 
