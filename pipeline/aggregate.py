@@ -14,8 +14,9 @@ Each judgement computed once. A turn runs one review per group (``review_groups`
 the group's first reviewer in committee order reviews, its ``ReviewRecord.voters``
 names the group), and that one ballot weighs the sum of its voters' shares: the
 mean of the group's weights, what its members' identical ballots weighed together
-(``ballot_weights``). With ``exclude_self`` a group's ballot gives no points to any
-member of the group. Records cast for one reviewer (stored before groups were, or
+(``ballot_weights``); only an exact tie (two identical answers), which each member's
+shuffle ordered its own way, is now ordered by one shuffle (docs/results/review-groups.md).
+With ``exclude_self`` a group's ballot gives no points to any member of the group. Records cast for one reviewer (stored before groups were, or
 from a committee that reviews per reviewer) count as before.
 
 Member prior (``MemberPrior``). When given, the prior is one more ballot: the
