@@ -16,8 +16,9 @@ names the group), and that one ballot weighs the sum of its voters' shares: the
 mean of the group's weights, what its members' identical ballots weighed together
 (``ballot_weights``); only an exact tie (two identical answers), which each member's
 shuffle ordered its own way, is now ordered by one shuffle (docs/results/review-groups.md).
-With ``exclude_self`` a group's ballot gives no points to any member of the group. Records cast for one reviewer (stored before groups were, or
-from a committee that reviews per reviewer) count as before.
+With ``exclude_self`` a group's ballot gives no points to any member of the group.
+Records cast for one reviewer (stored before groups were, or from a committee that
+reviews per reviewer) count as before.
 
 Member prior (``MemberPrior``). When given, the prior is one more ballot: the
 turn's candidates ordered by their member's calibrated quality (mean token F1 on a
