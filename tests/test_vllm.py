@@ -150,20 +150,22 @@ def test_members_served_by_vllm_blend_a_conversation_as_the_hf_backend_would(
     # When a two-turn conversation is blended
     outcomes = client.submit(["Who wrote Dune?", "When was it published?"]).wait(timeout=600)
 
-    # Then each turn has both answers and two scored likelihood ballots
+    # Then each turn has both answers and one scored likelihood ballot, cast for both members
+    # (one model, one method: one judgement, computed once)
     stored = client.fetch(outcomes[0].conversation_id)
     assert stored.finished and len(stored.turns) == 2
     answered = {text for prompts, texts in calls.generate for text in texts}
     for turn in stored.turns:
         assert [c["error"] for c in turn.candidates] == [None, None]
         assert {c["text"] for c in turn.candidates} <= answered  # vLLM's answers, as it gave them
-        assert [(r["method"], r["status"]) for r in turn.reviews] == [("likelihood", "scored")] * 2
+        assert [(r["method"], r["status"]) for r in turn.reviews] == [("likelihood", "scored")]
+        assert turn.reviews[0]["voters"] == ["vllm-concise", "vllm-terse"]
     # and HF, given the same prompts, answers the same (up to near ties of greedy decoding)
     for prompts, texts in calls.generate:
         for prompt, theirs, ours in zip(prompts, texts, hf.generate(prompts), strict=True):
             assert greedy_agrees(hf, prompt, theirs, ours), (theirs, ours)
-    # and scores every candidate as vLLM did: the warm-up's probe (once), then two reviews per turn
-    assert len(calls.score) == 1 + 2 * 2 and len(calls.score[0][0]) == 1
+    # and scores every candidate as vLLM did: the warm-up's probe (once), then one review per turn
+    assert len(calls.score) == 1 + 2 and len(calls.score[0][0]) == 1
     for requests, scores in calls.score:
         differences = [abs(a - b) for a, b in zip(scores, hf.score(requests), strict=True)]
         assert max(differences) <= LOGPROB_TOLERANCE, differences

@@ -13,7 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../../.."
 export HF_HUB_OFFLINE=1 PEERBLEND_HOME=${PEERBLEND_HOME:-var/learned}
 export PEERBLEND_COMMITTEE_FILE=docs/results/learned/committee.json COLUMNS=200
-OUT=docs/results/learned
+OUT=${OUT:-docs/results/learned}
 DATA=${PEERBLEND_SHARED_DATA:-../shared/data}/convqa
 PY=${PEERBLEND_PYTHON:-.venv/bin/python}
 pb() { "$PY" -c 'import sys; from workers.cli import main; sys.exit(main())' "$@"; }
@@ -36,7 +36,7 @@ db.execute("update conversation set source = 'doqa:cooking' where source = 'doqa
 db.commit()
 PY
 
-pb calibrate learned-cal --export pipeline/data/learned-offline-4.json \
+pb calibrate learned-cal --export ${EXPORT:-pipeline/data/learned-offline-4.json} \
   --note "docs/results/learned: the default committee replayed on ConvQuestions dev books + movies (15 conversations each) and DoQA cooking dev dialogs 1, 5, ..., 29; learned-cal of replay.sh" \
   | tee "$OUT/calibration.txt"
 pb reviewers learned-cal --out "$OUT/reviewers-cal.md" > /dev/null
