@@ -129,6 +129,17 @@ def embedded(
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
     """A fresh PostgreSQL database for this test session, dropped at the end."""
+    yield from _fresh_database()
+
+
+@pytest.fixture
+def own_database() -> Iterator[str]:
+    """A fresh PostgreSQL database for one test: no other test's conversations in it (what a test
+    that recovers every stalled conversation of its database needs)."""
+    yield from _fresh_database()
+
+
+def _fresh_database() -> Iterator[str]:
     sqlalchemy = pytest.importorskip("sqlalchemy")
     name = f"peerblend_test_{uuid.uuid4().hex[:8]}"
     admin = sqlalchemy.create_engine(f"{POSTGRES_URL}/postgres", isolation_level="AUTOCOMMIT")

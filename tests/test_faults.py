@@ -172,9 +172,10 @@ def test_a_pool_child_killed_mid_task_has_its_task_delivered_again(deploy):
 # 2 ---------------------------------------------------------------------------------------------
 
 
-def test_a_killed_worker_is_recovered_by_peerblend_recover(deploy):
-    # Given: two p1 conversations of four turns on one worker; m0 takes 1 s per call
-    d = deploy(options={"m0": {"delay_s": 1.0}})
+def test_a_killed_worker_is_recovered_by_peerblend_recover(deploy, own_database):
+    # Given: two p1 conversations of four turns on one worker; m0 takes 1 s per call (in a
+    # database of their own: `recover` resends every stalled conversation it holds)
+    d = deploy(options={"m0": {"delay_s": 1.0}}, database=own_database)
     first = d.start_worker()
     handles = [d.client.submit(_questions(d.tag, c, 4), policy="p1") for c in range(2)]
     conversations = {h.conversation_id: 4 for h in handles}
