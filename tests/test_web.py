@@ -235,7 +235,8 @@ def test_a_conversation_page_over_http(client: BlendClient, monkeypatch: pytest.
     turn_2 = html[html.index('id="turn-2"') :]
     assert "not ranked (reused)" in turn_2 and "not ranked" not in html[: html.index('id="turn-2"')]
     assert "p2: even turn" in turn_2  # the policy's reason
-    assert "decided by" in turn_2 and "no review this turn (p2: even turn" in turn_2  # the rule, in a sentence
+    # the rule that decided, in a sentence
+    assert "decided by" in turn_2 and "no review this turn (p2: even turn" in turn_2
     assert f"http://flower.example:5555/task/peerblend-{handle.conversation_id}-turn-0-a1" in html
     assert "Frank Herbert" in html  # gold
     progress = http.get(f"/conversations/{handle.conversation_id}.json").json()
