@@ -15,7 +15,7 @@ from celery.signals import worker_init, worker_process_init
 
 from db.engine import reset_engines
 from pipeline.canvas import task_member
-from pipeline.committee import Committee
+from pipeline.committee import Committee, Member
 from pipeline.settings import Settings
 from workers.runtime import Runtime, committee_from_settings
 
@@ -102,13 +102,17 @@ def _preload_models(sender: Any = None, **_: Any) -> None:
     a clear message instead of failing its first tasks. Runs in the worker's main
     process: with the threads or solo pool (one model per GPU) the tasks run there;
     a prefork pool forks after this, so its children share the loaded CPU weights.
+    A prefork worker with a member on CUDA is refused first (``refuse_prefork_on_cuda``).
     """
     app = getattr(sender, "app", None)
     runtime = getattr(app, "peerblend", None)
-    if runtime is None or not runtime.settings.preload_models:
+    if runtime is None:
         return
     consumed = app.amqp.queues.consume_from  # type: ignore[union-attr]
     queues = set(consumed) if consumed else None
+    refuse_prefork_on_cuda(getattr(sender, "pool_cls", None), runtime.committee, queues)
+    if not runtime.settings.preload_models:
+        return
     try:
         loaded = runtime.preload(queues)
     except Exception as error:
@@ -116,6 +120,34 @@ def _preload_models(sender: Any = None, **_: Any) -> None:
         log.critical(message)
         raise SystemExit(message) from error
     log.info("peerblend: models ready for %s", ", ".join(loaded) or "no member (control worker)")
+
+
+def refuse_prefork_on_cuda(pool: Any, committee: Committee, queues: set[str] | None) -> None:
+    """Stop a prefork worker whose queues (all when None) hold a member on CUDA, before any model loads.
+
+    A CUDA context does not survive a fork: with models loaded in the main process, every
+    child's first CUDA call fails. ``pool``: the worker's pool, a name or class (``-P``).
+    """
+    on_cuda = [m.name for m in committee.members if (queues is None or m.queue in queues) and _on_cuda(m)]
+    if on_cuda and _is_prefork(pool):
+        message = (
+            f"peerblend: members {', '.join(on_cuda)} run on CUDA, which a prefork pool cannot fork: "
+            "start this worker with -P threads"
+        )
+        log.critical(message)
+        raise SystemExit(message)
+
+
+def _on_cuda(member: Member) -> bool:
+    return member.device.startswith("cuda") or member.options.get("device_map") is not None
+
+
+def _is_prefork(pool: Any) -> bool:
+    from celery.concurrency import get_implementation
+    from celery.concurrency.prefork import TaskPool
+
+    implementation = get_implementation(pool or "prefork")  # Celery's default pool
+    return isinstance(implementation, type) and issubclass(implementation, TaskPool)
 
 
 @worker_process_init.connect

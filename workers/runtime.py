@@ -10,7 +10,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, cast
 
 from db.engine import get_engine
-from pipeline.backend import Backend, Capability, WarmsUp
+from pipeline.backend import Backend, Capability, WarmsUp, backend_info
 from pipeline.committee import (
     Committee,
     Member,
@@ -66,19 +66,18 @@ class Runtime:
                 return backend
         batch_max, window_ms = self.settings.batch_max, self.settings.batch_window_ms
         batching = (batch_max, window_ms) if batch_max > 1 else None  # part of the key: tests vary it
+        weights = _weights(member)
+        sharing = [m for m in self.committee.members if _weights(m) == weights]
+        _, _, device, dtype, options = weights
         spec = BackendSpec(
             model=member.model,
-            device=member.device,
-            dtype=member.dtype,
-            options=member.options,
+            device=device,
+            dtype=dtype,
+            options={**options, **_call_options(sharing)},
             cache_dir=self.settings.models_dir,
-            timeout_s=max(self.timeout_s(m) for m in self.committee.members if _same_model(m, member)),
+            timeout_s=max(self.timeout_s(m) for m in sharing),
         )
-        key = json.dumps(
-            [member.backend, spec.model, spec.device, spec.dtype, member.options, spec.cache_dir, batching],
-            sort_keys=True,
-            default=str,
-        )
+        key = json.dumps([*weights, spec.cache_dir, batching], sort_keys=True, default=str)
         self._keys[member.name] = (member, key)
         backend = _backends.get(key)
         if backend is not None:
@@ -120,15 +119,36 @@ class Runtime:
         return loaded
 
 
-def _same_model(a: Member, b: Member) -> bool:
-    """Whether two members share one resident backend (one model in memory)."""
-    return (a.backend, a.model, a.device, a.dtype, a.options) == (
-        b.backend,
-        b.model,
-        b.device,
-        b.dtype,
-        b.options,
-    )
+# Options that tune calls, not the weights: members differing only in them share one
+# resident model, which takes the largest value any of them asks for.
+_CALL_OPTIONS = ("batch_size", "prefix_cache")
+
+
+def _weights(member: Member) -> tuple[str, str, str, str, dict[str, object]]:
+    """What decides the weights a member's backend holds: members with equal ``_weights``
+    share one resident backend (one model in memory), however they spell it.
+
+    "cuda" is "cuda:0" (the current device: peerblend never changes it; a GPU worker picks its
+    GPU with CUDA_VISIBLE_DEVICES); dtype "auto" is what it means on that device (bfloat16 on
+    CUDA, float32 elsewhere, as ``BackendSpec`` documents); call options are left out.
+    """
+    device = "cuda:0" if member.device == "cuda" else member.device
+    dtype = member.dtype
+    if dtype == "auto":
+        dtype = "bfloat16" if device.startswith("cuda") else "float32"
+    options = {k: v for k, v in member.options.items() if k not in _CALL_OPTIONS}
+    return member.backend, member.model, device, dtype, options
+
+
+def _call_options(members: list[Member]) -> dict[str, object]:
+    """The call options of one resident backend: for each its members' backend takes, the largest
+    any of them asks for (left out, a member asks for the backend's default)."""
+    parsed = [backend_info(m.backend).parse_options(m.options) for m in members]
+    return {
+        name: max(getattr(p, name) for p in parsed)
+        for name in _CALL_OPTIONS
+        if all(hasattr(p, name) for p in parsed)
+    }
 
 
 def resident_backends() -> list[Backend]:

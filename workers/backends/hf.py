@@ -230,10 +230,11 @@ class TransformersBackend:
         Prompts with different ``max_new_tokens`` share a batch: each row stops at
         its own limit (and its own stop strings), the batch when all rows have.
         Greedy prompts and sampled ones (``temperature`` > 0) go in separate
-        batches (one per temperature); a sampled batch draws from torch's
-        generator seeded with its first prompt's ``seed``, so identical prompts in
-        one batch give different samples, and a rerun gives the same ones (on the
-        same machine, batch and thread).
+        batches (one per temperature); a sampled batch draws from a generator of
+        its own seeded with its first prompt's ``seed`` (never torch's process-wide
+        one, which another model's thread may be drawing from), so identical prompts
+        in one batch give different samples, and a rerun gives the same ones (on the
+        same machine and batch).
         """
         results: dict[int, str] = {}
         groups: dict[float, list[int]] = {}
@@ -264,15 +265,13 @@ class TransformersBackend:
         processors = LogitsProcessorList()
         if any(ballots):
             processors.append(_BallotMask(self.ballot_tokens, ballots, width))
-        sampling: dict[str, object] = {"do_sample": False}
-        if temperature > 0:
-            torch.manual_seed(seed)
-            sampling = {"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0}
+        if temperature > 0:  # last: it samples among what the processors before it allow
+            processors.append(_Sample(temperature, seed))
         with torch.inference_mode():
             output = self.model.generate(
                 **batch,
                 max_new_tokens=max(limits),
-                **sampling,
+                do_sample=False,  # a sampled batch is drawn by _Sample; decoding then keeps its pick
                 pad_token_id=self.tokenizer.pad_token_id,
                 stopping_criteria=criteria,
                 logits_processor=processors,
@@ -432,6 +431,28 @@ class _BallotMask(LogitsProcessor):
                 scores[row] = float("-inf")
                 scores[row, allowed] = keep
         return scores
+
+
+class _Sample(LogitsProcessor):
+    """Sampling at ``temperature`` with a ``torch.Generator`` of its own, seeded with ``seed``.
+
+    Draws one token per row from softmax(scores / temperature) and leaves only that
+    token possible, so greedy decoding takes it. ``generate(do_sample=True)`` would draw
+    from torch's process-wide generator, shared by every thread: two models' batchers
+    sampling at once would interleave their draws, and a seed would not give its text.
+    """
+
+    def __init__(self, temperature: float, seed: int) -> None:
+        self.temperature, self.seed = temperature, seed
+        self.generator: torch.Generator | None = None  # made on the first step, on the scores' device
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        if self.generator is None:
+            self.generator = torch.Generator(device=scores.device).manual_seed(self.seed)
+        probs = (scores.float() / self.temperature).softmax(-1)
+        picked = torch.multinomial(probs, 1, generator=self.generator)
+        only = torch.full_like(scores, float("-inf")).scatter_(-1, picked, 0.0)
+        return only  # type: ignore[return-value]
 
 
 class _RowStops(StoppingCriteria):
