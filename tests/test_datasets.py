@@ -18,6 +18,7 @@ from pipeline.errors import DatasetError
 from pipeline.evaluation.datasets import (
     CANNOTANSWER,
     FORMATS,
+    answerable,
     dataset_of,
     detect_format,
     load_conversations,
@@ -323,11 +324,6 @@ MALFORMED = [
         [_cq({"question": ["Who?"], "answer_text": "Me"})],
         "conversation 1, question 1: 'question' must be str, got list",
     ),
-    (
-        "convquestions",
-        [_cq({"question": "Who?", "answer_text": " ; "})],
-        "conversation 1, question 1: no gold answer",
-    ),
     ("convquestions", [_cq(GOOD_CQ), "not an object"], "conversation 2: expected an object, got str"),
     ("convquestions", [_cq()], "conversation 1: no questions"),
     ("coqa", [], "expected an object with a 'data' list"),
@@ -363,11 +359,6 @@ MALFORMED = [
         "quac",
         _quac({"context": "C", "qas": [{"question": "Who?", "answers": "Me"}]}),
         "conversation 1, question 1: 'answers' must be list, got str",
-    ),
-    (
-        "doqa",
-        _quac({"context": "C", "qas": [{"question": "Who?", "answers": [{"text": ""}]}]}),
-        "conversation 1, question 1: no gold answer",
     ),
     ("quac", _quac({"qas": [GOOD_QA]}), "conversation 1: missing 'context'"),
     ("jsonl", '{"turns": ["Hi?"]}\n{"turns": [\n', ":2: invalid JSON at line 1"),
@@ -440,3 +431,25 @@ def test_module_stays_pure() -> None:
         "assert not heavy, heavy"
     )
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)
+
+
+@pytest.mark.parametrize(
+    ("kind", "content"),
+    [
+        ("convquestions", [_cq({"question": "Who?", "answer_text": " ; "}, GOOD_CQ)]),
+        ("doqa", _quac({"context": "C", "qas": [{"question": "Who?", "answers": [{"text": ""}]}, GOOD_QA]})),
+    ],
+)
+def test_a_question_whose_golds_are_all_empty_is_kept_unscored(
+    tmp_path: Path, kind: str, content: object
+) -> None:
+    # Given: an official-format file where one question's gold answers are all empty strings
+    path = tmp_path / f"{kind}.json"
+    path.write_text(json.dumps(content))
+
+    (conversation,) = load_conversations(path, format=kind)
+
+    # Then: the file loads; that question is kept with no gold (left out of scoring), the next scores
+    assert [q.gold for q in conversation.questions][0] == ()
+    assert not answerable(list(conversation.questions[0].gold))
+    assert answerable(list(conversation.questions[1].gold))

@@ -11,7 +11,9 @@ and the learned decision's cross-validation leaves one domain out at a time.
 
 Gold answers are the dataset's literal strings, stripped, empty ones dropped,
 exact duplicates removed (first occurrence kept, so ``gold[0]`` is the
-dataset's primary answer). QuAC/DoQA's ``"CANNOTANSWER"`` stays a gold string
+dataset's primary answer). A question left with no gold is kept without one: it is
+replayed, and left out of scoring and calibration (``answerable``), never a reason
+to refuse the file. QuAC/DoQA's ``"CANNOTANSWER"`` stays a gold string
 (``CANNOTANSWER``): it is the dataset's own verdict that the passage holds no
 answer, and rewriting it ("I don't know") would invent a reference.
 
@@ -158,9 +160,9 @@ def _question(record: object, golds: Iterable[str], where: str, key: str) -> Que
     text = _field(record, key, str, where).strip()
     if not text:
         raise DatasetError(f"{where}: the question is empty")
-    kept = tuple(dict.fromkeys(g.strip() for g in golds if g.strip()))  # ordered set
-    if not kept:
-        raise DatasetError(f"{where}: no gold answer")
+    # An ordered set; none left (an official file has questions whose golds are all empty, e.g.
+    # DoQA movies v2.1): the question is kept, unscored, and reports count it as such.
+    kept = tuple(dict.fromkeys(g.strip() for g in golds if g.strip()))
     return Question(text=text, gold=kept)
 
 
