@@ -417,3 +417,42 @@ def test_a_queue_without_a_worker_is_refused_at_once_naming_it(postgres_url, tmp
         check(["m0", "m1", "m2"], deployment.settings.default_queue)
     finally:
         deployment.close()
+
+
+def test_a_timed_out_turn_is_not_retried_by_the_sdk(tmp_path: Path) -> None:
+    # Given: a server whose turns time out after 1 s, members that take 3 s, and the openai SDK
+    # with its default two retries
+    committee = _likelihood_committee("slow")
+    members = tuple(
+        m.model_copy(update={"options": {**m.options, "delay_s": 3.0}}) for m in committee.members
+    )
+    (tmp_path / "committee.json").write_text(
+        committee.model_copy(update={"members": members}).model_dump_json()
+    )
+    env = {
+        **{
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith("PEERBLEND_") or k == "PEERBLEND_TEST_BACKENDS"
+        },
+        "PEERBLEND_HOME": str(tmp_path),
+        "PEERBLEND_COMMITTEE_FILE": str(tmp_path / "committee.json"),
+        "PEERBLEND_TURN_TIMEOUT_S": "1",
+    }
+    server = Server(env, tmp_path)
+    try:
+        client = openai.OpenAI(base_url=server.url, api_key="none", max_retries=2, timeout=60)
+
+        # When one question times out
+        with pytest.raises(openai.APIStatusError) as raised:
+            client.chat.completions.create(model="slow", messages=[{"role": "user", "content": "Who?"}])
+
+        # Then: 504, and the SDK did not ask again (one turn, not three committee runs)
+        assert raised.value.status_code == 504
+        assert raised.value.response.headers["x-should-retry"] == "false"
+        engine = create_engine(f"sqlite:///{tmp_path / 'peerblend.db'}")
+        with engine.connect() as connection:
+            assert connection.execute(text("select count(*) from turn")).scalar() == 1
+        engine.dispose()
+    finally:
+        stop_process(server.process)

@@ -298,8 +298,15 @@ async def _stream(
     yield "data: [DONE]\n\n"
 
 
+# Errors a client must not retry by itself: a timed-out turn still runs (a retry would ask the
+# committee again), and a turn in progress stays so. OpenAI's SDKs obey ``x-should-retry``.
+NOT_RETRIED = ("turn_timeout", "turn_in_progress")
+
+
 def _error_response(error: ChatError, headers: dict[str, str] | None = None) -> Response:
     """``{"error": {"message", "type", "param", "code"}}`` (ASCII JSON: a message quoting the
     request's text stays renderable even when that text holds a lone surrogate)."""
     content = json.dumps(error_body(error)).encode()
+    if error.code in NOT_RETRIED:
+        headers = {**(headers or {}), "x-should-retry": "false"}
     return Response(content, status_code=error.status, headers=headers, media_type="application/json")
