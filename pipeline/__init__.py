@@ -13,7 +13,8 @@ Where each rule of the method lives (one file each):
   voter group, the member prior)
 - the turn's decision (rank, select or fuse, status) . verdict.py
 - reviewer weights (uniform / online / calibrated) ... weights.py (and the stored member prior)
-- the learned decision (signals -> a model per bucket) learned.py (fitted by evaluation/learning.py)
+- the learned decision (signals -> a model per bucket) learned.py (a turn's signals: signals.py;
+  fitted by evaluation/learning.py)
 - shortlist policies (full, p1, p2, p3, learned-route) policy.py (pure rules), shortlist.py (applied to a store)
 - the Celery canvas of a turn (by task name) ......... canvas.py
 

@@ -14,18 +14,15 @@ from pipeline.evaluation.rerank import Calibrated, Rule, rerank
 from pipeline.learned import (
     BucketModel,
     LearnedModel,
-    TurnSignals,
     decide_learned,
-    feature_rows,
     learned_key,
     own_voters,
-    review_scores,
     route,
     stored_learned,
-    turn_signals,
     voter_names,
 )
 from pipeline.records import CandidateRecord, ReviewRecord
+from pipeline.signals import TurnSignals, feature_rows, review_scores, turn_signals
 from tests.conftest import scripted_committee
 from workers.report import print_rule
 

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from statistics import fmean, pstdev
 from typing import Any
 
@@ -40,18 +40,15 @@ from pipeline.evaluation.datasets import answerable
 from pipeline.evaluation.metrics import best_f1
 from pipeline.learned import (
     BUCKETS,
-    REVIEW,
     BucketModel,
     LearnedModel,
-    TurnSignals,
     bucket_of,
-    feature_rows,
     own_voters,
     score,
-    turn_signals,
     voter_names,
 )
 from pipeline.records import CandidateRecord, ReviewRecord
+from pipeline.signals import REVIEW, TurnSignals, feature_rows, turn_signals
 
 PENALTIES = (0.001, 0.01, 0.1, 1.0)
 TOLERANCE = 0.0025  # 0.25 F1 points: differences smaller than this choose the simpler rule
@@ -285,16 +282,7 @@ def fit_bucket(examples: Sequence[Example], own: Mapping[str, str]) -> tuple[Buc
         "by_scheme": {"learned": chosen.scores, "prior": prior.scores},
         "chosen": {"features": list(chosen.features), "penalty": chosen.penalty},
     }
-    return BucketModel(
-        model.features,
-        model.weights,
-        model.decides,
-        model.prior,
-        model.confidence,
-        model.penalty,
-        len(examples),
-        cv,
-    ), trials
+    return replace(model, cv=cv), trials
 
 
 def fit_learned(
