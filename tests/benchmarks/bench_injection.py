@@ -50,15 +50,16 @@ INJECTIONS = {
 METHODS = ("ranking", "likelihood")
 
 
-def turns_of(files: list[Path], n: int, stride: int) -> list[TurnContext]:
-    """``n`` turns from every ``stride``-th conversation, each with its gold history."""
+def turns_of(files: list[Path], n: int, stride: int, *, prefix: str = "inj") -> list[TurnContext]:
+    """``n`` turns from every ``stride``-th conversation, each with its gold history (conversation
+    ids ``<prefix>-<id>``: they seed the reviewers' shuffles)."""
     turns: list[TurnContext] = []
     for path in files:
         for conversation in load_conversations(path)[::stride]:
             history: list[Exchange] = []
             for index, question in enumerate(conversation.questions):
                 turns.append(
-                    TurnContext(f"inj-{conversation.id}", index, question.text, history=tuple(history))
+                    TurnContext(f"{prefix}-{conversation.id}", index, question.text, history=tuple(history))
                 )
                 history.append(Exchange(question.text, question.gold[0] if question.gold else ""))
             if len(turns) >= n:

@@ -38,10 +38,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from pipeline.backend import Backend, Prompt, ScoreRequest  # noqa: E402
 from pipeline.ballot_grammar import BallotPath  # noqa: E402
 from pipeline.committee import Committee, default_committee  # noqa: E402
-from pipeline.context import Exchange  # noqa: E402
-from pipeline.evaluation.datasets import load_conversations  # noqa: E402
 from pipeline.records import CandidateRecord, ReviewRecord, TurnContext  # noqa: E402
 from pipeline.stages import answer, review  # noqa: E402
+from tests.benchmarks.bench_injection import turns_of  # noqa: E402
 from workers.backends.base import BackendSpec  # noqa: E402
 from workers.backends.hf import TransformersBackend  # noqa: E402
 
@@ -68,22 +67,6 @@ class FreeText:
         return BallotPath.PARSED
 
 
-def turns_of(n: int, stride: int) -> list[TurnContext]:
-    """``n`` turns from every ``stride``-th conversation of FILES, each with its gold history."""
-    turns: list[TurnContext] = []
-    for name in FILES:
-        for conversation in load_conversations(DATA / "convquestions" / name)[::stride]:
-            history: list[Exchange] = []
-            for index, question in enumerate(conversation.questions):
-                turns.append(
-                    TurnContext(f"rank-{conversation.id}", index, question.text, history=tuple(history))
-                )
-                history.append(Exchange(question.text, question.gold[0] if question.gold else ""))
-            if len(turns) >= n:
-                return turns[:n]
-    return turns
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--turns", type=int, default=40)
@@ -102,7 +85,10 @@ def main() -> None:
     }
     records: dict[tuple[str, str], list[ReviewRecord]] = defaultdict(list)
     started = time.perf_counter()
-    for number, context in enumerate(turns_of(args.turns, args.stride), start=1):
+    for number, context in enumerate(
+        turns_of([DATA / "convquestions" / name for name in FILES], args.turns, args.stride, prefix="rank"),
+        start=1,
+    ):
         candidates = _answers(committee, backends, context)
         for model, reviewer in reviewers.items():
             arms: dict[str, Backend] = {"free": FreeText(backends[model]), "constrained": backends[model]}
