@@ -7,7 +7,7 @@ mapping is explicit in every record; nothing is inferred from completion order.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -108,6 +108,24 @@ class ReviewRecord:
                 "voters": tuple(data.get("voters") or ()),
             }
         )
+
+
+def candidate_from_row(stored: Mapping[str, Any]) -> CandidateRecord:
+    """A stored candidate row (``db.crud.run_records``) as a record."""
+    return CandidateRecord(stored["member"], stored["text"], stored["error"], stored["seconds"])
+
+
+def review_from_row(stored: Mapping[str, Any]) -> ReviewRecord:
+    """A stored review row as a record (its scores in ``raw``); a row stored before review groups
+    is cast for its reviewer alone."""
+    return ReviewRecord(
+        stored["reviewer"],
+        stored["method"],
+        stored["status"],
+        tuple(stored["ranking"]),
+        raw=stored.get("raw") or "",
+        voters=tuple(stored.get("voters") or ()),
+    )
 
 
 def per_reviewer(reviews: Sequence[ReviewRecord]) -> list[ReviewRecord]:

@@ -47,7 +47,7 @@ from pipeline.learned import (
     score,
     voter_names,
 )
-from pipeline.records import CandidateRecord, ReviewRecord
+from pipeline.records import candidate_from_row, review_from_row
 from pipeline.signals import REVIEW, TurnSignals, feature_rows, turn_signals
 
 PENALTIES = (0.001, 0.01, 0.1, 1.0)
@@ -77,14 +77,8 @@ def examples_from_records(
     for row in rows:
         if not answerable(row["gold"]):
             continue
-        candidates = [
-            CandidateRecord(c["member"], c["text"], c["error"], c["seconds"]) for c in row["candidates"]
-        ]
-        reviews = [
-            ReviewRecord(r["reviewer"], r["method"], r["status"], tuple(r["ranking"]), raw=r.get("raw") or "")
-            for r in row["reviews"]
-            if r["method"] != "pairwise"
-        ]
+        candidates = [candidate_from_row(c) for c in row["candidates"]]
+        reviews = [review_from_row(r) for r in row["reviews"] if r["method"] != "pairwise"]
         conversation = row["conversation"]
         passage = conversation.get("passage")
         signals = turn_signals(candidates, reviews, voters=voters, committee_order=order, passage=passage)

@@ -42,7 +42,13 @@ from pipeline.committee import Committee
 from pipeline.errors import InputError
 from pipeline.learned import LearnedModel, decide_learned, route
 from pipeline.policy import ConversationState, decide_turn
-from pipeline.records import CandidateRecord, ReviewRecord, cast_within, per_reviewer
+from pipeline.records import (
+    ReviewRecord,
+    candidate_from_row,
+    cast_within,
+    per_reviewer,
+    review_from_row,
+)
 from pipeline.verdict import voter_record
 from pipeline.weights import (
     CALIBRATED_MODES,
@@ -155,7 +161,7 @@ def rerank(
     last_ranking: dict[str, tuple[str, ...]] = {}  # conversation -> the rule's previous ranking (p2)
     out = []
     for row in rows:
-        candidates = [CandidateRecord.from_json(_candidate(c)) for c in row["candidates"]]
+        candidates = [candidate_from_row(c) for c in row["candidates"]]
         conversation = row["conversation"]
         reused: tuple[str, ...] = ()
         extra: dict[str, Any] = {}  # the rule's own decision-record fields
@@ -170,7 +176,7 @@ def rerank(
             candidates = [c for c in candidates if c.member in reused] if reused else candidates
             extra = {"routed": list(reused)} if reused else {}
         reviews = cast_within(
-            [_review(r) for r in row["reviews"] if r["method"] != "pairwise"], rule.reviewers
+            [review_from_row(r) for r in row["reviews"] if r["method"] != "pairwise"], rule.reviewers
         )
         order = _order(row, committee)
         prior = _prior(row, rule, calibrated)
@@ -217,19 +223,6 @@ def rerank(
     return out
 
 
-def _review(stored: Mapping[str, Any]) -> ReviewRecord:
-    """A stored review row as a record; a row stored before groups were is cast for its reviewer alone."""
-    voters = tuple(stored.get("voters") or ())
-    return ReviewRecord(
-        stored["reviewer"],
-        stored["method"],
-        stored["status"],
-        tuple(stored["ranking"]),
-        raw=stored.get("raw") or "",
-        voters=voters,
-    )
-
-
 def _reused(
     rule: Rule, committee: Committee, row: Mapping[str, Any], last: tuple[str, ...]
 ) -> tuple[str, ...]:
@@ -263,15 +256,6 @@ def _require_prior(calibrated: Calibrated) -> None:
         raise InputError(
             "this rule needs the member prior: run `peerblend calibrate RUN` on a calibration run first"
         )
-
-
-def _candidate(stored: Mapping[str, Any]) -> dict[str, Any]:
-    return {
-        "member": stored["member"],
-        "text": stored["text"],
-        "error": stored["error"],
-        "seconds": stored["seconds"],
-    }
 
 
 def _order(row: Mapping[str, Any], committee: Committee) -> list[str]:
