@@ -15,7 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import aliased
 from sqlmodel import Session, col, select
 
-from db.models import Candidate, Conversation, Review, Turn, TurnResult, TurnResultBase
+from db.models import Candidate, Conversation, Review, Turn, TurnEvent, TurnResult, TurnResultBase
 
 
 def create_conversation(
@@ -408,3 +408,36 @@ def conversation_progress(*, session: Session, conversation_id: str) -> tuple[in
         return None
     query = select(func.count(col(TurnResult.id))).where(TurnResult.conversation_id == conversation_id)
     return int(n_turns), int(session.exec(query).one())
+
+
+def add_event(
+    *,
+    session: Session,
+    conversation_id: str,
+    turn_index: int,
+    kind: str,
+    member: str,
+    payload: dict[str, Any],
+) -> None:
+    session.add(
+        TurnEvent(
+            conversation_id=conversation_id, turn_index=turn_index, kind=kind, member=member, payload=payload
+        )
+    )
+    session.commit()
+
+
+def turn_events(
+    *, session: Session, conversation_id: str, turn_index: int, after: int = 0
+) -> list[TurnEvent]:
+    """The events of a turn written after event id ``after``, oldest first."""
+    query = (
+        select(TurnEvent)
+        .where(
+            TurnEvent.conversation_id == conversation_id,
+            TurnEvent.turn_index == turn_index,
+            col(TurnEvent.id) > after,
+        )
+        .order_by(col(TurnEvent.id))
+    )
+    return list(session.exec(query))

@@ -63,6 +63,10 @@ class Turn(TurnBase, table=True):
     # start message; the worker that takes it claims the launch by a compare-and-set on this
     # number, so a start message delivered twice launches the turn once.
     started: int = 0
+    # The client's Idempotency-Key of the request that asked this turn (OpenAI endpoint): the
+    # same key asks nothing twice, it attaches to this turn. Unique, so two racing requests
+    # with one key cannot both add a turn.
+    request_key: str | None = Field(default=None, unique=True)
 
 
 class Candidate(SQLModel, table=True):
@@ -122,6 +126,24 @@ class TurnResult(TurnResultBase, table=True):
     __tablename__ = "turn_result"
     __table_args__ = (UniqueConstraint("conversation_id", "turn_index"),)
     id: int | None = Field(default=None, primary_key=True)
+    created_at: datetime = Field(default_factory=_now)
+
+
+class TurnEvent(SQLModel, table=True):
+    """What a running turn has produced so far (a candidate, a ballot, a judgement), written by
+    the task that produced it, so a page or a stream can show a turn's stages as they happen.
+
+    Advisory: the turn's stored rows are the truth. A redelivered task writes its event again;
+    readers keep the newest per (kind, member).
+    """
+
+    __tablename__ = "turn_event"
+    id: int | None = Field(default=None, primary_key=True)
+    conversation_id: str = Field(foreign_key="conversation.id", index=True)
+    turn_index: int
+    kind: str  # candidate | ballot | judgement
+    member: str  # who produced it (the generator, the reviewer, the judge)
+    payload: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     created_at: datetime = Field(default_factory=_now)
 
 

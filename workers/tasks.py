@@ -22,7 +22,8 @@ from pipeline.stages import answer, review
 from pipeline.stages import judge as stage_judge
 from workers.deadline import Timeout, call_with_deadline
 from workers.dispatch import start_turn
-from workers.runtime import runtime_of
+from workers.progress import record_event
+from workers.runtime import Runtime, runtime_of
 from workers.turn import finish_turn
 
 # How much of a record Celery writes in its logs and events (it reprs every return value, even
@@ -45,21 +46,26 @@ def start_turn_task(self: Task, *, plan: dict[str, Any]) -> None:
 @shared_task(name="workers.generate", bind=True, resultrepr_maxsize=SHOWN_RESULT)
 def generate(self: Task, *, turn: dict[str, Any], member: str) -> dict[str, Any]:
     runtime = runtime_of(self.app)
-    config = runtime.committee.member(member)
     context = TurnContext.from_json(turn)
+    result = _generate(runtime, context, member).to_json()
+    record_event(runtime, context, "candidate", member, result)
+    return result
+
+
+def _generate(runtime: Runtime, context: TurnContext, member: str) -> CandidateRecord:
+    config = runtime.committee.member(member)
     try:
         backend = runtime.backend(config)
     except Exception as error:  # noqa: BLE001 - a member that cannot load is excluded, recorded
-        return CandidateRecord(member, error=f"{type(error).__name__}: {error}"[:500]).to_json()
+        return CandidateRecord(member, error=f"{type(error).__name__}: {error}"[:500])
     try:
-        record = call_with_deadline(
+        return call_with_deadline(
             f"generate[{member}]",
             runtime.timeout_s(config),
             lambda: answer(backend, config, runtime.committee, context),
         )
     except Timeout as late:
-        record = CandidateRecord(member, error=str(late), seconds=late.timeout_s, finished_at=time.time())
-    return record.to_json()
+        return CandidateRecord(member, error=str(late), seconds=late.timeout_s, finished_at=time.time())
 
 
 @shared_task(name="workers.review", bind=True, resultrepr_maxsize=SHOWN_RESULT)
@@ -68,7 +74,9 @@ def review_task(
 ) -> dict[str, Any]:
     """``reviewer``'s ballot, cast for ``voters`` (its voter group, ``reviewer`` first; None: alone)."""
     record = _review(self.app, candidates, turn=turn, reviewer=reviewer)
-    return replace(record, voters=tuple(voters or ())).to_json()
+    result = replace(record, voters=tuple(voters or ())).to_json()
+    record_event(runtime_of(self.app), TurnContext.from_json(turn), "ballot", reviewer, result)
+    return result
 
 
 def _review(app: Celery, candidates: Any, *, turn: dict[str, Any], reviewer: str) -> ReviewRecord:
@@ -130,7 +138,9 @@ def judge_task(
             finished_at=time.time(),
             candidates=tuple(pool),
         )
-    return record.to_json()
+    result = record.to_json()
+    record_event(runtime, context, "judgement", judge, result)
+    return result
 
 
 @shared_task(name="workers.aggregate", bind=True)

@@ -1,0 +1,40 @@
+"""A running turn's events: each candidate, ballot and judgement written by the task that made it."""
+
+from __future__ import annotations
+
+from workers.progress import events
+
+
+def test_every_candidate_and_ballot_of_a_turn_is_an_event(embedded):
+    client = embedded()
+    handle = client.submit(["Who wrote Dune?"])
+    (outcome,) = handle.wait(timeout=30)
+
+    found = events(client.engine, handle.conversation_id, 0)
+
+    candidates = {e["member"]: e["record"] for e in found if e["kind"] == "candidate"}
+    ballots = {e["member"]: e["record"] for e in found if e["kind"] == "ballot"}
+    assert set(candidates) == {"m0", "m1", "m2"}
+    assert candidates[outcome.chosen]["text"] == outcome.answer
+    assert set(ballots) == {"m0", "m1", "m2"}
+    assert all(b["ranking"] and "candidates" not in b for b in ballots.values())
+    # Every candidate was written before any ballot (the reviews need them all), ids in order.
+    kinds = [e["kind"] for e in found]
+    assert kinds == sorted(kinds, key=lambda k: k != "candidate")
+    assert [e["id"] for e in found] == sorted(e["id"] for e in found)
+    # Reading after the last id seen gives nothing new.
+    assert events(client.engine, handle.conversation_id, 0, after=found[-1]["id"]) == []
+
+
+def test_a_pairwise_turn_writes_its_judgements(embedded):
+    client = embedded()
+    handle = client.submit(["Who wrote Dune?"], method="pairwise")
+    handle.wait(timeout=30)
+
+    found = events(client.engine, handle.conversation_id, 0)
+
+    judgements = [e["record"] for e in found if e["kind"] == "judgement"]
+    assert len(judgements) == 6  # every ordered pair of 3 candidates
+    assert {(j["first"], j["second"]) for j in judgements} == {
+        (a, b) for a in ("m0", "m1", "m2") for b in ("m0", "m1", "m2") if a != b
+    }
