@@ -67,6 +67,10 @@ class Turn(TurnBase, table=True):
     # same key asks nothing twice, it attaches to this turn. Unique, so two racing requests
     # with one key cannot both add a turn.
     request_key: str | None = Field(default=None, unique=True)
+    # A live turn's conversation fingerprint when it was asked (its settings and every exchange
+    # before it): a retried request (same history, same question) finds the turn it asked and
+    # attaches to it instead of asking again, whether the turn still runs or is stored.
+    history_fingerprint: str | None = Field(default=None, index=True)
 
 
 class Candidate(SQLModel, table=True):

@@ -1,4 +1,5 @@
-"""turn events (a running turn's stages as they happen) and request keys (Idempotency-Key)
+"""turn events (a running turn's stages as they happen), request keys (Idempotency-Key) and the
+fingerprint a live turn was asked under (a retried request attaches to its turn)
 
 Revision ID: 0007
 Revises: 0006
@@ -30,12 +31,16 @@ def upgrade() -> None:
     op.create_index("ix_turn_event_conversation_id", "turn_event", ["conversation_id"])
     with op.batch_alter_table("turn", schema=None) as batch_op:
         batch_op.add_column(sa.Column("request_key", sqlmodel.sql.sqltypes.AutoString(), nullable=True))
+        batch_op.add_column(sa.Column("history_fingerprint", sqlmodel.sql.sqltypes.AutoString(), nullable=True))
         batch_op.create_unique_constraint("uq_turn_request_key", ["request_key"])
+        batch_op.create_index("ix_turn_history_fingerprint", ["history_fingerprint"], unique=False)
 
 
 def downgrade() -> None:
     with op.batch_alter_table("turn", schema=None) as batch_op:
+        batch_op.drop_index("ix_turn_history_fingerprint")
         batch_op.drop_constraint("uq_turn_request_key", type_="unique")
+        batch_op.drop_column("history_fingerprint")
         batch_op.drop_column("request_key")
     op.drop_index("ix_turn_event_conversation_id", table_name="turn_event")
     op.drop_table("turn_event")
