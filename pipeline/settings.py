@@ -6,6 +6,7 @@ functions receive plain values, never this object.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -47,6 +48,7 @@ class Settings(BaseSettings):
     report_dir: Path = Path("docs/results")  # where `peerblend report` writes (the runs page shows it)
     embedded_concurrency: int = Field(default=8, ge=1)  # threads of the in-process worker
     model_cache_dir: Path | None = None  # unset = ~/.cache/peerblend/models (shared by every home)
+    data_dir: Path | None = None  # fetched datasets; unset = the user's cache dir (see datasets_dir)
     torch_threads: int | None = None  # per worker process; unset = torch's default
     preload_models: bool = True  # a worker loads its queues' models at start (fails fast)
     # Gather concurrent tasks' calls to a local model into batches of up to batch_max items
@@ -82,6 +84,12 @@ class Settings(BaseSettings):
     @property
     def models_dir(self) -> Path:
         return self.model_cache_dir or Path.home() / ".cache" / "peerblend" / "models"
+
+    @property
+    def datasets_dir(self) -> Path:
+        """Where ``peerblend data fetch`` keeps datasets: $XDG_CACHE_HOME (or ~/.cache)/peerblend/data."""
+        cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+        return self.data_dir or Path(cache) / "peerblend" / "data"
 
 
 def redact_url(url: str) -> str:

@@ -1,5 +1,5 @@
 """The ``peerblend`` command: demo, submit, list, show, resume, serve, recover, replay, report, calibrate,
-rerank, reviewers, db."""
+rerank, reviewers, data, db."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from pipeline.conversation import Conversation, conversation_from_json
 from pipeline.errors import BlendError, ConfigError, InputError, ServiceUnavailable
 from pipeline.settings import Settings
 from workers.cli_args import console, count, errors, preload_if_embedded, run_options, seconds
+from workers.cli_data import add_data_commands
 from workers.cli_evaluation import add_evaluation_commands
 
 # Exit codes: what went wrong, for scripts (argparse's usage errors exit with 2).
@@ -108,6 +109,7 @@ def _parser() -> argparse.ArgumentParser:
 
     _stored_conversation_commands(sub)
     add_evaluation_commands(sub)
+    add_data_commands(sub)
 
     db = sub.add_parser("db", help="database schema")
     db.add_argument("action", choices=["upgrade"], help="create or migrate the schema (Alembic)")

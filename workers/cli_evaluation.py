@@ -48,7 +48,19 @@ def add_evaluation_commands(sub: Any) -> None:
 def _replay_and_report_commands(sub: Any) -> None:
     replay = sub.add_parser("replay", help="replay dataset conversations as queued jobs (resumable)")
     replay.add_argument(
-        "files", type=Path, nargs="+", help="dataset files: ConvQuestions, CoQA, QuAC, DoQA, JSONL"
+        "files",
+        nargs="+",
+        metavar="FILE|NAME:SPLIT",
+        help="dataset files (ConvQuestions, CoQA, QuAC, DoQA, JSONL) or datasets by name "
+        "(coqa:dev, quac:sample; see `peerblend data list`)",
+    )
+    replay.add_argument(
+        "--fetch", action="store_true", help="fetch a named dataset that is not in the cache yet"
+    )
+    replay.add_argument(
+        "--trust-unverified",
+        action="store_true",
+        help="with --fetch: as `peerblend data fetch --trust-unverified`",
     )
     replay.add_argument("--run", required=True, help="run name; rerunning it skips stored turns")
     replay.add_argument("--limit", type=count(1), default=None, help="conversations per file")
@@ -120,11 +132,13 @@ def _rerank_command(sub: Any) -> None:
 
 
 def _replay(args: argparse.Namespace) -> int:
+    from workers.cli_data import replay_paths
     from workers.embedded import connect
     from workers.evaluation.replay import load_all, replay
 
+    files = replay_paths(args.files, fetch=args.fetch, trust_unverified=args.trust_unverified)
     # all or nothing, before anything is enqueued
-    conversations = load_all(args.files, args.limit, args.stride, args.start)
+    conversations = load_all(files, args.limit, args.stride, args.start)
     settings = Settings()
     with connect(settings) as client:
         preload_if_embedded(client, settings)
