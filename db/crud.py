@@ -97,8 +97,13 @@ def save_turn(
     result: TurnResultBase,
     candidates: Sequence[Candidate],
     reviews: Sequence[Review],
+    fingerprint: str | None = None,
 ) -> tuple[TurnResult, bool]:
     """Store a turn's candidates, reviews and result in one commit, at most once.
+
+    ``fingerprint`` (a live conversation's, every exchange including this turn's) is recorded on
+    the conversation in the same commit: whoever stores the turn makes the conversation findable
+    by its next request, whatever happened to the process that asked.
 
     Returns (stored result, created). A redelivered task writes nothing:
     (conversation, turn) is unique in every table, so the second insert fails
@@ -111,6 +116,12 @@ def save_turn(
         for table, rows in ((Candidate, candidates), (Review, reviews), (TurnResult, [row])):
             if rows:
                 session.execute(insert(table), [r.model_dump(exclude={"id"}) for r in rows])
+        if fingerprint is not None:
+            session.execute(
+                update(Conversation)
+                .where(col(Conversation.id) == result.conversation_id)
+                .values(fingerprint=fingerprint)
+            )
         session.commit()
     except IntegrityError:
         session.rollback()  # stored before: by an earlier delivery of the same task

@@ -1,5 +1,6 @@
-"""The queries of live conversations: the next turn appended under a compare-and-set, the
-fingerprint of the exchanges so far, and the lookup of a conversation by that fingerprint."""
+"""The queries of live conversations: the next turn appended under a compare-and-set, the lookup
+of a conversation by the fingerprint of its exchanges so far, and of a turn already asked (by the
+fingerprint it was asked under and its question, or by the request's Idempotency-Key)."""
 
 from __future__ import annotations
 
@@ -11,9 +12,18 @@ from db.crud import utc_now
 from db.models import Conversation, Turn
 
 
-def append_turn(*, session: Session, conversation_id: str, turn_index: int, question: str) -> bool:
+def append_turn(
+    *,
+    session: Session,
+    conversation_id: str,
+    turn_index: int,
+    question: str,
+    history_fingerprint: str | None = None,
+    request_key: str | None = None,
+) -> bool:
     """Add turn ``turn_index`` of a live conversation (sent now, attempt 1); False if another
-    question took that index first ((conversation, turn) is unique)."""
+    question took that index first ((conversation, turn) is unique) or another request holds
+    ``request_key`` (unique too)."""
     try:
         session.add(
             Turn(
@@ -22,6 +32,8 @@ def append_turn(*, session: Session, conversation_id: str, turn_index: int, ques
                 question=question,
                 attempt=1,
                 sent_at=utc_now(),
+                history_fingerprint=history_fingerprint,
+                request_key=request_key,
             )
         )
         session.execute(
@@ -34,13 +46,6 @@ def append_turn(*, session: Session, conversation_id: str, turn_index: int, ques
     return True
 
 
-def set_fingerprint(*, session: Session, conversation_id: str, fingerprint: str) -> None:
-    session.execute(
-        update(Conversation).where(col(Conversation.id) == conversation_id).values(fingerprint=fingerprint)
-    )
-    session.commit()
-
-
 def find_conversation(*, session: Session, fingerprint: str) -> str | None:
     """The newest live conversation with this fingerprint, if any."""
     query = (
@@ -49,3 +54,21 @@ def find_conversation(*, session: Session, fingerprint: str) -> str | None:
         .order_by(col(Conversation.created_at).desc())
     )
     return session.exec(query).first()
+
+
+def find_asked(
+    *, session: Session, history_fingerprint: str, question: str, conversation_id: str | None = None
+) -> Turn | None:
+    """The newest turn asked as ``question`` after the exchanges ``history_fingerprint`` stands for
+    (in ``conversation_id`` if given), if any: what a retried request asked before."""
+    query = select(Turn).where(
+        col(Turn.history_fingerprint) == history_fingerprint, col(Turn.question) == question
+    )
+    if conversation_id is not None:
+        query = query.where(col(Turn.conversation_id) == conversation_id)
+    return session.exec(query.order_by(col(Turn.id).desc())).first()
+
+
+def find_by_key(*, session: Session, request_key: str) -> Turn | None:
+    """The turn a request with this Idempotency-Key asked, if any."""
+    return session.exec(select(Turn).where(col(Turn.request_key) == request_key)).first()

@@ -211,18 +211,56 @@ class BlendClient:
             answers={r.turn_index: r.answer for r in results},
         )
 
-    def add_live_turn(self, conversation_id: str, turn_index: int, question: str) -> bool:
-        """Store turn ``turn_index`` of a live conversation; False if another question took it first."""
+    def add_live_turn(
+        self,
+        conversation_id: str,
+        turn_index: int,
+        question: str,
+        history_fingerprint: str | None = None,
+        request_key: str | None = None,
+    ) -> bool:
+        """Store turn ``turn_index`` of a live conversation; False if another question took it first
+        (or another request holds ``request_key``)."""
         with Session(self.engine) as session:
             return live_store.append_turn(
-                session=session, conversation_id=conversation_id, turn_index=turn_index, question=question
+                session=session,
+                conversation_id=conversation_id,
+                turn_index=turn_index,
+                question=question,
+                history_fingerprint=history_fingerprint,
+                request_key=request_key,
             )
 
-    def set_fingerprint(self, conversation_id: str, fingerprint: str) -> None:
+    def find_asked(
+        self, history_fingerprint: str, question: str, *, conversation_id: str | None = None
+    ) -> tuple[str, int] | None:
+        """The newest turn asked as ``question`` under ``history_fingerprint``: (conversation, index)."""
         with Session(self.engine) as session:
-            live_store.set_fingerprint(
-                session=session, conversation_id=conversation_id, fingerprint=fingerprint
+            turn = live_store.find_asked(
+                session=session,
+                history_fingerprint=history_fingerprint,
+                question=question,
+                conversation_id=conversation_id,
             )
+        return None if turn is None else (turn.conversation_id, turn.turn_index)
+
+    def running_turn(self, conversation_id: str) -> tuple[int, str] | None:
+        """(index, question) of the conversation's last turn if it is not stored yet; else None."""
+        with Session(self.engine) as session:
+            turns = crud.list_turns(session=session, conversation_id=conversation_id)
+            if not turns:
+                return None
+            last = turns[-1]
+            stored = crud.get_result(
+                session=session, conversation_id=conversation_id, turn_index=last.turn_index
+            )
+        return None if stored is not None else (last.turn_index, last.question)
+
+    def find_by_key(self, request_key: str) -> tuple[str, int, str] | None:
+        """The turn asked by the request with this Idempotency-Key: (conversation, index, question)."""
+        with Session(self.engine) as session:
+            turn = live_store.find_by_key(session=session, request_key=request_key)
+        return None if turn is None else (turn.conversation_id, turn.turn_index, turn.question)
 
     def find_live(self, fingerprint: str) -> str | None:
         """The newest live conversation whose exchanges so far have this fingerprint, if any."""

@@ -14,9 +14,12 @@ previous turn still runs is refused (``InputError``): a turn needs the previous
 blended answer. ``aask`` is the awaitable twin (it waits on a thread, never on the
 event loop).
 
-Each finished turn records the conversation's *fingerprint*, a hash of its settings
-and every exchange so far, so that a chat request repeating those messages finds
-the conversation and continues it (``find_by_messages``).
+The worker that stores a turn records the conversation's *fingerprint*, a hash of its
+settings and every exchange so far, in the same commit, so that a chat request repeating
+those messages finds the conversation and continues it (``find_by_messages``) whatever
+became of the process that asked. Each turn keeps the fingerprint it was asked under, so
+a retried request (same messages, same question) finds the turn it asked, running or
+stored, and waits for that one instead of asking again (``asked_before``).
 """
 
 from __future__ import annotations
@@ -78,19 +81,19 @@ class LiveConversation:
         return await off_loop(lambda: self.ask(question, timeout=timeout))
 
     def wait(self, turn_index: int, *, timeout: float | None = None) -> TurnOutcome:
-        """Wait for a turn ``send`` sent; records the conversation's new fingerprint."""
-        outcome = self.client.wait_turn(self.conversation_id, turn_index, timeout=timeout)
-        self._remember()
-        return outcome
+        """Wait for a turn ``send`` sent (or a turn asked before: see ``asked_before``)."""
+        return self.client.wait_turn(self.conversation_id, turn_index, timeout=timeout)
 
     async def await_turn(self, turn_index: int, *, timeout: float | None = None) -> TurnOutcome:
         """``wait`` without blocking the event loop."""
         return await off_loop(lambda: self.wait(turn_index, timeout=timeout))
 
-    def send(self, question: str) -> int:
+    def send(self, question: str, *, request_key: str | None = None) -> int:
         """Store ``question`` as the next turn and send it; its turn index. Does not wait.
 
         A question the limits refuse raises InputError before anything is read or stored.
+        ``request_key`` (an HTTP request's Idempotency-Key) is stored with the turn; a key
+        another turn holds raises TurnInProgress, like a question that lost the race.
         """
         client = self.client
         question = checked_question(client.limits, question)
@@ -108,7 +111,8 @@ class LiveConversation:
             raise InputError(
                 f"conversation {self.conversation_id} has {index} turns; the limit is {client.limits.max_turns}"
             )
-        if not client.add_live_turn(self.conversation_id, index, question):
+        asked_under = fingerprint(state.committee, state.run, state.system, state.exchanges())
+        if not client.add_live_turn(self.conversation_id, index, question, asked_under, request_key):
             raise TurnInProgress(
                 f"another question was asked in conversation {self.conversation_id} at the same time"
             )
@@ -124,14 +128,6 @@ class LiveConversation:
         )
         client.send_turn(context, state.run)  # a worker decides it under the conversation's policy state
         return index
-
-    def _remember(self) -> None:
-        """Record the fingerprint of every exchange so far (after a turn is stored)."""
-        state = self.client.conversation_state(self.conversation_id)
-        if state is None or state.running:
-            return
-        done = fingerprint(state.committee, state.run, state.system, state.exchanges())
-        self.client.set_fingerprint(self.conversation_id, done)
 
 
 def checked_question(limits: Limits, question: object) -> str:
@@ -150,3 +146,22 @@ def find_by_messages(
 ) -> str | None:
     """The id of a live conversation whose settings and exchanges so far equal these, if any (newest)."""
     return client.find_live(fingerprint(client.committee.name, run, system, exchanges))
+
+
+def asked_before(
+    client: BlendClient,
+    run: RunConfig,
+    system: str | None,
+    exchanges: Sequence[Exchange],
+    question: str,
+    *,
+    conversation_id: str | None = None,
+) -> tuple[str, int] | None:
+    """(conversation id, turn index) of a turn already asked as ``question`` after exactly these
+    settings and exchanges (in ``conversation_id`` if given), running or stored; None if none.
+
+    A request that repeats one (a retry after a timeout, a crash, a lost reply) waits for that
+    turn instead of asking the committee again.
+    """
+    asked_under = fingerprint(client.committee.name, run, system, exchanges)
+    return client.find_asked(asked_under, question, conversation_id=conversation_id)

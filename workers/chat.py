@@ -31,10 +31,44 @@ class ChatError(Exception):
     ):
         super().__init__(message)
         self.status, self.message, self.kind, self.code, self.param = status, message, kind, code, param
+        self.turn: tuple[str, int] | None = None  # (conversation id, turn index) the error is about
+
+    def about(self, conversation_id: str, turn_index: int) -> ChatError:
+        """This error, naming the turn it is about (a client can fetch or retry that turn)."""
+        self.turn = (conversation_id, turn_index)
+        return self
 
 
 def error_body(error: ChatError) -> dict[str, Any]:
-    return {"error": {"message": error.message, "type": error.kind, "param": error.param, "code": error.code}}
+    body: dict[str, Any] = {
+        "message": error.message,
+        "type": error.kind,
+        "param": error.param,
+        "code": error.code,
+    }
+    if error.turn is not None:  # extra fields: OpenAI's clients keep them on the error's body
+        conversation_id, turn_index = error.turn
+        body |= {
+            "conversation_id": conversation_id,
+            "turn_index": turn_index,
+            "turn_url": f"/v1/conversations/{conversation_id}/turns/{turn_index}",
+        }
+    return {"error": body}
+
+
+# An Idempotency-Key: printable ASCII, as the IETF draft and the payment APIs that use it allow.
+REQUEST_KEY = re.compile(r"[\x21-\x7e]{1,255}")
+
+
+def request_key_of(header: str | None) -> str | None:
+    """The request's Idempotency-Key, checked; ChatError 400 naming the header otherwise."""
+    if header is None:
+        return None
+    if not REQUEST_KEY.fullmatch(header):
+        raise _bad(
+            "Idempotency-Key must be 1-255 printable ASCII characters without spaces", "Idempotency-Key"
+        )
+    return header
 
 
 # strict: a known field of the wrong JSON type is refused ("stream": "yes" is not true).

@@ -38,7 +38,7 @@ from db import crud
 from pipeline.client import BlendClient, TurnOutcome
 from pipeline.context import Exchange, estimate_tokens
 from pipeline.errors import BlendError, InputError, ServiceUnavailable, TurnInProgress, TurnTimeout
-from pipeline.live import LiveConversation, find_by_messages, off_loop
+from pipeline.live import LiveConversation, asked_before, find_by_messages, off_loop
 from pipeline.plan import RunConfig, check_run
 from workers.chat import (
     ChatError,
@@ -49,6 +49,7 @@ from workers.chat import (
     model_ids,
     parse_model,
     parse_request,
+    request_key_of,
 )
 from workers.web import web_router
 
@@ -111,28 +112,41 @@ def create_api(client: BlendClient, options: ServerOptions) -> FastAPI:
         return {"object": "list", "data": data}
 
     @api.post("/v1/chat/completions")
-    async def _chat(request: Request, x_peerblend_conversation: str | None = Header(default=None)) -> Any:
+    async def _chat(
+        request: Request,
+        x_peerblend_conversation: str | None = Header(default=None),
+        idempotency_key: str | None = Header(default=None),
+    ) -> Any:
         # The whole request is checked before anything is stored: a refused one leaves nothing.
         body = parse_request(await request.body())
         run = _run_of(client, body.model)
         system, exchanges, question = conversation_of(body.messages)
         check_text(client.limits, system, exchanges, question)
         explicit = conversation_id_of(body.conversation_id, x_peerblend_conversation)
+        key = request_key_of(idempotency_key)
         completion_id = f"chatcmpl-{uuid.uuid4().hex}"
         if not body.stream:  # one thread does it all: each hop to a thread and back costs latency
 
             def answer() -> dict[str, Any]:
-                chat, turn_index = _send(client, run, system, exchanges, question, explicit)
+                chat, turn_index = _send(client, run, system, exchanges, question, explicit, key)
                 outcome = _wait(chat, turn_index, options.turn_timeout_s)
                 return _completion(client, outcome, body.model, completion_id, question)
 
             return await off_loop(answer)
         # Streaming: the turn is sent before the response starts (its errors are HTTP errors).
-        chat, turn_index = await off_loop(lambda: _send(client, run, system, exchanges, question, explicit))
+        chat, turn_index = await off_loop(
+            lambda: _send(client, run, system, exchanges, question, explicit, key)
+        )
         ask = asyncio.ensure_future(off_loop(lambda: _wait(chat, turn_index, options.turn_timeout_s)))
         return StreamingResponse(
             _stream(client, ask, body.model, completion_id), media_type="text/event-stream"
         )
+
+    @api.get("/v1/conversations/{conversation_id}/turns/{turn_index}")
+    async def _turn(conversation_id: str, turn_index: int) -> Response:
+        """A turn asked before (a 503 or 504 names it): 200 with its answer once stored, 202 while
+        it runs, 404 if there is no such turn."""
+        return await off_loop(lambda: _turn_response(client, conversation_id, turn_index))
 
     api.include_router(web_router(client, options))  # the read-only pages (workers/web.py)
     return api
@@ -153,37 +167,20 @@ def _send(
     exchanges: list[Exchange],
     question: str,
     explicit: str | None,
+    request_key: str | None = None,
 ) -> tuple[LiveConversation, int]:
-    """Send the question as the next turn of the conversation the request continues; (it, turn index).
+    """The turn this request asks: (its conversation, its index). Blocking: run on a thread.
 
-    The conversation: the one named explicitly; else a stored live conversation whose
-    exchanges so far equal the request's earlier messages (if it is busy with another
-    request's turn, a new one with that history); else a new one. Blocking: run on a thread.
+    A request asks at most once: one that repeats a turn already asked (same Idempotency-Key,
+    or the same settings, history and question: a retry) gets that turn, running or stored.
+    Otherwise the question is sent as the next turn of the conversation the request continues:
+    the one named explicitly; else a stored live conversation whose exchanges so far equal the
+    request's earlier messages (if it is busy with another request's turn, a new one with that
+    history); else a new one.
     """
-
-    def new() -> LiveConversation:
-        history = [(e.question, e.answer) for e in exchanges]
-        return client.start(
-            history=history, system=system, method=run.method, policy=run.policy, top_k=run.top_k
-        )
-
-    def send() -> tuple[LiveConversation, int]:
-        client.check_queues()  # a missing worker is refused before a new conversation is stored
-        if explicit:
-            chat = client.live(explicit)
-            return chat, chat.send(question)
-        found = find_by_messages(client, run, system, exchanges) if exchanges else None
-        if found is not None:
-            chat = client.live(found)
-            try:
-                return chat, chat.send(question)
-            except TurnInProgress:
-                pass  # another request is continuing it right now: branch off
-        chat = new()
-        return chat, chat.send(question)
-
+    ask = _Ask(client, run, system, exchanges, question, explicit, request_key)
     try:
-        return send()
+        return ask.send()
     except BlendError as error:
         raise _as_chat_error(error) from None
     except ChatError:
@@ -194,16 +191,108 @@ def _send(
         ) from None
 
 
+class _Ask:
+    """One chat request's question: find the turn it already asked, or ask it once."""
+
+    def __init__(
+        self,
+        client: BlendClient,
+        run: RunConfig,
+        system: str | None,
+        exchanges: list[Exchange],
+        question: str,
+        explicit: str | None,
+        request_key: str | None,
+    ) -> None:
+        self.client, self.run, self.system, self.exchanges = client, run, system, exchanges
+        self.question, self.explicit, self.request_key = question, explicit, request_key
+
+    def send(self) -> tuple[LiveConversation, int]:
+        client, question = self.client, self.question
+        earlier = self.by_key() or (self.asked_in(self.explicit) if self.explicit else None)
+        if earlier is not None:
+            return earlier
+        continued = self.explicit or (
+            find_by_messages(client, self.run, self.system, self.exchanges) if self.exchanges else None
+        )
+        if continued is None and self.exchanges:
+            earlier = self.asked_in(None)  # its conversation has moved on: the turn is stored
+            if earlier is not None:
+                return earlier
+        client.check_queues()  # a missing worker is refused before a new conversation is stored
+        if continued is not None:
+            chat = client.live(continued)
+            try:
+                return chat, chat.send(question, request_key=self.request_key)
+            except TurnInProgress:
+                earlier = self.running_in(continued) or self.by_key()  # a retry, while it runs
+                if earlier is not None:
+                    return earlier
+                if self.explicit:
+                    raise
+                # another request is continuing it right now: branch off
+        history = [(e.question, e.answer) for e in self.exchanges]
+        run = self.run
+        chat = client.start(
+            history=history, system=self.system, method=run.method, policy=run.policy, top_k=run.top_k
+        )
+        try:
+            return chat, chat.send(question, request_key=self.request_key)
+        except TurnInProgress:
+            earlier = self.by_key()  # only a request key that a racing twin holds gets here
+            if earlier is None:
+                raise
+            return earlier
+
+    def by_key(self) -> tuple[LiveConversation, int] | None:
+        """The turn a request with this Idempotency-Key asked, if any (422 if another question)."""
+        if not self.request_key:
+            return None
+        found = self.client.find_by_key(self.request_key)
+        if found is None:
+            return None
+        conversation_id, turn_index, asked = found
+        if asked != self.question:
+            raise ChatError(
+                422,
+                f"Idempotency-Key {self.request_key!r} was used for another question "
+                f"(turn {turn_index} of conversation {conversation_id})",
+                "invalid_request_error",
+                code="idempotency_key_reused",
+                param="Idempotency-Key",
+            )
+        return LiveConversation(self.client, conversation_id), turn_index
+
+    def asked_in(self, conversation_id: str | None) -> tuple[LiveConversation, int] | None:
+        """The turn asked with exactly this request's settings, history and question (in
+        ``conversation_id`` if given), running or stored. A first question is never matched:
+        two people may well open with the same words."""
+        if not self.exchanges:
+            return None
+        found = asked_before(
+            self.client, self.run, self.system, self.exchanges, self.question, conversation_id=conversation_id
+        )
+        return None if found is None else (LiveConversation(self.client, found[0]), found[1])
+
+    def running_in(self, conversation_id: str) -> tuple[LiveConversation, int] | None:
+        """The conversation's running last turn, if it asks this request's question."""
+        running = self.client.running_turn(conversation_id)
+        if running is None or running[1] != self.question:
+            return None
+        return LiveConversation(self.client, conversation_id), running[0]
+
+
 def _wait(chat: LiveConversation, turn_index: int, timeout_s: float) -> TurnOutcome:
-    """The turn's outcome (blocking: run on a thread)."""
+    """The turn's outcome (blocking: run on a thread). Errors name the turn, so a client can
+    fetch it later (``GET /v1/conversations/{id}/turns/{n}``) or retry (which attaches to it)."""
     try:
         return chat.wait(turn_index, timeout=timeout_s)
     except BlendError as error:
-        raise _as_chat_error(error) from None
+        raise _as_chat_error(error).about(chat.conversation_id, turn_index) from None
     except Exception as error:  # a broker or database driver error: the service is unavailable
         raise ChatError(
             503, f"the blending service is unavailable: {type(error).__name__}", "server_error"
-        ) from None
+        ).about(chat.conversation_id, turn_index) from None
 
 
 def _as_chat_error(error: BlendError) -> ChatError:
@@ -216,6 +305,24 @@ def _as_chat_error(error: BlendError) -> ChatError:
     if isinstance(error, TurnTimeout):
         return ChatError(504, str(error), "server_error", code="turn_timeout")
     return ChatError(500, str(error), "server_error")
+
+
+def _turn_response(client: BlendClient, conversation_id: str, turn_index: int) -> Response:
+    try:
+        state = client.poll_turn(conversation_id, turn_index)
+    except InputError as error:
+        raise ChatError(404, str(error), "invalid_request_error", code="turn_not_found") from None
+    body: dict[str, Any] = {
+        "object": "peerblend.turn",
+        "conversation_id": conversation_id,
+        "turn_index": turn_index,
+    }
+    if isinstance(state, int):
+        body |= {"status": "running", "attempt": state}
+        content = json.dumps(body).encode()
+        return Response(content, 202, {"retry-after": str(RETRY_AFTER_S)}, media_type="application/json")
+    body |= {"status": state.status, "answer": state.answer, "peerblend": _extension(client, state)}
+    return Response(json.dumps(body, ensure_ascii=False).encode(), 200, media_type="application/json")
 
 
 def _completion(
@@ -300,7 +407,8 @@ async def _stream(
 
 # Errors a client must not retry by itself: a timed-out turn still runs (a retry would ask the
 # committee again), and a turn in progress stays so. OpenAI's SDKs obey ``x-should-retry``.
-NOT_RETRIED = ("turn_timeout", "turn_in_progress")
+NOT_RETRIED = ("turn_timeout", "turn_in_progress", "idempotency_key_reused")
+RETRY_AFTER_S = 2
 
 
 def _error_response(error: ChatError, headers: dict[str, str] | None = None) -> Response:
@@ -309,4 +417,7 @@ def _error_response(error: ChatError, headers: dict[str, str] | None = None) -> 
     content = json.dumps(error_body(error)).encode()
     if error.code in NOT_RETRIED:
         headers = {**(headers or {}), "x-should-retry": "false"}
+    elif error.status == 503 and error.turn is not None:
+        # The turn is stored and may still finish: a retry in a moment attaches to it.
+        headers = {**(headers or {}), "retry-after": str(RETRY_AFTER_S)}
     return Response(content, status_code=error.status, headers=headers, media_type="application/json")

@@ -15,7 +15,9 @@ from db.engine import get_engine
 from db.retry import with_retries
 from db.rows import candidate_rows, judgement_rows, result_row, review_rows
 from pipeline.aggregate import judgement_keys
+from pipeline.context import Exchange
 from pipeline.learned import stored_learned
+from pipeline.live import fingerprint
 from pipeline.outcomes import OUTCOME_FIELDS
 from pipeline.pairwise import Judgement
 from pipeline.plan import RunConfig
@@ -62,7 +64,11 @@ def finish_turn(
     def store_and_send() -> Any:
         with Session(get_engine(runtime.settings.database), expire_on_commit=False) as session:
             stored, created = crud.save_turn(
-                session=session, result=result, candidates=candidate_rows(context, candidates), reviews=rows
+                session=session,
+                result=result,
+                candidates=candidate_rows(context, candidates),
+                reviews=rows,
+                fingerprint=_fingerprint_after(committee.name, context, run, result.answer),
             )
             if created and committee.reviewer_weights == "online" and reviews:
                 ballots = per_reviewer(reviews)  # each member of a group learns from its ballot
@@ -86,6 +92,15 @@ def finish_turn(
     # Stored once, sent once: safe to run again if the database went away halfway.
     stored = with_retries(where, store_and_send, budget_s=runtime.settings.store_retry_s)
     return stored.model_dump(include=set(OUTCOME_FIELDS))
+
+
+def _fingerprint_after(committee: str, context: TurnContext, run: RunConfig, answer: str) -> str | None:
+    """A live conversation's fingerprint once this turn is stored (None for other conversations):
+    the next request, which repeats every exchange so far, finds the conversation by it."""
+    if not run.live:
+        return None
+    exchanges = (*context.history, Exchange(context.question, answer))
+    return fingerprint(committee, run, context.system, exchanges)
 
 
 def _decide(
