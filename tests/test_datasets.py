@@ -1,4 +1,5 @@
-"""Dataset loaders: the real shared files, format detection, JSONL, malformed files."""
+"""Dataset loaders: the shipped samples (and the larger shared files when present), format
+detection, JSONL, each official format's quirks, malformed files."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -15,6 +17,7 @@ from hypothesis import strategies as st
 
 from pipeline.conversation import Conversation, Question
 from pipeline.errors import DatasetError
+from pipeline.evaluation.catalog import DATASETS, samples_dir
 from pipeline.evaluation.datasets import (
     CANNOTANSWER,
     FORMATS,
@@ -26,6 +29,7 @@ from pipeline.evaluation.datasets import (
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).resolve().parent / "data"
+SAMPLES = samples_dir()  # shipped in the package: every test below runs in a fresh clone
 
 
 def _shared_convqa() -> Path:
@@ -40,23 +44,30 @@ def _shared_convqa() -> Path:
     return base_path / "convqa" if (base_path / "convqa").is_dir() else base_path
 
 
+# The larger shared files are an optional, extra source: where they are (and always in CI,
+# where a missing folder then fails), the same checks also run on them.
 SHARED = _shared_convqa()
-needs_shared = pytest.mark.skipif(
-    not SHARED.is_dir() and not os.environ.get("CI"),  # in CI a missing folder fails
-    reason=f"shared data not found at {SHARED}",
-)
+WITH_SHARED = SHARED.is_dir() or bool(os.environ.get("CI"))
 
 # file, format, conversations, questions: counted from the files themselves.
-SHARED_FILES = [
-    ("convquestions/val_books.json", "convquestions", 448, 2240),
-    ("convquestions/val_movies.json", "convquestions", 448, 2240),
-    ("convquestions/val_music.json", "convquestions", 448, 2240),
-    ("convquestions/val_soccer.json", "convquestions", 448, 2240),
-    ("convquestions/val_tv_series.json", "convquestions", 448, 2240),
-    ("coqa/coqa-dev-sample.json", "coqa", 1, 12),
-    ("quac/quac-val-sample.json", "quac", 5, 41),
-    ("doqa/doqa-cooking-dev-v2.1.json", "doqa", 200, 911),
+SAMPLE_FILES = [
+    (SAMPLES / "convquestions-dev-sample.json", "convquestions", 5, 25),
+    (SAMPLES / "coqa-dev-sample.json", "coqa", 1, 12),
+    (SAMPLES / "quac-val-sample.json", "quac", 5, 41),
+    (SAMPLES / "doqa-cooking-dev-v2.1-sample.json", "doqa", 5, 18),
+    (SAMPLES / "conversations-sample.jsonl", "jsonl", 2, 13),
 ]
+SHARED_FILES = [
+    (SHARED / "convquestions/val_books.json", "convquestions", 448, 2240),
+    (SHARED / "convquestions/val_movies.json", "convquestions", 448, 2240),
+    (SHARED / "convquestions/val_music.json", "convquestions", 448, 2240),
+    (SHARED / "convquestions/val_soccer.json", "convquestions", 448, 2240),
+    (SHARED / "convquestions/val_tv_series.json", "convquestions", 448, 2240),
+    (SHARED / "coqa/coqa-dev-sample.json", "coqa", 1, 12),
+    (SHARED / "quac/quac-val-sample.json", "quac", 5, 41),
+    (SHARED / "doqa/doqa-cooking-dev-v2.1.json", "doqa", 200, 911),
+]
+FILES = SAMPLE_FILES + (SHARED_FILES if WITH_SHARED else [])
 
 
 def _by_id(conversations: list[Conversation], conv_id: str) -> Conversation:
@@ -70,16 +81,19 @@ def _write(tmp_path: Path, name: str, content: object) -> Path:
     return path
 
 
-# --- the real shared files ---------------------------------------------------
+def _name(path: Path) -> str:
+    return f"{path.parent.name}/{path.name}"
 
 
-@needs_shared
-@pytest.mark.parametrize(("name", "kind", "n_conversations", "n_questions"), SHARED_FILES)
-def test_shared_file_loads_with_expected_counts(
-    name: str, kind: str, n_conversations: int, n_questions: int
+# --- the real files: the shipped samples, and the shared ones where present -------
+
+
+@pytest.mark.parametrize(
+    ("path", "kind", "n_conversations", "n_questions"), FILES, ids=[_name(f[0]) for f in FILES]
+)
+def test_a_real_file_loads_with_expected_counts(
+    path: Path, kind: str, n_conversations: int, n_questions: int
 ) -> None:
-    path = SHARED / name
-
     conversations = load_conversations(path)
 
     assert detect_format(path) == kind
@@ -102,27 +116,56 @@ def test_shared_file_loads_with_expected_counts(
         if kind == "convquestions":
             assert conversation.passage is None
             assert len(conversation.questions) == 5
-        else:
+        elif kind != "jsonl":
             assert conversation.passage and conversation.passage.strip()
             assert not conversation.passage.endswith(CANNOTANSWER)
 
 
-@needs_shared
-def test_convquestions_totals_match_the_readme() -> None:
-    files = sorted((SHARED / "convquestions").glob("val_*.json"))
+def test_every_dataset_with_a_loader_ships_a_sample_of_its_format() -> None:
+    with_loader = {d.format for d in DATASETS.values() if d.format}
+    shipped = {d.format for d in DATASETS.values() if d.sample}
+
+    assert with_loader == shipped == {"convquestions", "coqa", "quac", "doqa"}
+    assert {kind for _, kind, _, _ in SAMPLE_FILES} == set(FORMATS)
+    assert sorted(p.name for p in SAMPLES.iterdir()) == sorted(
+        [*(f[0].name for f in SAMPLE_FILES), "README.md"]
+    )
+
+
+CONVQUESTIONS_SETS: list[Any] = [
+    pytest.param([SAMPLES / "convquestions-dev-sample.json"], 5, 25, id="sample")
+] + (
+    [
+        pytest.param(
+            [
+                SHARED / f"convquestions/val_{d}.json"
+                for d in ("books", "movies", "music", "soccer", "tv_series")
+            ],
+            2240,
+            11200,
+            id="shared",
+        )
+    ]
+    if WITH_SHARED
+    else []
+)
+
+
+@pytest.mark.parametrize(("files", "n_conversations", "n_questions"), CONVQUESTIONS_SETS)
+def test_convquestions_has_every_domain_and_five_turns_each(
+    files: list[Path], n_conversations: int, n_questions: int
+) -> None:
     conversations = [c for f in files for c in load_conversations(f)]
 
-    assert len(files) == 5
-    assert len(conversations) == 2240
-    assert sum(len(c.questions) for c in conversations) == 11200
+    assert len(conversations) == n_conversations
+    assert sum(len(c.questions) for c in conversations) == n_questions
+    assert {c.meta["domain"] for c in conversations} == {"books", "movies", "music", "soccer", "tv_series"}
 
 
-@needs_shared
 def test_convquestions_golds_are_split_on_semicolons_and_stripped() -> None:
-    books = load_conversations(SHARED / "convquestions/val_books.json")
-    soccer = load_conversations(SHARED / "convquestions/val_soccer.json")
+    conversations = load_conversations(SAMPLES / "convquestions-dev-sample.json")
 
-    first = _by_id(books, "6722")
+    first = _by_id(conversations, "6722")
     assert first.meta["domain"] == "books"
     assert first.questions[0].gold == ("Italy", "India", "Indonesia")
     assert first.questions[1] == Question(
@@ -130,12 +173,13 @@ def test_convquestions_golds_are_split_on_semicolons_and_stripped() -> None:
         gold=("Committed: A Skeptic Makes Peace with Marriage",),
     )
     # "Joel Glazer; Avram Glazer": a space after the separator.
-    assert _by_id(soccer, "6743").questions[1].gold == ("Joel Glazer", "Avram Glazer")
+    soccer = _by_id(conversations, "6743")
+    assert soccer.meta["domain"] == "soccer"
+    assert soccer.questions[1].gold == ("Joel Glazer", "Avram Glazer")
 
 
-@needs_shared
 def test_coqa_golds_are_the_answer_then_additional_answers_deduplicated() -> None:
-    (story,) = load_conversations(SHARED / "coqa/coqa-dev-sample.json")
+    (story,) = load_conversations(SAMPLES / "coqa-dev-sample.json")
 
     assert story.id == "3dr23u6we5exclen4th8uq9rb42tel"
     assert story.passage is not None and story.passage.startswith("Once upon a time")
@@ -149,22 +193,24 @@ def test_coqa_golds_are_the_answer_then_additional_answers_deduplicated() -> Non
     assert story.questions[2].gold == ("no", "No")  # exact duplicates only
 
 
-@needs_shared
-@pytest.mark.parametrize(
-    ("name", "n_unanswerable"),
-    [("quac/quac-val-sample.json", 10), ("doqa/doqa-cooking-dev-v2.1.json", 249)],
-)
-def test_quac_style_cannotanswer_is_kept_as_the_gold(name: str, n_unanswerable: int) -> None:
-    conversations = load_conversations(SHARED / name)
+CANNOTANSWER_COUNTS = [
+    pytest.param(SAMPLES / "quac-val-sample.json", 10, id="quac-sample"),
+    pytest.param(SAMPLES / "doqa-cooking-dev-v2.1-sample.json", 9, id="doqa-sample"),
+] + ([pytest.param(SHARED / "doqa/doqa-cooking-dev-v2.1.json", 249, id="doqa-shared")] if WITH_SHARED else [])
+
+
+@pytest.mark.parametrize(("path", "n_unanswerable"), CANNOTANSWER_COUNTS)
+def test_quac_style_cannotanswer_is_kept_as_the_gold(path: Path, n_unanswerable: int) -> None:
+    conversations = load_conversations(path)
 
     golds = [q.gold for c in conversations for q in c.questions]
     assert golds.count((CANNOTANSWER,)) == n_unanswerable
     assert all(CANNOTANSWER not in g or g == (CANNOTANSWER,) for g in golds)
+    assert not any(answerable(list(g)) for g in golds if g == (CANNOTANSWER,))  # counted, not scored
 
 
-@needs_shared
 def test_quac_gold_starts_with_the_original_answer() -> None:
-    conversations = load_conversations(SHARED / "quac/quac-val-sample.json")
+    conversations = load_conversations(SAMPLES / "quac-val-sample.json")
 
     first = _by_id(conversations, "C_5ab583f64dbb47b995cf59328ea0af43_1")
     assert first.meta["title"] == "Anna Vissi"
@@ -175,19 +221,17 @@ def test_quac_gold_starts_with_the_original_answer() -> None:
     assert first.passage is not None and first.passage.endswith("at the time.")
 
 
-@needs_shared
 def test_doqa_empty_span_falls_back_to_its_free_form_answer() -> None:
-    conversations = load_conversations(SHARED / "doqa/doqa-cooking-dev-v2.1.json")
+    conversations = load_conversations(SAMPLES / "doqa-cooking-dev-v2.1-sample.json")
 
-    # The one DoQA answer whose span text is "" (its input_text is set).
+    # The one DoQA cooking dev answer whose span text is "" (its input_text is set).
     coffee = _by_id(conversations, "C_0f06d0da21e34b768a3e713787466d79")
     assert coffee.questions[0].text == "how do you make your coffee"
     assert coffee.questions[0].gold[0].startswith("Yes. Boil water")
 
 
-@needs_shared
 def test_limit_keeps_the_first_conversations() -> None:
-    path = SHARED / "doqa/doqa-cooking-dev-v2.1.json"
+    path = SAMPLES / "doqa-cooking-dev-v2.1-sample.json"
     everything = load_conversations(path)
 
     assert load_conversations(path, limit=3) == everything[:3]
@@ -195,17 +239,15 @@ def test_limit_keeps_the_first_conversations() -> None:
     assert load_conversations(path, limit=10_000) == everything
 
 
-@needs_shared
 def test_an_explicit_format_overrides_detection() -> None:
-    conversations = load_conversations(SHARED / "quac/quac-val-sample.json", format="doqa")
+    conversations = load_conversations(SAMPLES / "quac-val-sample.json", format="doqa")
 
     assert {c.source for c in conversations} == {"doqa"}
 
 
-@needs_shared
 def test_detection_reads_content_not_the_file_name(tmp_path: Path) -> None:
-    for name, kind, _, _ in SHARED_FILES[-3:]:
-        copy = _write(tmp_path, "data.json", (SHARED / name).read_text(encoding="utf-8"))
+    for path, kind, _, _ in SAMPLE_FILES:
+        copy = _write(tmp_path, "data.json", path.read_text(encoding="utf-8"))
         assert detect_format(copy) == kind
 
 
@@ -453,3 +495,70 @@ def test_a_question_whose_golds_are_all_empty_is_kept_unscored(
     assert [q.gold for q in conversation.questions][0] == ()
     assert not answerable(list(conversation.questions[0].gold))
     assert answerable(list(conversation.questions[1].gold))
+
+
+# --- one test per official-format quirk (besides the samples' above) -----------
+
+
+def test_coqa_train_layout_without_additional_answers_loads(tmp_path: Path) -> None:
+    # Given: a story as in coqa-train-v1.0.json: no additional_answers (only dev has them)
+    story = {
+        "id": "s1",
+        "source": "wikipedia",
+        "story": "Dune is a 1965 novel by Frank Herbert.",
+        "questions": [{"input_text": "Who wrote Dune?", "turn_id": 1}, {"input_text": "When?", "turn_id": 2}],
+        "answers": [{"input_text": "Frank Herbert", "turn_id": 1}, {"input_text": "1965", "turn_id": 2}],
+    }
+    path = _write(tmp_path, "coqa-train.json", {"version": "1.0", "data": [story]})
+
+    (conversation,) = load_conversations(path)
+
+    assert [q.gold for q in conversation.questions] == [("Frank Herbert",), ("1965",)]
+
+
+def test_coqa_an_additional_answer_set_without_a_turn_adds_nothing_to_it(tmp_path: Path) -> None:
+    story = {
+        "story": "S",
+        "questions": [{"input_text": "Q1?", "turn_id": 1}, {"input_text": "Q2?", "turn_id": 2}],
+        "answers": [{"input_text": "a", "turn_id": 1}, {"input_text": "b", "turn_id": 2}],
+        "additional_answers": {"0": [{"input_text": "a2", "turn_id": 1}]},
+    }
+    path = _write(tmp_path, "coqa.json", {"data": [story]})
+
+    (conversation,) = load_conversations(path)
+
+    assert [q.gold for q in conversation.questions] == [("a", "a2"), ("b",)]
+
+
+def test_convquestions_official_layout_without_conv_id_loads(tmp_path: Path) -> None:
+    # Given: a record as in ConvQuestions_dev.zip's dev_set_ALL.json (no Verbal-ConvQuestions fields)
+    record = {
+        "domain": "books",
+        "seed_entity": "https://www.wikidata.org/wiki/Q190192",
+        "seed_entity_text": "Dune",
+        "questions": [
+            {"turn": 0, "question": "Who wrote Dune?", "answer": "Q312623", "answer_text": "Frank Herbert"},
+            {
+                "turn": 1,
+                "question": "Sequel?",
+                "answer": "Q1;Q2",
+                "answer_text": "Dune Messiah;Children of Dune",
+            },
+        ],
+    }
+    path = _write(tmp_path, "dev_set_ALL.json", [record])
+
+    (conversation,) = load_conversations(path)
+
+    assert conversation.id == "1" and conversation.source == "convquestions:books"
+    assert conversation.questions[1].gold == ("Dune Messiah", "Children of Dune")
+
+
+def test_quac_orig_answer_alone_is_the_gold(tmp_path: Path) -> None:
+    qa = {"question": "Who?", "answers": [], "orig_answer": {"text": "Me", "answer_start": 0}}
+    path = _write(tmp_path, "quac.json", _quac({"context": "Me. CANNOTANSWER", "qas": [qa]}))
+
+    (conversation,) = load_conversations(path, format="quac")
+
+    assert conversation.questions[0].gold == ("Me",)
+    assert conversation.passage == "Me."

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,6 +25,7 @@ from db.models import Conversation, Turn
 from pipeline.client import BlendClient
 from pipeline.committee import committee_from_dict
 from pipeline.errors import BlendError
+from pipeline.evaluation.catalog import samples_dir
 from pipeline.evaluation.datasets import load_conversations
 from pipeline.settings import Settings
 from tests.conftest import scripted_committee
@@ -157,9 +157,7 @@ def test_dataset_loaders_refuse_junk_with_dataset_errors(tmp_path_factory, conte
 @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
 @given(limit=json_values)
 def test_dataset_limit_refuses_junk(limit) -> None:
-    path = Path(__file__).parents[2] / "shared/data/convqa/quac/quac-val-sample.json"
-    if not path.exists():
-        pytest.skip("../shared is not beside the repository")
+    path = samples_dir() / "quac-val-sample.json"  # shipped in the package
     try:
         load_conversations(path, limit=limit)
     except BlendError:
