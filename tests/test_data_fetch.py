@@ -23,6 +23,7 @@ from pipeline.errors import InputError, ServiceUnavailable
 from pipeline.evaluation import catalog
 from pipeline.evaluation.catalog import Dataset, Download, Split, samples_dir
 from pipeline.evaluation.datasets import load_conversations
+from tests.conftest import scripted_committee
 from workers.cli import EXIT_FAILED, EXIT_INPUT, EXIT_UNAVAILABLE, main
 from workers.datasets_fetch import ChecksumMismatch, FetchOptions, cached_path, fetch_split, fetched_info
 
@@ -346,3 +347,24 @@ def test_data_list_json_names_every_known_dataset_and_its_digest_state(cli, caps
         assert Path(listed[name]["sample"]).is_file()
         assert all(len(s["sha256"]) == 64 and s["size"] > 0 for s in listed[name]["splits"])
     assert listed["topiocqa"]["splits"] == [] and "CC BY-NC-SA" in listed["topiocqa"]["licence"]
+
+
+def test_replay_fetch_downloads_a_named_dataset_then_replays_it(cli, capsys, monkeypatch) -> None:
+    _, state, data = cli
+    committee = data.parent / "committee.json"
+    committee.write_text(scripted_committee(2, name="fetch").model_dump_json())
+    monkeypatch.setenv("PEERBLEND_HOME", str(data.parent / "home"))
+    monkeypatch.setenv("PEERBLEND_COMMITTEE_FILE", str(committee))
+
+    # Given: not cached, so a replay without --fetch names the fetch and downloads nothing
+    assert main(["replay", "testset:dev", "--run", "r"]) == EXIT_INPUT
+    assert "peerblend data fetch testset:dev" in capsys.readouterr().err
+    assert state.requests == []
+
+    # When: replayed with --fetch
+    assert main(["replay", "testset:dev", "--fetch", "--run", "r", "--limit", "1"]) == 0
+
+    # Then: the file was downloaded once, verified, and its 12 questions replayed
+    assert len(state.requests) == 1
+    assert (data / "testset" / "dev" / "coqa-dev.json").read_bytes() == COQA
+    assert "12/12 turns stored" in capsys.readouterr().out

@@ -34,7 +34,7 @@ def _dataset(path: Path, conversations: int, turns: int) -> Path:
     return path
 
 
-def _replay(env: dict[str, str], dataset: Path, *extra: str) -> subprocess.Popen:
+def _replay(env: dict[str, str], dataset: Path | str, *extra: str) -> subprocess.Popen:
     command = [
         sys.executable,
         "-m",
@@ -154,3 +154,54 @@ def test_unknown_method_or_policy_is_refused(tmp_path, flag):
     out, _ = process.communicate(timeout=60)
 
     assert process.returncode == 3 and "unknown" in out
+
+
+def _named_env(tmp_path: Path) -> dict[str, str]:
+    committee = tmp_path / "committee.json"
+    committee.write_text(scripted_committee(2).model_dump_json())
+    return {
+        **os.environ,
+        "PEERBLEND_HOME": str(tmp_path / "home"),
+        "PEERBLEND_COMMITTEE_FILE": str(committee),
+        "PEERBLEND_DATA_DIR": str(tmp_path / "data"),  # empty: nothing fetched
+        "COLUMNS": "300",
+    }
+
+
+def test_a_dataset_name_replays_its_shipped_sample(tmp_path):
+    # Given: a fresh home and an empty dataset cache (no network, no ../shared needed)
+    env = _named_env(tmp_path)
+
+    # When: the README's command replays DoQA's shipped sample by name
+    process = _replay(env, "doqa-cooking:sample", "--limit", "2")
+    out, _ = process.communicate(timeout=300)
+
+    # Then: its first two conversations (3 + 4 questions) are stored, under their dataset's domain
+    assert process.returncode == 0, out
+    assert "2 conversations submitted" in out and "7/7 turns stored" in out
+    engine = create_engine(f"sqlite:///{tmp_path / 'home' / 'peerblend.db'}")
+    with engine.connect() as connection:
+        sources = connection.execute(text("select distinct source from conversation")).scalars().all()
+    engine.dispose()
+    assert sources == ["doqa:cooking"]
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("coqa:dev", "coqa:dev is not in the cache"),
+        ("coqa", "name a split, one of coqa:train, coqa:dev, coqa:sample"),
+        ("doqa-movies:dev", "dataset doqa-movies has no split 'dev'; its splits: test"),
+    ],
+)
+def test_a_dataset_name_not_cached_says_how_to_fetch_it_and_enqueues_nothing(tmp_path, name, message):
+    env = _named_env(tmp_path)
+
+    process = _replay(env, name)
+    out, _ = process.communicate(timeout=60)
+
+    assert process.returncode == 3, out
+    assert message in " ".join(out.split()), out
+    if name == "coqa:dev":
+        assert "`peerblend data fetch coqa:dev`" in out and "--fetch" in out
+    assert not (tmp_path / "home" / "peerblend.db").exists()
