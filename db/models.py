@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Column, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 
@@ -158,3 +158,29 @@ class PolicyState(SQLModel, table=True):
     key: str = Field(primary_key=True)
     value: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     version: int = 0  # optimistic concurrency: an update applies only to the version it read
+
+
+class HumanJudgement(SQLModel, table=True):
+    """A person's blind judgement of two runs' answers to one dataset question (``/evaluate``).
+
+    The pair is stored in name order (pipeline.evaluation.human.run_pair); ``shown_a`` says
+    which run's answer the person saw as A, ``choice`` is what they picked as they saw it.
+    """
+
+    __tablename__ = "human_judgement"
+    # One judgement per draw: a form sent twice (a double click, the back button) stores one row.
+    __table_args__ = (UniqueConstraint("first_run", "second_run", "seed"),)
+    id: int | None = Field(default=None, primary_key=True)
+    judge: str  # the name the person typed (kept in a cookie)
+    first_run: str = Field(index=True)
+    second_run: str = Field(index=True)
+    shown_a: str
+    dataset: str  # the conversations' source
+    external_id: str  # the dataset's conversation id, shared by both runs' conversations
+    turn_index: int  # 0-based
+    first_conversation_id: str = Field(foreign_key="conversation.id")
+    second_conversation_id: str = Field(foreign_key="conversation.id")
+    choice: str  # "A", "B" or "tie"
+    note: str = Field(default="", sa_column=Column(Text, nullable=False))
+    seed: int = Field(sa_column=Column(BigInteger, nullable=False))  # the draw's randomness
+    created_at: datetime = Field(default_factory=_now)

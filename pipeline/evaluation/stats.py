@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import random
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from statistics import fmean
+from typing import TypeVar
 
 ALL = "all"  # the column that averages the dataset columns
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -99,16 +101,35 @@ def paired_difference(
     if not per_conversation:
         return None
     diffs = [fmean(values) for values in per_conversation.values()]
-    rng = random.Random(seed)
-    means = sorted(fmean(rng.choices(diffs, k=len(diffs))) for _ in range(resamples))
-    tail = (1.0 - level) / 2.0
+    low, high = bootstrap_interval(diffs, fmean, resamples=resamples, seed=seed, level=level)
     return PairedDifference(
         mean=fmean(diffs),
-        low=means[int(tail * resamples)],
-        high=means[min(resamples - 1, int((1.0 - tail) * resamples))],
+        low=low,
+        high=high,
         n_conversations=len(diffs),
         n_questions=sum(len(values) for values in per_conversation.values()),
     )
+
+
+def bootstrap_interval(
+    clusters: Sequence[T],
+    statistic: Callable[[Sequence[T]], float],
+    *,
+    resamples: int = 2000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> tuple[float, float]:
+    """A seeded percentile bootstrap interval of ``statistic`` over ``clusters`` drawn with replacement.
+
+    A cluster is whatever is independent (here: a conversation, whose turns share a history);
+    ``statistic`` sees one resample, as many clusters as given. Needs at least one cluster.
+    """
+    if not clusters:
+        raise ValueError("a bootstrap needs at least one cluster")
+    rng = random.Random(seed)
+    values = sorted(statistic(rng.choices(clusters, k=len(clusters))) for _ in range(resamples))
+    tail = (1.0 - level) / 2.0
+    return values[int(tail * resamples)], values[min(resamples - 1, int((1.0 - tail) * resamples))]
 
 
 def _by_question(turns: Iterable[ScoredTurn], metric: str) -> dict[tuple[str, str, int], float]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from pipeline.evaluation.stats import ALL, Cell, PairedDifference
@@ -45,13 +46,10 @@ def render_markdown(
     report_notes: Sequence[str],
 ) -> str:
     lines = [f"# {title}", "", *_header(encoder_name), *(f"- {note}" for note in notes), ""]
-    partial = False
-    for metric, (heading, fmt) in _TABLES.items():
-        rows = [label for label in order if (label, ALL) in cells[metric]]
-        if rows:
-            table, starred = _table(cells[metric], rows, datasets, fmt)
-            partial = partial or starred
-            lines += [f"## {heading}", "", *table, ""]
+    tables = metric_tables(cells, order, datasets)
+    partial = any(table.partial for table in tables)
+    for table in tables:
+        lines += [f"## {table.heading}", "", *_table(table), ""]
     lines += ["## Coverage (conversations / questions scored)", ""]
     lines += _coverage(cells[F1], order, datasets)
     lines += ["", *_comparisons(comparisons)]
@@ -84,17 +82,40 @@ def _header(encoder_name: str | None) -> list[str]:
     ]
 
 
-def _table(
-    cells: Mapping[tuple[str, str], Cell], rows: Sequence[str], datasets: Sequence[str], fmt: str
-) -> tuple[list[str], bool]:
-    lines = [_row(["method", *datasets, ALL]), _row(["---", *("---:" for _ in (*datasets, ALL))])]
-    starred = False
-    for label in rows:
-        values = [fmt.format(cells[(label, d)].value) if (label, d) in cells else "—" for d in datasets]
-        star = "*" if any((label, d) not in cells for d in datasets) else ""
-        starred = starred or bool(star)
-        lines.append(_row([label, *values, fmt.format(cells[(label, ALL)].value) + star]))
-    return lines, starred
+@dataclass(frozen=True)
+class MetricTable:
+    """One metric's table, its cells formatted: what the Markdown report and the runs page show."""
+
+    metric: str
+    heading: str
+    columns: tuple[str, ...]  # the datasets, then ALL
+    rows: tuple[tuple[str, tuple[str, ...]], ...]  # (label, one value per column; "—": not run there)
+    partial: bool  # a row's ALL (marked "*") averages fewer datasets than the columns
+
+
+def metric_tables(cells: Cells, order: Sequence[str], datasets: Sequence[str]) -> list[MetricTable]:
+    """Every metric with a value, in the report's order; rows in ``order``."""
+    tables = []
+    for metric, (heading, fmt) in _TABLES.items():
+        labels = [label for label in order if (label, ALL) in cells[metric]]
+        if not labels:
+            continue
+        rows, partial = [], False
+        for label in labels:
+            values = [
+                fmt.format(cells[metric][(label, d)].value) if (label, d) in cells[metric] else "—"
+                for d in datasets
+            ]
+            star = "*" if "—" in values else ""
+            partial = partial or bool(star)
+            rows.append((label, (*values, fmt.format(cells[metric][(label, ALL)].value) + star)))
+        tables.append(MetricTable(metric, heading, (*datasets, ALL), tuple(rows), partial))
+    return tables
+
+
+def _table(table: MetricTable) -> list[str]:
+    lines = [_row(["method", *table.columns]), _row(["---", *("---:" for _ in table.columns)])]
+    return lines + [_row([label, *values]) for label, values in table.rows]
 
 
 def _coverage(
@@ -150,10 +171,13 @@ def _comparison_row(c: Comparison) -> str:
     q = c.quality
     speedup = "—" if c.speedup is None else f"{c.speedup:.2f}×"
     counts = f"{q.n_conversations} / {q.n_questions}"
-    return _row([c.dataset, c.method, c.baseline, *_delta(q), *_delta(c.bertscore), speedup, counts])
+    return _row(
+        [c.dataset, c.method, c.baseline, *delta_cells(q), *delta_cells(c.bertscore), speedup, counts]
+    )
 
 
-def _delta(d: PairedDifference | None) -> list[str]:
+def delta_cells(d: PairedDifference | None) -> list[str]:
+    """A paired difference as [Δ, 95 % CI] cells ("—" where there is none)."""
     if d is None:
         return ["—", "—"]
     ci = "—" if d.n_conversations < 2 else f"[{d.low:+.1f}, {d.high:+.1f}]"  # one cluster: no interval
@@ -178,3 +202,24 @@ def render_csv(cells: Cells, order: Sequence[str], datasets: Sequence[str]) -> s
                         [label, dataset, metric, f"{cell.value:.6g}", cell.n_conversations, cell.n_questions]
                     )
     return out.getvalue()
+
+
+def read_csv(text: str) -> tuple[dict[str, dict[tuple[str, str], Cell]], list[str], list[str]]:
+    """``render_csv``'s output read back: (cells, row labels in order, dataset columns without ALL).
+
+    For pages that show a report written earlier (``peerblend report``'s results.csv);
+    unknown metrics are kept, a file without the report's columns raises ValueError.
+    """
+    reader = csv.DictReader(io.StringIO(text))
+    if tuple(reader.fieldnames or ()) != CSV_COLUMNS:
+        raise ValueError(f"not a report CSV: expected the columns {', '.join(CSV_COLUMNS)}")
+    cells: dict[str, dict[tuple[str, str], Cell]] = {metric: {} for metric in METRICS}
+    order: dict[str, None] = {}
+    datasets: dict[str, None] = {}
+    for line in reader:
+        cell = Cell(float(line["value"]), int(line["n_conversations"]), int(line["n_questions"]))
+        cells.setdefault(line["metric"], {})[(line["method"], line["dataset"])] = cell
+        order[line["method"]] = None
+        if line["dataset"] != ALL:
+            datasets[line["dataset"]] = None
+    return cells, list(order), sorted(datasets)
