@@ -11,11 +11,13 @@ from pipeline.errors import InputError
 from pipeline.evaluation.rerank import METHODS, POLICIES, WEIGHTS
 from pipeline.settings import Settings
 from workers.cli_args import console, count, names, preload_if_embedded, run_options, run_pair
+from workers.cli_human import add_evaluate_command, human_section
 
 
 def add_evaluation_commands(sub: Any) -> None:
-    """replay, report, calibrate, rerank, reviewers."""
+    """replay, report, calibrate, rerank, reviewers, evaluate."""
     _replay_and_report_commands(sub)
+    add_evaluate_command(sub)
     calibrate = sub.add_parser(
         "calibrate",
         help="fit reviewer weights, the member prior and the learned decision on a run's gold answers",
@@ -178,6 +180,7 @@ def _report(args: argparse.Namespace) -> int:
         if unknown:
             raise InputError(f"no run named {', '.join(unknown)}; stored runs: {', '.join(known) or 'none'}")
         rows = crud.run_turns(session=session, runs=runs)
+        human = human_section(session, runs)  # blind judgements (/evaluate) of pairs of these runs
     if not rows:
         raise InputError(f"runs {', '.join(runs)} have no finished turns yet")
     # token F1 / exact match always; CANNOTANSWER questions are counted in the notes (QuAC's rule)
@@ -187,10 +190,10 @@ def _report(args: argparse.Namespace) -> int:
             rows, scorer, encoder_name=scorer.name if scorer else None, notes=args.note, versus=args.versus
         )
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "results.md").write_text(report.markdown)
+    (args.out / "results.md").write_text(report.markdown + human)
     (args.out / "results.csv").write_text(report.csv)
     plot_tradeoff(report.points, args.out / "tradeoff.png", "peerblend: time vs quality per method")
-    console.print(report.markdown, markup=False)  # labels hold [run] names
+    console.print(report.markdown + human, markup=False)  # labels hold [run] names
     console.print(f"written: {args.out / 'results.md'}, results.csv, tradeoff.png")
     return 0
 
