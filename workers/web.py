@@ -29,6 +29,7 @@ from db import crud
 from pipeline.canvas import final_task_id
 from pipeline.client import BlendClient, StoredConversation, StoredTurn
 from pipeline.errors import InputError
+from workers.web_evaluate import evaluation_routes
 
 if TYPE_CHECKING:
     from workers.serve import ServerOptions
@@ -99,7 +100,7 @@ def web_router(client: BlendClient, options: ServerOptions) -> APIRouter:
     report_dir = options.report_dir
     _list_routes(router, client, pages)
     _conversation_routes(router, client, pages, flower_url)
-    _run_routes(router, client, pages, report_dir)
+    evaluation_routes(router, client, pages, report_dir)  # /evaluate and /runs (web_evaluate)
 
     @router.get("/static/{name}")
     def _static(name: str) -> Response:
@@ -152,29 +153,6 @@ def _conversation_routes(
             context = {"message": f"There is no conversation with id {conversation_id!r}."}
             return pages.render(request, "missing.html", context, status_code=404)
         return pages.render(request, "conversation.html", view)
-
-
-def _run_routes(router: APIRouter, client: BlendClient, pages: Pages, report_dir: Path) -> None:
-    @router.get("/runs")
-    def _runs(request: Request) -> Response:
-        if (denied := pages.denied(request)) is not None:
-            return denied
-        with Session(client.engine) as session:
-            runs = crud.run_summaries(session=session)
-        report = report_dir / "results.md"
-        context = {
-            "runs": runs,
-            "report_dir": report_dir,
-            "report": report.read_text(encoding="utf-8") if report.is_file() else None,
-            "plots": sorted(p.name for p in report_dir.glob("*.png")) if report_dir.is_dir() else [],
-        }
-        return pages.render(request, "runs.html", context)
-
-    @router.get("/runs/report/{name}")
-    def _plot(request: Request, name: str) -> Response:
-        if (denied := pages.denied(request)) is not None:
-            return denied
-        return _file_in(report_dir, name, suffixes=(".png",))
 
 
 def _file_in(folder: Path, name: str, *, suffixes: tuple[str, ...]) -> Response:
