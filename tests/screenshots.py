@@ -7,6 +7,10 @@ Debian's headless ``chromium`` driven through ``chromium-driver`` (tests/browser
 installs both; nothing is downloaded here).
 
     tests/browser.sh && .venv/bin/python tests/screenshots.py [--out docs/screenshots]
+
+Pictures: the list (with the chat box), a submitted conversation, the runs page, a turn
+deliberating (candidates in, ballots coming), a chat of two questions asked in the page,
+and the conversation and the list on a phone (390 px).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ import uvicorn  # noqa: E402
 from pipeline.committee import Committee, Member  # noqa: E402
 
 CHROMIUM, CHROMEDRIVER = "chromium", "chromedriver"
+PHONE_WIDTH = 390  # CSS pixels: a common phone
 STORY = {
     "id": "dune-1",
     "source": "example",
@@ -119,6 +124,91 @@ def save_page(driver: Any, path: Path, *, width: int = 1280, most: int = 4000) -
     return path
 
 
+def phone(driver: Any, *, width: int = PHONE_WIDTH, height: int = 844) -> None:
+    """Show pages as a phone ``width`` CSS pixels wide would (Chrome's device emulation: a
+    desktop window cannot be made that narrow); ``desktop`` undoes it."""
+    metrics = {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": True}
+    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", metrics)
+
+
+def desktop(driver: Any) -> None:
+    driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+
+
+def overflow(driver: Any) -> tuple[int, int]:
+    """(the document's width, the window's): a page a reader must scroll sideways has the first larger."""
+    widths = driver.execute_script("return [document.documentElement.scrollWidth, window.innerWidth];")
+    return int(widths[0]), int(widths[1])
+
+
+def save_phone_page(driver: Any, path: Path, *, width: int = PHONE_WIDTH, most: int = 3000) -> Path:
+    """A screenshot of the page as a phone ``width`` wide shows it, whole (up to ``most`` tall)."""
+    phone(driver, width=width)
+    height = int(driver.execute_script("return document.documentElement.scrollHeight"))
+    phone(driver, width=width, height=min(max(height, 600), most))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    driver.save_screenshot(str(path))
+    phone(driver, width=width)
+    return path
+
+
+def deliberating(driver: Any) -> bool:
+    """Whether the page's last turn shows every candidate and a ballot, but no decision yet."""
+    script = """
+        const turns = document.querySelectorAll("section.turn");
+        const last = turns[turns.length - 1];
+        return !!last && last.querySelectorAll(".live-candidates article").length >= 4
+            && last.querySelectorAll(".live-ballots li").length >= 1 && !last.querySelector(".answer-text");
+    """
+    return bool(driver.execute_script(script))
+
+
+def ask_in_browser(driver: Any, question: str, *, box: str = "#ask textarea") -> None:
+    """Type ``question`` in the page's question box and send it."""
+    from selenium.webdriver.common.by import By
+
+    field = driver.find_element(By.CSS_SELECTOR, box)
+    field.clear()
+    field.send_keys(question)
+    field.find_element(By.XPATH, "./ancestor::form").find_element(
+        By.CSS_SELECTOR, "button[type=submit]"
+    ).click()
+
+
+def wait_for(driver: Any, condition: Any, seconds: float = 60) -> Any:
+    """``condition(driver)`` once true, polled until ``seconds`` pass (then selenium's TimeoutException)."""
+    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    wait = WebDriverWait(
+        driver, seconds, poll_frequency=0.1, ignored_exceptions=[StaleElementReferenceException]
+    )
+    return wait.until(condition)
+
+
+def answered(number: int) -> Any:
+    """A wait condition: turn ``number`` (from 1) shows its answer."""
+    from selenium.webdriver.common.by import By
+
+    return lambda d: d.find_elements(By.CSS_SELECTOR, f"#turn-{number} .answer-text")
+
+
+def chat_screenshots(driver: Any, base: str, out: Path) -> None:
+    """Ask the story's two questions in the browser: the turn deliberating, the chat, the phone."""
+    driver.get(base + "/")
+    ask_in_browser(driver, STORY["turns"][0]["question"], box="#chat textarea[name=question]")
+    wait_for(driver, deliberating)
+    print(save_page(driver, out / "deliberating.png"))
+    wait_for(driver, answered(1))
+    ask_in_browser(driver, STORY["turns"][1]["question"])
+    wait_for(driver, answered(2))
+    print(save_page(driver, out / "chat.png"))
+    print(save_phone_page(driver, out / "phone.png"))
+    driver.get(base + "/conversations")
+    print(save_phone_page(driver, out / "phone-list.png"))
+    desktop(driver)
+
+
 def main() -> None:
     from pipeline.settings import Settings
     from workers.embedded import connect
@@ -130,15 +220,19 @@ def main() -> None:
     if (problem := browser_problem()) is not None:
         raise SystemExit(f"screenshots: {problem}")
     settings = Settings(home=Path(tempfile.mkdtemp(prefix="peerblend-screenshots-")))
-    with connect(settings, story_committee(delay_s=0.2)) as client:
-        story = client.submit(STORY, run="demo")  # first: the scripted replies follow the story
+    # m2 slow enough (1 s a call) that a turn is seen deliberating: candidates, then ballots
+    with connect(settings, story_committee(delay_s=1.0)) as client:
+        # the scripted replies follow the story while every member answers every turn: the full
+        # conversation, then the chat, then p2 (whose even turns leave members out)
+        story = client.submit(STORY, run="demo")
         story.wait(timeout=60)
-        client.submit(STORY, policy="p2", run="demo").wait(timeout=60)
         port = free_port()
         server = serve_in_thread(create_api(client, ServerOptions()), port)
         driver = chrome()
         try:
             base = f"http://127.0.0.1:{port}"
+            chat_screenshots(driver, base, args.out)
+            client.submit(STORY, policy="p2", run="demo").wait(timeout=60)
             pages = {
                 "conversations": "/conversations",
                 "conversation": f"/conversations/{story.conversation_id}",

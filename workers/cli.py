@@ -243,17 +243,15 @@ def _stored_json(stored: Any) -> dict[str, Any]:
 
 def _show(args: argparse.Namespace) -> int:
     from workers.embedded import connect
-    from workers.report import print_turn
+    from workers.report import conversation_header, print_turn
 
     with connect(Settings()) as client:
         stored = client.fetch(args.id)
         if args.json:
             print(_json(_stored_json(stored)))
             return 0
-        console.print(
-            f"conversation [bold]{stored.id}[/] ({stored.source or 'submitted'}; method {stored.method}, "
-            f"policy {stored.policy}, committee {stored.committee})"
-        )
+        state = client.conversation_state(stored.id)  # whether it is live: said as the pages say it
+        console.print(conversation_header(stored, live=state is not None and state.run.live))
         for turn in stored.turns:
             print_turn(console, turn)
     return 0

@@ -8,8 +8,17 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from pipeline.client import StoredTurn
+from pipeline.client import StoredConversation, StoredTurn
+from pipeline.explain import explain_turn, live_label
 from pipeline.learned import LearnedModel
+
+
+def conversation_header(stored: StoredConversation, *, live: bool) -> str:
+    """The line above a conversation's turns; "live" as the pages say it (``live_label``)."""
+    return (
+        f"conversation [bold]{stored.id}[/] ({escape(live_label(source=stored.source, live=live))}; "
+        f"method {stored.method}, policy {stored.policy}, committee {stored.committee})"
+    )
 
 
 def print_turn(console: Console, turn: StoredTurn) -> None:
@@ -57,6 +66,8 @@ def print_turn(console: Console, turn: StoredTurn) -> None:
     if result:
         print_voters(console, result.get("decision") or {})
         print_rule(console, result.get("decision") or {})
+        for sentence in explain_turn(result, turn.reviews):
+            console.print(f"[dim]why: {escape(sentence)}[/]")
     if not result:
         console.print("[yellow]not finished yet[/]")
         return

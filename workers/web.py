@@ -1,15 +1,22 @@
-"""The read-only web pages of ``peerblend serve``: conversations, candidates, ballots, runs.
+"""The web pages of ``peerblend serve``: chat, conversations, candidates, ballots, runs.
 
-    GET /, /conversations             conversations, newest first; filters and pages in the query
-    GET /conversations/{id}           every turn: question, candidates, ballots, scores, decision
-    GET /conversations/{id}.json      (turns so far, turns stored): what the page polls while running
+    GET /, /conversations             conversations, newest first (filters and pages in the query),
+                                      and the form that starts a chat
+    GET /conversations.json           the same list's rows as HTML and a signature: what it polls
+    GET /conversations/{id}           every turn: question, candidates, ballots, scores, decision,
+                                      why; a live conversation's box for the next question
+    GET /conversations/{id}.json      (turns so far, turns stored)
+    GET /conversations/{id}/turns/{i} one turn's section (i from 0), as the page renders it
+    GET /conversations/{id}/turns/{i}/events   the turn's stages as server-sent events
+    POST /chat, /conversations/{id}/turns      start a chat, ask the next question (web_chat)
     GET /runs                         replay runs, and the report ``peerblend report`` wrote
 
-Server-rendered (Jinja2 templates and static files next to this module, served by
-the same app); a little JavaScript reloads a conversation's page when a turn is
-stored. When the server has API keys, the pages want one too: ``Authorization:
-Bearer``, or ``?key=`` once (kept in a cookie). Routes are plain ``def``: FastAPI
-runs them on its thread pool, so database work never blocks the event loop.
+Server-rendered (Jinja2 templates and static files next to this module, served by the
+same app); small scripts follow a running turn's events (``web_stream``), post the chat
+box and refresh the list. When the server has API keys, the pages want one too:
+``Authorization: Bearer``, or ``?key=`` once (kept in a SameSite=Strict cookie); a POST
+also carries the form's token (``web_chat.FormGuard``). Routes are plain ``def`` (FastAPI
+runs them on its thread pool) except the event stream, which reads on the thread pool.
 """
 
 from __future__ import annotations
@@ -20,16 +27,21 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel, Field, field_validator
 from sqlmodel import Session
 
 from db import crud
-from pipeline.canvas import final_task_id
-from pipeline.client import BlendClient, StoredConversation, StoredTurn
-from pipeline.errors import InputError
+from pipeline.client import BlendClient
+from pipeline.explain import live_label
+from workers.chat import model_ids
+from workers.web_chat import FormGuard, chat_routes
 from workers.web_evaluate import evaluation_routes
+from workers.web_stream import turn_exists, turn_stream
+from workers.web_views import ballot_view, conversation_view
+
+__all__ = ["Pages", "ballot_view", "conversation_view", "web_router"]
 
 if TYPE_CHECKING:
     from workers.serve import ServerOptions
@@ -37,8 +49,6 @@ if TYPE_CHECKING:
 HERE = Path(__file__).resolve().parent
 TEMPLATES, STATIC = HERE / "templates", HERE / "static"
 KEY_COOKIE = "peerblend_key"
-STAGES = (("generation_s", "generate"), ("review_s", "review"), ("aggregate_s", "aggregate"))
-LABELS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 
 class ConversationFilters(BaseModel):
@@ -69,6 +79,8 @@ class Pages:
     def __init__(self, options: ServerOptions) -> None:
         self.keys = options.api_keys
         self.templates = Jinja2Templates(directory=TEMPLATES)
+        self.templates.env.globals["live_label"] = live_label
+        self.guard = FormGuard()
 
     def _given(self, request: Request) -> list[str]:
         bearer = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
@@ -83,9 +95,25 @@ class Pages:
             return JSONResponse({"error": message}, status_code=401)
         return self.render(request, "denied.html", {"message": message}, status_code=401)
 
+    def key_of(self, request: Request) -> str:
+        """The accepted key this request holds ("" where the server has none)."""
+        return next((key for key in self._given(request) if key and key in self.keys), "")
+
+    def refused(self, request: Request, token: str) -> Response | None:
+        """None when a POST may go on: a key where one is wanted, and no sign of forgery (403)."""
+        json = "application/json" in request.headers.get("accept", "")
+        if (denied := self.denied(request, json=json)) is not None:
+            return denied
+        if (why := self.guard.forged(request, token, self.key_of(request))) is None:
+            return None
+        if json:
+            return JSONResponse({"error": why}, status_code=403)
+        return self.render(request, "denied.html", {"message": why, "title": "Refused"}, status_code=403)
+
     def render(
         self, request: Request, name: str, context: dict[str, Any], status_code: int = 200
     ) -> Response:
+        context = {"csrf": self.guard.token(self.key_of(request)), **context}
         response = self.templates.TemplateResponse(request, name, context, status_code=status_code)
         key = request.query_params.get("key", "")
         if key and key in self.keys:  # given once in the address: later pages send it as a cookie
@@ -100,7 +128,16 @@ def web_router(client: BlendClient, options: ServerOptions) -> APIRouter:
     report_dir = options.report_dir
     _list_routes(router, client, pages)
     _conversation_routes(router, client, pages, flower_url)
+    _stream_routes(router, client, pages, options.turn_timeout_s, flower_url)
     evaluation_routes(router, client, pages, report_dir)  # /evaluate and /runs (web_evaluate)
+
+    def retry(request: Request, where: str, context: dict[str, Any], status: int) -> Response:
+        """A refused chat form: its page again, with the error and what was typed."""
+        if where == "chat":
+            return _list_page(request, client, pages, ConversationFilters.model_validate({}), context, status)
+        return _conversation_page(request, client, pages, where, flower_url, context, status)
+
+    chat_routes(router, client, pages, retry)
 
     @router.get("/static/{name}")
     def _static(name: str) -> Response:
@@ -115,17 +152,58 @@ def _list_routes(router: APIRouter, client: BlendClient, pages: Pages) -> None:
     def _conversations(request: Request, filters: Annotated[ConversationFilters, Query()]) -> Response:
         if (denied := pages.denied(request)) is not None:
             return denied
-        with Session(client.engine) as session:
-            rows, total = crud.list_conversations(
-                session=session,
-                **filters.model_dump(include={"run", "committee", "method", "policy", "status"}),
-                offset=(filters.page - 1) * filters.per_page,
-                limit=filters.per_page,
-            )
-            facets = crud.conversation_facets(session=session)
-        pages_total = max(1, -(-total // filters.per_page))
-        context = {"rows": rows, "total": total, "filters": filters, "facets": facets, "pages": pages_total}
-        return pages.render(request, "conversations.html", context)
+        return _list_page(request, client, pages, filters)
+
+    @router.get("/conversations.json")
+    def _rows(request: Request, filters: Annotated[ConversationFilters, Query()]) -> Response:
+        """The list's rows (what its script swaps in) and a signature that changes with them."""
+        if (denied := pages.denied(request, json=True)) is not None:
+            return denied
+        rows, total = _listed(client, filters)
+        html = pages.templates.get_template("conversation_rows.html").render(rows=rows)
+        return JSONResponse({"total": total, "signature": list_signature(rows, total), "rows": html})
+
+
+def _listed(client: BlendClient, filters: ConversationFilters) -> tuple[list[Any], int]:
+    """One page of the list: (conversation, turns stored, first question) rows, and the total."""
+    with Session(client.engine) as session:
+        return crud.list_conversations(
+            session=session,
+            **filters.model_dump(include={"run", "committee", "method", "policy", "status"}),
+            offset=(filters.page - 1) * filters.per_page,
+            limit=filters.per_page,
+        )
+
+
+def list_signature(rows: list[Any], total: int) -> str:
+    """Changes when a row is added or a turn is asked or stored (what the list's script compares)."""
+    return f"{total}:" + ",".join(f"{c.id}/{c.n_turns}/{stored}" for c, stored, _ in rows)
+
+
+def _list_page(
+    request: Request,
+    client: BlendClient,
+    pages: Pages,
+    filters: ConversationFilters,
+    extra: dict[str, Any] | None = None,
+    status_code: int = 200,
+) -> Response:
+    """The list, with the chat form above it (``extra``: a refused form's error and fields)."""
+    rows, total = _listed(client, filters)
+    with Session(client.engine) as session:
+        facets = crud.conversation_facets(session=session)
+    context = {
+        "rows": rows,
+        "total": total,
+        "filters": filters,
+        "facets": facets,
+        "pages": max(1, -(-total // filters.per_page)),
+        "signature": list_signature(rows, total),
+        "models": model_ids(client.committee),
+        "form": {},
+        **(extra or {}),
+    }
+    return pages.render(request, "conversations.html", context, status_code=status_code)
 
 
 def _conversation_routes(
@@ -148,11 +226,51 @@ def _conversation_routes(
     def _conversation(request: Request, conversation_id: str) -> Response:
         if (denied := pages.denied(request)) is not None:
             return denied
+        return _conversation_page(request, client, pages, conversation_id, flower_url)
+
+
+def _conversation_page(
+    request: Request,
+    client: BlendClient,
+    pages: Pages,
+    conversation_id: str,
+    flower_url: str | None,
+    extra: dict[str, Any] | None = None,
+    status_code: int = 200,
+) -> Response:
+    view = conversation_view(client, conversation_id, flower_url)
+    if view is None:
+        context = {"message": f"There is no conversation with id {conversation_id!r}."}
+        return pages.render(request, "missing.html", context, status_code=404)
+    return pages.render(request, "conversation.html", {"form": {}, **view, **(extra or {})}, status_code)
+
+
+def _stream_routes(
+    router: APIRouter, client: BlendClient, pages: Pages, limit_s: float, flower_url: str | None
+) -> None:
+    @router.get("/conversations/{conversation_id}/turns/{turn_index}/events")
+    def _events(request: Request, conversation_id: str, turn_index: int) -> Response:
+        if (denied := pages.denied(request, json=True)) is not None:
+            return denied
+        if not turn_exists(client, conversation_id, turn_index):
+            message = f"conversation {conversation_id!r} has no turn {turn_index} (turns count from 0)"
+            return JSONResponse({"error": message}, status_code=404)
+        stream = turn_stream(request, client, conversation_id, turn_index, limit_s=limit_s)
+        # no-transform and X-Accel-Buffering: a proxy must pass each event on as it comes
+        headers = {"Cache-Control": "no-cache, no-transform", "X-Accel-Buffering": "no"}
+        return StreamingResponse(stream, media_type="text/event-stream", headers=headers)
+
+    @router.get("/conversations/{conversation_id}/turns/{turn_index}")
+    def _turn(request: Request, conversation_id: str, turn_index: int) -> Response:
+        """One turn's section as the conversation page renders it (the script swaps it in)."""
+        if (denied := pages.denied(request)) is not None:
+            return denied
         view = conversation_view(client, conversation_id, flower_url)
-        if view is None:
-            context = {"message": f"There is no conversation with id {conversation_id!r}."}
-            return pages.render(request, "missing.html", context, status_code=404)
-        return pages.render(request, "conversation.html", view)
+        turns = [t for t in (view or {}).get("turns", []) if t["number"] == turn_index + 1]
+        if view is None or not turns:
+            message = f"conversation {conversation_id!r} has no turn {turn_index} (turns count from 0)"
+            return JSONResponse({"error": message}, status_code=404)
+        return pages.render(request, "turn.html", {**view, "turn": turns[0]})
 
 
 def _file_in(folder: Path, name: str, *, suffixes: tuple[str, ...]) -> Response:
@@ -161,110 +279,3 @@ def _file_in(folder: Path, name: str, *, suffixes: tuple[str, ...]) -> Response:
     if not (folder.is_dir() and path.suffix in suffixes and path in folder.iterdir() and path.is_file()):
         return JSONResponse({"error": f"no file {name!r}"}, status_code=404)
     return FileResponse(path, media_type=mimetypes.guess_type(name)[0], headers={"Cache-Control": "no-cache"})
-
-
-def conversation_view(
-    client: BlendClient, conversation_id: str, flower_url: str | None
-) -> dict[str, Any] | None:
-    """What the conversation page shows; None when there is no such conversation."""
-    try:
-        stored = client.fetch(conversation_id)
-    except InputError:
-        return None
-    with Session(client.engine) as session:
-        row = crud.get_conversation(session=session, conversation_id=conversation_id)
-        attempts = {
-            t.turn_index: t.attempt for t in crud.list_turns(session=session, conversation_id=conversation_id)
-        }
-    if row is None:
-        return None
-    done = sum(t.result is not None for t in stored.turns)
-    turns = [
-        turn_view(t, stored, attempt=attempts.get(t.turn_index, 1), flower_url=flower_url)
-        for t in stored.turns
-    ]
-    return {"conversation": row, "turns": turns, "n_turns": len(stored.turns), "stored": done}
-
-
-def turn_view(
-    turn: StoredTurn, conversation: StoredConversation, *, attempt: int, flower_url: str | None
-) -> dict[str, Any]:
-    """One turn for the page: numbered from 1, its bars and links computed."""
-    result = turn.result or {}
-    decision = result.get("decision") or {}
-    ranked = bool(decision.get("ranked", bool(decision.get("reviewers"))))
-    single = conversation.method.startswith("single:")
-    flower = None
-    if flower_url:
-        task = final_task_id(conversation.id, turn.turn_index, max(attempt, 1))
-        flower = {
-            "task": f"{flower_url}/task/{task}",
-            "tasks": f"{flower_url}/tasks",
-            "search": f"conversation={conversation.id} turn={turn.turn_index + 1}",
-        }
-    return {
-        "number": turn.turn_index + 1,
-        "question": turn.question,
-        "gold": turn.gold,
-        "result": turn.result,
-        "decision": decision,
-        "ranked": ranked,
-        "unranked": "not ranked (single member)" if single else "not ranked (reused)",
-        "candidates": candidate_cards(turn, result),
-        "ballots": [ballot_view(review, decision) for review in turn.reviews],
-        "scores": score_bars(result) if ranked else [],
-        "timings": timing_bar(result.get("timings") or {}),
-        "flower": flower,
-    }
-
-
-def candidate_cards(turn: StoredTurn, result: dict[str, Any]) -> list[dict[str, Any]]:
-    """Every candidate with its place in the ranking (1 = best) and whether it was chosen."""
-    ranking, scores = list(result.get("ranking") or []), result.get("scores") or {}
-    return [
-        {
-            **c,
-            "chosen": c["member"] == result.get("chosen"),
-            "place": ranking.index(c["member"]) + 1 if c["member"] in ranking else None,
-            "score": scores.get(c["member"]),
-        }
-        for c in turn.candidates
-    ]
-
-
-def ballot_view(review: dict[str, Any], decision: dict[str, Any]) -> dict[str, Any]:
-    """A ballot with the labels its reviewer saw: ``shown`` and ``order`` (best first) as [(label, member)],
-    and ``voters``: the reviewers it was cast for (a voter group's one review; the reviewer alone on
-    rows stored before groups were)."""
-    shown = list(zip(LABELS, review.get("shown_order") or [], strict=False))
-    label = {member: letter for letter, member in shown}
-    order = [(label.get(member, "?"), member) for member in review.get("ranking") or []]
-    weight = (decision.get("ballot_weights") or {}).get(review["reviewer"])
-    voters = review.get("voters") or [review["reviewer"]]
-    return {**review, "shown": shown, "order": order, "weight": weight, "voters": voters}
-
-
-def score_bars(result: dict[str, Any]) -> list[dict[str, Any]]:
-    """Borda scores in ranking order, each with a bar width in percent of the largest magnitude."""
-    scores: dict[str, float] = result.get("scores") or {}
-    order = [m for m in result.get("ranking") or [] if m in scores] + [
-        m for m in scores if m not in (result.get("ranking") or [])
-    ]
-    top = max((abs(v) for v in scores.values()), default=0.0) or 1.0
-    return [
-        {
-            "member": m,
-            "score": scores[m],
-            "width": 100 * abs(scores[m]) / top,
-            "chosen": m == result.get("chosen"),
-        }
-        for m in order
-    ]
-
-
-def timing_bar(timings: dict[str, float]) -> dict[str, Any]:
-    """The stages as segments of one bar (percent of their sum), and the turn's total seconds."""
-    seconds = [(label, float(timings.get(key, 0.0))) for key, label in STAGES]
-    whole = sum(s for _, s in seconds) or 1.0
-    segments = [{"stage": label, "seconds": s, "width": 100 * s / whole} for label, s in seconds]
-    return {"segments": segments, "total": float(timings.get("total_s", sum(s for _, s in seconds)))}
