@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from html import unescape
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from alembic import command
@@ -383,6 +384,18 @@ def test_a_whole_blind_session_with_the_keyboard_in_a_browser(
         assert len({j.turn for j in stored}) == 6 and {j.judge for j in stored} == {"Keyboard Kate"}
         assert stored[1].note == "B names the author"
 
+        # And the page fits a phone: 390 px wide, nothing to scroll sideways
+        browser.get(f"{site}/evaluate?first={quote(pair[0])}&second={quote(pair[1])}")
+        metrics = {"width": 390, "height": 844, "deviceScaleFactor": 1, "mobile": True}
+        browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", metrics)
+        try:
+            document, window = browser.execute_script(
+                "return [document.documentElement.scrollWidth, window.innerWidth];"
+            )
+            assert document <= window == 390
+        finally:
+            browser.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+
         # And /runs reports the pair with those counts
         browser.get(f"{site}/runs")
         row = browser.find_element(*_by(f'tr.human-pair[data-first="{pair[0]}"]'))
@@ -401,3 +414,24 @@ def test_a_whole_blind_session_with_the_keyboard_in_a_browser(
 def _forget_runs() -> Iterator[None]:
     yield
     _RUNS.clear()
+
+
+def test_the_plot_is_svg_with_escaped_names_and_a_log_axis_over_wide_ranges() -> None:
+    from pipeline.evaluation.report import Point
+    from workers.tradeoff_svg import tradeoff_svg
+
+    points = [
+        Point("<b>fast</b>", "all", 0.5, 20.0),
+        Point("slow & good", "all", 40.0, 60.0),
+        Point("slow & good", "doqa", 30.0, 55.0),
+    ]
+
+    svg = tradeoff_svg(points)
+
+    assert svg is not None and svg.startswith('<svg class="tradeoff"')
+    assert "&lt;b&gt;fast&lt;/b&gt;" in svg and "<b>" not in svg and "slow &amp; good" in svg
+    assert svg.count('class="method"') == 2 and svg.count("<rect x=") == 2  # the frame + one dataset cell
+    assert "(log scale)" in svg and tradeoff_svg([]) is None
+    assert "(log scale)" not in (
+        tradeoff_svg([Point("a", "all", 1.0, 5.0), Point("b", "all", 3.0, 9.0)]) or ""
+    )

@@ -56,9 +56,18 @@ def tradeoff_svg(points: Sequence[Point]) -> str | None:
         parts.append(
             f'<circle class="method" cx="{cx:.1f}" cy="{cy:.1f}" r="6" fill="{color[p.label]}" stroke="#222">'
             f"<title>{escape(p.label)}: {p.f1x100:.1f} F1, {p.seconds:.2f} s per question</title></circle>"
-            f'<text x="{cx + 8:.1f}" y="{cy - 6:.1f}" class="label">{escape(p.label)}</text>'
+            + _label(cx, cy, p.label)
         )
     return "\n".join([*parts, "</svg>"])
+
+
+def _label(cx: float, cy: float, label: str) -> str:
+    """A marker's name beside it: to its left in the right third, where it would leave the frame."""
+    if cx > LEFT + 2 * (WIDTH - LEFT - RIGHT) / 3:
+        return (
+            f'<text x="{cx - 8:.1f}" y="{cy - 8:.1f}" class="name" text-anchor="end">{escape(label)}</text>'
+        )
+    return f'<text x="{cx + 8:.1f}" y="{cy - 8:.1f}" class="name">{escape(label)}</text>'
 
 
 def _x_scale(values: Sequence[float]) -> tuple[Callable[[float], float], bool]:
