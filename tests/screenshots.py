@@ -244,6 +244,10 @@ def main() -> None:
         finally:
             driver.quit()
             server.should_exit = True
+    from tests.screenshots_evaluate import evaluate_screenshots  # a deployment of its own: after this one
+
+    for path in evaluate_screenshots(args.out):
+        print(path)
 
 
 if __name__ == "__main__":
