@@ -29,7 +29,7 @@ from sqlmodel import Session
 from db import judgements as store
 from db.engine import get_engine
 from db.migrate import alembic_config, upgrade
-from db.models import Conversation, HumanJudgement, Turn
+from db.models import Conversation, HumanJudgement, Turn, TurnResult
 from pipeline.client import BlendClient
 from tests.screenshots import STORY, browser_problem, chrome, free_port, save_page, serve_in_thread
 from tests.screenshots import story_committee as _story_committee
@@ -435,3 +435,21 @@ def test_the_plot_is_svg_with_escaped_names_and_a_log_axis_over_wide_ranges() ->
     assert "(log scale)" not in (
         tradeoff_svg([Point("a", "all", 1.0, 5.0), Point("b", "all", 3.0, 9.0)]) or ""
     )
+
+
+def test_a_run_the_report_cannot_label_is_named_not_a_500(tmp_path: Path) -> None:
+    # Given a database holding a finished run of a method the report does not know
+    url = f"sqlite:///{tmp_path / 'odd.db'}"
+    upgrade(url)
+    engine = get_engine(url)
+    with Session(engine) as session:
+        session.add(Conversation(id="c1", committee="c", method="mystery", n_turns=1, run="odd"))
+        session.add(Turn(conversation_id="c1", turn_index=0, question="q?", gold=["a"]))
+        session.add(TurnResult(conversation_id="c1", turn_index=0, answer="a", status="ok", method="mystery"))
+        session.commit()
+    odd: Any = type("Client", (), {"engine": engine})()
+
+    view = runs_view(odd, tmp_path / "absent")
+
+    assert view["report"] is None and "mystery" in view["report_problem"]
+    assert [r["run"] for r in view["runs"]] == ["odd"]

@@ -18,6 +18,7 @@ from sqlmodel import Session
 from db import crud
 from db import judgements as store
 from pipeline.client import BlendClient
+from pipeline.errors import InputError
 from pipeline.evaluation import human
 from pipeline.evaluation.report import ORACLE_BOUND, RANDOM_BOUND, RunKey, build_report, label_runs
 from pipeline.evaluation.stats import ALL
@@ -33,10 +34,15 @@ def runs_view(client: BlendClient, report_dir: Path) -> dict[str, Any]:
         runs = crud.run_summaries(session=session)
         rows = crud.run_turns(session=session, runs=[r["run"] for r in runs]) if runs else []
         judged = store.list_judgements(session=session)
-    labels = label_runs(RunKey.of(r) for r in rows)
+    try:
+        labels = label_runs(RunKey.of(r) for r in rows)
+        report, problem = database_report(rows, list(labels.values())), None
+    except InputError as error:  # a run of a method the report does not know: say so, show the rest
+        labels, report, problem = {}, None, f"no report of these runs: {error}"
     return {
         "runs": runs,
-        "report": database_report(rows, list(labels.values())),
+        "report": report,
+        "report_problem": problem,
         "human": human.win_rates(judged, resamples=RESAMPLES),
         "judgements": len(judged),
         "labels": {key.run: label for key, label in labels.items()},
