@@ -28,11 +28,12 @@ from db import crud
 from db import live as live_store
 from db.models import Conversation as ConversationRow
 from db.models import Turn
+from db.retry import with_retries
 from pipeline.canvas import final_task_id, start_signature
 from pipeline.committee import Committee
 from pipeline.context import Exchange
 from pipeline.conversation import Conversation, Limits, conversation_from_json
-from pipeline.errors import BlendError, InputError, TurnTimeout
+from pipeline.errors import BlendError, InputError, ServiceUnavailable, TurnTimeout
 from pipeline.live import LiveConversation
 from pipeline.outcomes import OUTCOME_FIELDS, ConversationState, StoredConversation, StoredTurn, TurnOutcome
 from pipeline.plan import RunConfig, check_run, check_run_name
@@ -40,6 +41,8 @@ from pipeline.policy import PolicyStore, check_policy
 from pipeline.records import TurnContext
 
 WAIT_SLICE_S = 2.0  # how often a waiting client re-reads the database
+DATABASE_PATIENCE_S = 600.0  # how long a wait without a deadline waits out an unreachable database
+BROKER_GRACE_S = 10.0  # how long a server's wait tolerates a broker that does not answer
 __all__ = ["OUTCOME_FIELDS", "BlendClient", "BlendHandle", "StoredConversation", "StoredTurn", "TurnOutcome"]
 
 
@@ -74,6 +77,7 @@ class BlendClient:
         poll_interval: float = 0.005,
         limits: Limits | None = None,
         queue_check: Callable[[Iterable[str], str], None] | None = None,
+        broker_epoch: Callable[[], str | None] | None = None,
     ):
         self.app = app
         self.engine = engine
@@ -83,6 +87,8 @@ class BlendClient:
         self.limits = limits or Limits()
         # Distributed mode: refuse at once when a queue a turn needs has no worker (workers.consumers).
         self.queue_check = queue_check
+        # Distributed mode: the broker's current run id (None while unreachable), to notice a restart.
+        self.broker_epoch = broker_epoch
 
     def submit(
         self,
@@ -328,27 +334,35 @@ class BlendClient:
         return BlendHandle(self, conversation_id, row.n_turns)
 
     def wait_turn(
-        self, conversation_id: str, turn_index: int, *, timeout: float | None = None
+        self,
+        conversation_id: str,
+        turn_index: int,
+        *,
+        timeout: float | None = None,
+        fail_on_broker_loss: bool = False,
     ) -> TurnOutcome:
         """Wait for a turn's outcome; the database has the last word.
 
         The fast path is the current attempt's aggregate result; a failure there is
         believed only if the turn is still not stored and no newer attempt was sent.
+        A database that blinks meanwhile is waited out. When the broker restarts (its queues
+        gone) the turn is sent again as a new attempt at once; then, with
+        ``fail_on_broker_loss`` (a server, whose caller can retry), ServiceUnavailable names
+        the turn, else the wait goes on for the new attempt.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
+        broker = _BrokerState(self.broker_epoch)
         waiting: AsyncResult | None = None  # one per attempt: every get() of a new one stays subscribed
+        where = f"turn {turn_index} of conversation {conversation_id}"
         try:
             while True:
-                outcome = self.poll_turn(conversation_id, turn_index)
+                outcome = self._poll_patiently(conversation_id, turn_index, deadline)
                 if isinstance(outcome, TurnOutcome):
                     return outcome
                 attempt = outcome
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
-                    raise TurnTimeout(
-                        f"turn {turn_index} of conversation {conversation_id} did not finish "
-                        f"within {timeout:.0f} s"
-                    )
+                    raise TurnTimeout(f"{where} did not finish within {timeout:.0f} s")
                 task_id = final_task_id(conversation_id, turn_index, max(attempt, 1))
                 if waiting is None or waiting.id != task_id:
                     self._let_go(waiting)
@@ -360,20 +374,53 @@ class BlendClient:
                         propagate=True,
                     )
                 except CeleryTimeout:
+                    self._check_broker(broker, conversation_id, turn_index, fail_on_broker_loss)
                     continue
                 except Exception as failure:  # noqa: BLE001 - the task failed; does the database agree?
-                    after = self.poll_turn(conversation_id, turn_index)
+                    after = self._poll_patiently(conversation_id, turn_index, deadline)
                     if isinstance(after, TurnOutcome):
                         return after
                     if after != attempt:
                         continue  # a newer attempt was sent meanwhile
+                    if broker.watched and _connection_error(failure):  # the result backend is away
+                        self._check_broker(broker, conversation_id, turn_index, fail_on_broker_loss)
+                        time.sleep(min(WAIT_SLICE_S, max(remaining or WAIT_SLICE_S, 0)))
+                        continue
                     raise BlendError(
-                        f"turn {turn_index} of conversation {conversation_id} failed "
-                        f"(attempt {attempt}): {type(failure).__name__}: {failure}"
+                        f"{where} failed (attempt {attempt}): {type(failure).__name__}: {failure}"
                     ) from None
                 return TurnOutcome.from_json(data)
         finally:
             self._let_go(waiting)
+
+    def _poll_patiently(
+        self, conversation_id: str, turn_index: int, deadline: float | None
+    ) -> TurnOutcome | int:
+        """``poll_turn``, waiting out a database that does not answer (until the deadline): the
+        turn may well be stored meanwhile, and its caller should get it, not an error."""
+        budget = DATABASE_PATIENCE_S if deadline is None else max(deadline - time.monotonic(), 0.0)
+        return with_retries(
+            f"waiting for turn {turn_index} of conversation {conversation_id}",
+            lambda: self.poll_turn(conversation_id, turn_index),
+            budget_s=budget,
+        )
+
+    def _check_broker(self, broker: _BrokerState, conversation_id: str, turn_index: int, fail: bool) -> None:
+        """Send the turn again if the broker lost it (and, with ``fail``, say so)."""
+        where = f"turn {turn_index} of conversation {conversation_id}"
+        lost = broker.lost()
+        if lost == "restarted":
+            self.resume(conversation_id)  # a new attempt, claimed once whoever else notices
+            if fail:
+                raise ServiceUnavailable(
+                    f"the broker restarted and lost {where}; it was sent again: retry the request "
+                    "(it waits for that turn) or fetch the turn later"
+                )
+        elif lost == "unreachable" and fail:
+            raise ServiceUnavailable(
+                f"the broker has not answered for {BROKER_GRACE_S:.0f} s; {where} is stored and will "
+                "finish once it is back (`peerblend recover` resends it if the broker lost it)"
+            )
 
     def _let_go(self, result: AsyncResult | None) -> None:
         """Stop the result backend's subscription for a task this client no longer waits on (a
@@ -444,3 +491,33 @@ def _checked_history(history: object) -> tuple[Exchange, ...]:
             raise InputError(f"history item {index} must be a (question, answer) pair of strings")
         exchanges.append(Exchange(pair[0], pair[1]))
     return tuple(exchanges)
+
+
+class _BrokerState:
+    """What one wait has seen of the broker: its run id at first sight, and since when it is away."""
+
+    def __init__(self, epoch: Callable[[], str | None] | None) -> None:
+        self.epoch = epoch
+        self.seen = epoch() if epoch is not None else None
+        self.away_since: float | None = None
+
+    @property
+    def watched(self) -> bool:
+        return self.epoch is not None
+
+    def lost(self) -> str | None:
+        """ "restarted" (a new run id since the last look), "unreachable" (for over the grace), or None."""
+        if self.epoch is None:
+            return None
+        now = self.epoch()
+        if now is None:
+            self.away_since = self.away_since or time.monotonic()
+            return "unreachable" if time.monotonic() - self.away_since > BROKER_GRACE_S else None
+        self.away_since = None
+        before, self.seen = self.seen, now
+        return "restarted" if before is not None and before != now else None
+
+
+def _connection_error(error: BaseException) -> bool:
+    """Whether ``error`` (raised while reading a result) says the result backend is unreachable."""
+    return isinstance(error, (ConnectionError, OSError)) or "ConnectionError" in type(error).__name__

@@ -80,9 +80,14 @@ class LiveConversation:
         """``ask`` for servers and notebooks: the event loop keeps running while the committee works."""
         return await off_loop(lambda: self.ask(question, timeout=timeout))
 
-    def wait(self, turn_index: int, *, timeout: float | None = None) -> TurnOutcome:
-        """Wait for a turn ``send`` sent (or a turn asked before: see ``asked_before``)."""
-        return self.client.wait_turn(self.conversation_id, turn_index, timeout=timeout)
+    def wait(
+        self, turn_index: int, *, timeout: float | None = None, fail_on_broker_loss: bool = False
+    ) -> TurnOutcome:
+        """Wait for a turn ``send`` sent (or a turn asked before: see ``asked_before``); see
+        ``BlendClient.wait_turn`` for ``fail_on_broker_loss``."""
+        return self.client.wait_turn(
+            self.conversation_id, turn_index, timeout=timeout, fail_on_broker_loss=fail_on_broker_loss
+        )
 
     async def await_turn(self, turn_index: int, *, timeout: float | None = None) -> TurnOutcome:
         """``wait`` without blocking the event loop."""

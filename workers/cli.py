@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
+import socket
 import sys
 from importlib import resources
 from pathlib import Path
@@ -144,6 +146,9 @@ def _stored_conversation_commands(sub: Any) -> None:
         "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)"
     )
     serve.add_argument("--port", type=count(1), default=8000, help="port (default 8000)")
+    serve.add_argument(
+        "--no-access-log", action="store_true", help="no line per request (method, path, status, ms, turn)"
+    )
     serve.set_defaults(command=_serve)
 
     recover = sub.add_parser(
@@ -154,6 +159,12 @@ def _stored_conversation_commands(sub: Any) -> None:
         type=seconds,
         default=None,
         help="seconds without progress (default: the longest a task may take, see PEERBLEND_STORE_RETRY_S)",
+    )
+    recover.add_argument(
+        "--timeout",
+        type=seconds,
+        default=1800.0,
+        help="embedded mode: seconds to wait for the resent turns to finish (default 1800)",
     )
     recover.set_defaults(command=_recover)
 
@@ -310,6 +321,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     from pipeline.settings import api_keys
     from workers.embedded import connect
+    from workers.recovery import resume_unfinished
     from workers.serve import ServerOptions, create_api
 
     settings = Settings()
@@ -318,13 +330,19 @@ def _serve(args: argparse.Namespace) -> int:
         raise ConfigError(
             "production needs PEERBLEND_API_KEYS (comma-separated bearer keys) for peerblend serve"
         )
+    listening = _bound_socket(args.host, args.port)  # a busy port fails now, not after loading models
     with connect(settings) as client:
         preload_if_embedded(client, settings)
+        if settings.embedded:  # its broker died with the last run of this process: finish its turns
+            resumed = resume_unfinished(client)
+            if resumed:
+                console.print(f"resumed {len(resumed)} unfinished turn(s) of an earlier run")
         options = ServerOptions(
             api_keys=keys,
             turn_timeout_s=settings.turn_timeout_s,
             flower_url=settings.flower_url,
             report_dir=settings.report_dir,
+            access_log=not args.no_access_log,
         )
         api = create_api(client, options)
         where = f"http://{args.host}:{args.port}"
@@ -332,14 +350,31 @@ def _serve(args: argparse.Namespace) -> int:
             f"peerblend serving committee {client.committee.name}: pages at {where}/ , "
             f"OpenAI-compatible API at {where}/v1 (Ctrl-C stops)"
         )
-        uvicorn.run(api, host=args.host, port=args.port, log_level="warning")
+        if not args.no_access_log:
+            logging.basicConfig(level=logging.WARNING, format="%(message)s")
+            logging.getLogger("peerblend.access").setLevel(logging.INFO)
+        server = uvicorn.Server(uvicorn.Config(api, log_level="warning", access_log=False))
+        server.run(sockets=[listening])
     return 0
+
+
+def _bound_socket(host: str, port: int) -> socket.socket:
+    """A socket bound to (host, port) for uvicorn to serve on; ConfigError naming the port if busy."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listening = socket.socket(family, socket.SOCK_STREAM)
+    listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listening.bind((host, port))
+    except OSError as error:
+        listening.close()
+        raise ConfigError(f"cannot listen on {host}:{port}: {error.strerror or error}") from None
+    return listening
 
 
 def _recover(args: argparse.Namespace) -> int:
     from workers.app import task_bound_s
     from workers.embedded import connect
-    from workers.recovery import recover
+    from workers.recovery import finish, recover
 
     settings = Settings()
     with connect(settings) as client:
@@ -347,8 +382,12 @@ def _recover(args: argparse.Namespace) -> int:
             args.older_than if args.older_than is not None else task_bound_s(settings, client.committee)
         )
         resent = recover(client, older_than_s=older_than)
-    for conversation_id, turn_index, attempt in resent:
-        console.print(f"resent turn {turn_index} of {conversation_id} (attempt {attempt})")
+        for conversation_id, turn_index, attempt in resent:
+            console.print(f"resent turn {turn_index} of {conversation_id} (attempt {attempt})")
+        if settings.embedded and resent:  # its in-memory broker ends with this command: finish here
+            console.print("embedded: running them to the end before exiting (Ctrl-C stops)")
+            for outcome in finish(client, resent, timeout_s=args.timeout):
+                console.print(f"turn {outcome.turn_index} of {outcome.conversation_id}: {outcome.status}")
     console.print(f"{len(resent)} stalled conversation(s) resent (no progress for {older_than:g} s)")
     return 0
 

@@ -19,6 +19,7 @@ from pipeline.committee import Committee
 from pipeline.conversation import Limits
 from pipeline.settings import Settings
 from workers.app import create_app
+from workers.broker_watch import broker_watch
 from workers.consumers import QueueCheck
 from workers.runtime import committee_from_settings
 from workers.services import check_services
@@ -48,6 +49,7 @@ def connect(settings: Settings | None = None, committee: Committee | None = None
         runtime = app.peerblend  # type: ignore[attr-defined]
         limits = Limits(settings.max_question_chars, settings.max_passage_chars, settings.max_turns)
         check = None if settings.embedded else QueueCheck(app, committee).check
+        watch = broker_watch(settings.broker_url)
         yield BlendClient(
             app,
             get_engine(settings.database),
@@ -55,4 +57,5 @@ def connect(settings: Settings | None = None, committee: Committee | None = None
             policy_store=runtime.policy_store,
             limits=limits,
             queue_check=check,
+            broker_epoch=watch.epoch if watch is not None else None,
         )

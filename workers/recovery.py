@@ -8,12 +8,14 @@ visibility timeout.
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 
 from sqlmodel import Session
 
 from db import crud
 from pipeline.client import BlendClient
+from pipeline.outcomes import TurnOutcome
 
 
 def recover(client: BlendClient, *, older_than_s: float) -> list[tuple[str, int, int]]:
@@ -33,3 +35,23 @@ def recover(client: BlendClient, *, older_than_s: float) -> list[tuple[str, int,
         if isinstance(state, int):
             resent.append((conversation_id, turn_index, state))
     return resent
+
+
+def resume_unfinished(client: BlendClient) -> list[tuple[str, int, int]]:
+    """Embedded mode, at start: send again every turn that a previous run of this process left
+    unfinished. Its broker lived in that process's memory and died with it, so nothing else will
+    ever finish them (another process sharing this store would see its turns sent twice: stored
+    once, but computed twice)."""
+    return recover(client, older_than_s=0)
+
+
+def finish(client: BlendClient, resent: list[tuple[str, int, int]], *, timeout_s: float) -> list[TurnOutcome]:
+    """Wait for every resent conversation to run to its end (each later turn follows its turn);
+    the outcomes in order. Embedded ``peerblend recover`` does this before exiting, since its
+    in-memory broker, and every turn it holds, ends with it."""
+    outcomes: list[TurnOutcome] = []
+    deadline = time.monotonic() + timeout_s
+    for conversation_id, _, _ in resent:
+        handle = client.handle(conversation_id)
+        outcomes.extend(handle.turns(timeout=max(deadline - time.monotonic(), 0.0)))
+    return outcomes

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -54,6 +55,7 @@ from workers.chat import (
 from workers.web import web_router
 
 KEEP_ALIVE_S = 5.0
+access = logging.getLogger("peerblend.access")
 
 
 class ServerOptions(BaseModel):
@@ -64,6 +66,7 @@ class ServerOptions(BaseModel):
     turn_timeout_s: float = 600.0
     flower_url: str | None = None  # the pages link each turn to its tasks there
     report_dir: Path = Path("docs/results")  # where `peerblend report` wrote (the runs page)
+    access_log: bool = True  # one line a request on the peerblend.access logger
 
 
 def create_api(client: BlendClient, options: ServerOptions) -> FastAPI:
@@ -86,6 +89,27 @@ def create_api(client: BlendClient, options: ServerOptions) -> FastAPI:
     @api.exception_handler(Exception)
     async def _unexpected(_: Request, error: Exception) -> Response:
         return _error_response(ChatError(500, f"internal error: {type(error).__name__}", "server_error"))
+
+    if options.access_log:
+
+        @api.middleware("http")
+        async def _log_access(request: Request, call_next: Any) -> Any:
+            started = time.perf_counter()
+            status = 500
+            try:
+                response = await call_next(request)
+                status = response.status_code
+                return response
+            finally:
+                turn = getattr(request.state, "turn", None)
+                access.info(
+                    "%s %s %d %.1f ms%s",
+                    request.method,
+                    request.url.path,
+                    status,
+                    (time.perf_counter() - started) * 1000,
+                    f" conversation {turn[0]} turn {turn[1]}" if turn else "",
+                )
 
     @api.middleware("http")
     async def _authenticate(request: Request, call_next: Any) -> Any:
@@ -129,6 +153,7 @@ def create_api(client: BlendClient, options: ServerOptions) -> FastAPI:
 
             def answer() -> dict[str, Any]:
                 chat, turn_index = _send(client, run, system, exchanges, question, explicit, key)
+                request.state.turn = (chat.conversation_id, turn_index)  # for the access log
                 outcome = _wait(chat, turn_index, options.turn_timeout_s)
                 return _completion(client, outcome, body.model, completion_id, question)
 
@@ -137,6 +162,7 @@ def create_api(client: BlendClient, options: ServerOptions) -> FastAPI:
         chat, turn_index = await off_loop(
             lambda: _send(client, run, system, exchanges, question, explicit, key)
         )
+        request.state.turn = (chat.conversation_id, turn_index)
         ask = asyncio.ensure_future(off_loop(lambda: _wait(chat, turn_index, options.turn_timeout_s)))
         return StreamingResponse(
             _stream(client, ask, body.model, completion_id), media_type="text/event-stream"
@@ -286,7 +312,9 @@ def _wait(chat: LiveConversation, turn_index: int, timeout_s: float) -> TurnOutc
     """The turn's outcome (blocking: run on a thread). Errors name the turn, so a client can
     fetch it later (``GET /v1/conversations/{id}/turns/{n}``) or retry (which attaches to it)."""
     try:
-        return chat.wait(turn_index, timeout=timeout_s)
+        # A broker that lost the turn is answered at once (503 naming the turn, which was sent
+        # again): the caller's retry attaches to it.
+        return chat.wait(turn_index, timeout=timeout_s, fail_on_broker_loss=True)
     except BlendError as error:
         raise _as_chat_error(error).about(chat.conversation_id, turn_index) from None
     except Exception as error:  # a broker or database driver error: the service is unavailable
