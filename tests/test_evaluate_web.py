@@ -453,3 +453,66 @@ def test_a_run_the_report_cannot_label_is_named_not_a_500(tmp_path: Path) -> Non
 
     assert view["report"] is None and "mystery" in view["report_problem"]
     assert [r["run"] for r in view["runs"]] == ["odd"]
+
+
+def test_a_judge_reads_the_passage_and_each_sides_own_conversation_so_far(tmp_path: Path) -> None:
+    from workers.web_evaluate import judging_view
+
+    # Given two runs over one passage-grounded conversation, each with its own earlier answers
+    url = f"sqlite:///{tmp_path / 'passage.db'}"
+    upgrade(url)
+    engine = get_engine(url)
+    questions = ["What do I soak the beans in?", "For how long?"]
+    answers = {"r1": ["Cold water.", "Overnight."], "r2": ["Salted water.", "Eight hours or so."]}
+    with Session(engine) as session:
+        for run, said in answers.items():
+            conversation_id = f"{run}-c"
+            session.add(
+                Conversation(
+                    id=conversation_id,
+                    committee="c",
+                    method="peer",
+                    n_turns=2,
+                    run=run,
+                    external_id="beans",
+                    source="doqa",
+                    passage="Soak dried beans overnight in cold water.",
+                    history=[["Are beans healthy?", "Yes."]],
+                )
+            )
+            for i, (question, answer) in enumerate(zip(questions, said, strict=True)):
+                session.add(
+                    Turn(conversation_id=conversation_id, turn_index=i, question=question, gold=["x"])
+                )
+                session.add(
+                    TurnResult(
+                        conversation_id=conversation_id,
+                        turn_index=i,
+                        answer=answer,
+                        status="ok",
+                        method="peer",
+                    )
+                )
+        session.commit()
+    client: Any = type("Client", (), {"engine": engine})()
+
+    # When the judge draws until turn 2 comes (the draw is random between the two turns)
+    view = next(
+        v for v in (judging_view(client, ("r1", "r2"), "ann") for _ in range(50)) if v["item"]["number"] == 2
+    )
+    item = view["item"]
+
+    # Then: the passage, the given history and each side's own first answer, then turn 2's answers as A and B
+    a, b = ("r1", "r2") if item["draw"].first_is_a else ("r2", "r1")
+    assert item["passage"] == "Soak dried beans overnight in cold water."
+    assert item["before"] == [
+        {"question": "Are beans healthy?", "a": "Yes.", "b": "Yes."},
+        {"question": questions[0], "a": answers[a][0], "b": answers[b][0]},
+    ]
+    assert item["question"] == questions[1] and item["answers"] == {"A": answers[a][1], "B": answers[b][1]}
+    html = Pages(ServerOptions()).templates.get_template("evaluate.html").render(csrf="t", **view)
+    assert (
+        "Soak dried beans overnight" in html
+        and "Salted water." in html
+        and "r1" not in html.split('id="item"')[1].split("<form")[0]
+    )
