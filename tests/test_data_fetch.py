@@ -368,3 +368,15 @@ def test_replay_fetch_downloads_a_named_dataset_then_replays_it(cli, capsys, mon
     assert len(state.requests) == 1
     assert (data / "testset" / "dev" / "coqa-dev.json").read_bytes() == COQA
     assert "12/12 turns stored" in capsys.readouterr().out
+
+
+def test_a_kept_archive_that_is_not_the_pinned_file_is_downloaded_again(server, tmp_path) -> None:
+    base, state = server
+    kept = tmp_path / "downloads" / "doqa.zip"
+    kept.parent.mkdir(parents=True)
+    kept.write_bytes(_zip({"doqa-v9/doqa-cooking-dev-v2.1.json": b"{}"}))  # e.g. an older release
+
+    dev = fetch_split(tmp_path, _doqa(base), "dev", OPTIONS)
+
+    assert len(state.requests) == 1
+    assert kept.read_bytes() == ARCHIVE and dev.read_bytes() == DOQA

@@ -562,3 +562,15 @@ def test_quac_orig_answer_alone_is_the_gold(tmp_path: Path) -> None:
 
     assert conversation.questions[0].gold == ("Me",)
     assert conversation.passage == "Me."
+
+
+def test_the_wheel_ships_every_sample() -> None:
+    import fnmatch
+    import tomllib
+
+    globs = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"][
+        "pipeline"
+    ]
+    for path in SAMPLES.iterdir():
+        relative = path.relative_to(REPO / "pipeline").as_posix()
+        assert any(fnmatch.fnmatch(relative, g) for g in globs), f"{relative} is not in the package data"

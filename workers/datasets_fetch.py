@@ -96,11 +96,22 @@ def fetch_split(data_dir: Path, found: Dataset, split_name: str, options: FetchO
         target = data_file(data_dir, found, split)
         digest = download(split.download, target, options)
     else:
-        archive = download_file(data_dir, split.download)
-        digest = _digest_of(archive) if archive.is_file() else download(split.download, archive, options)
+        archive, digest = _archive(data_dir, split.download, options)
         target = _unpack(archive, split.member, data_file(data_dir, found, split))
     _write_marker(data_dir, found, split, digest)
     return target
+
+
+def _archive(data_dir: Path, item: Download, options: FetchOptions) -> tuple[Path, str]:
+    """The archive of ``item`` and its SHA-256: the kept copy when it is still the pinned file
+    (another split of it was fetched before), else downloaded."""
+    archive = download_file(data_dir, item)
+    if archive.is_file():
+        digest = _digest_of(archive)
+        if item.sha256 in (None, digest):
+            return archive, digest
+        archive.unlink()  # an older or damaged copy: fetch the pinned one again
+    return archive, download(item, archive, options)
 
 
 def download(item: Download, target: Path, options: FetchOptions) -> str:
