@@ -337,14 +337,46 @@ def test_the_judgement_table_migrates_up_and_down(database: str) -> None:
     assert (read.winner, read.seed, read.turn.external_id) == ("a", 2**62 + 5, "x")  # B was "a"
 
 
-def test_a_whole_blind_session_with_the_keyboard_in_a_browser(
-    client: BlendClient,
-    browser: Any,
-    tmp_path: Path,  # noqa: F811 (the browser fixture)
-) -> None:
+def _judge_with_keys(browser: Any, keys: list[str], *, note_at: int) -> None:
+    """Judge one turn per key (a, b or t, then Enter in the note it moves to); a note at ``note_at``."""
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.keys import Keys
 
+    for done, key in enumerate(keys, start=1):
+        seed = browser.find_element(*_by('input[name="seed"]')).get_attribute("value")
+        ActionChains(browser).send_keys(key).perform()
+        note = browser.switch_to.active_element
+        assert note.get_attribute("name") == "note", "a pick moves to the note"
+        if done == note_at:
+            note.send_keys("B names the author")
+        note.send_keys(Keys.ENTER)
+        _wait(browser, 10).until(
+            lambda d, s=seed: (
+                d.find_elements(*_by("#item"))
+                and d.find_element(*_by('input[name="seed"]')).get_attribute("value") != s
+            )
+        )
+        assert f"{done} of {len(keys)} judged" in browser.find_element(*_by("#progress")).text or done == len(
+            keys
+        )
+
+
+def _phone_widths(browser: Any) -> tuple[int, int]:
+    """(the document's width, the window's) as a phone 390 CSS pixels wide shows the page."""
+    metrics = {"width": 390, "height": 844, "deviceScaleFactor": 1, "mobile": True}
+    browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", metrics)
+    try:
+        widths = browser.execute_script("return [document.documentElement.scrollWidth, window.innerWidth];")
+        return int(widths[0]), int(widths[1])
+    finally:
+        browser.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+
+
+def test_a_whole_blind_session_with_the_keyboard_in_a_browser(
+    client: BlendClient,
+    browser: Any,
+    tmp_path: Path,
+) -> None:
     # Given two runs of six turns, served on a port
     pair = make_runs(client, f"keys-{uuid.uuid4().hex[:6]}")
     port = free_port()
@@ -360,22 +392,7 @@ def test_a_whole_blind_session_with_the_keyboard_in_a_browser(
         _wait(browser, 10).until(lambda d: d.find_elements(*_by("#item")))
         assert "0 of 6 judged" in browser.find_element(*_by("#progress")).text
         save_page(browser, tmp_path / "evaluate.png")
-        keys = ["a", "b", "t", "a", "a", "b"]
-        for done, key in enumerate(keys, start=1):
-            seed = browser.find_element(*_by('input[name="seed"]')).get_attribute("value")
-            ActionChains(browser).send_keys(key).perform()
-            note = browser.switch_to.active_element
-            assert note.get_attribute("name") == "note", "a pick moves to the note"
-            if done == 2:
-                note.send_keys("B names the author")
-            note.send_keys(Keys.ENTER)
-            _wait(browser, 10).until(
-                lambda d, s=seed: (
-                    d.find_elements(*_by("#item"))
-                    and d.find_element(*_by('input[name="seed"]')).get_attribute("value") != s
-                )
-            )
-            assert f"{done} of 6 judged" in browser.find_element(*_by("#progress")).text or done == 6
+        _judge_with_keys(browser, ["a", "b", "t", "a", "a", "b"], note_at=2)
         assert "all 6 judged 1×" in browser.find_element(*_by("#progress")).text
 
         # Then six judgements are stored, one per turn, as picked
@@ -386,15 +403,8 @@ def test_a_whole_blind_session_with_the_keyboard_in_a_browser(
 
         # And the page fits a phone: 390 px wide, nothing to scroll sideways
         browser.get(f"{site}/evaluate?first={quote(pair[0])}&second={quote(pair[1])}")
-        metrics = {"width": 390, "height": 844, "deviceScaleFactor": 1, "mobile": True}
-        browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", metrics)
-        try:
-            document, window = browser.execute_script(
-                "return [document.documentElement.scrollWidth, window.innerWidth];"
-            )
-            assert document <= window == 390
-        finally:
-            browser.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+        document, window = _phone_widths(browser)
+        assert document <= window == 390
 
         # And /runs reports the pair with those counts
         browser.get(f"{site}/runs")
@@ -455,17 +465,17 @@ def test_a_run_the_report_cannot_label_is_named_not_a_500(tmp_path: Path) -> Non
     assert [r["run"] for r in view["runs"]] == ["odd"]
 
 
-def test_a_judge_reads_the_passage_and_each_sides_own_conversation_so_far(tmp_path: Path) -> None:
-    from workers.web_evaluate import judging_view
+QUESTIONS = ["What do I soak the beans in?", "For how long?"]
+ANSWERS = {"r1": ["Cold water.", "Overnight."], "r2": ["Salted water.", "Eight hours or so."]}
 
-    # Given two runs over one passage-grounded conversation, each with its own earlier answers
+
+def _passage_runs(tmp_path: Path) -> Any:
+    """A database with runs r1 and r2 over one DoQA-like conversation (a passage, a given exchange)."""
     url = f"sqlite:///{tmp_path / 'passage.db'}"
     upgrade(url)
     engine = get_engine(url)
-    questions = ["What do I soak the beans in?", "For how long?"]
-    answers = {"r1": ["Cold water.", "Overnight."], "r2": ["Salted water.", "Eight hours or so."]}
     with Session(engine) as session:
-        for run, said in answers.items():
+        for run, said in ANSWERS.items():
             conversation_id = f"{run}-c"
             session.add(
                 Conversation(
@@ -480,7 +490,7 @@ def test_a_judge_reads_the_passage_and_each_sides_own_conversation_so_far(tmp_pa
                     history=[["Are beans healthy?", "Yes."]],
                 )
             )
-            for i, (question, answer) in enumerate(zip(questions, said, strict=True)):
+            for i, (question, answer) in enumerate(zip(QUESTIONS, said, strict=True)):
                 session.add(
                     Turn(conversation_id=conversation_id, turn_index=i, question=question, gold=["x"])
                 )
@@ -494,6 +504,14 @@ def test_a_judge_reads_the_passage_and_each_sides_own_conversation_so_far(tmp_pa
                     )
                 )
         session.commit()
+    return engine
+
+
+def test_a_judge_reads_the_passage_and_each_sides_own_conversation_so_far(tmp_path: Path) -> None:
+    from workers.web_evaluate import judging_view
+
+    # Given two runs over one passage-grounded conversation, each with its own earlier answers
+    engine = _passage_runs(tmp_path)
     client: Any = type("Client", (), {"engine": engine})()
 
     # When the judge draws until turn 2 comes (the draw is random between the two turns)
@@ -507,9 +525,9 @@ def test_a_judge_reads_the_passage_and_each_sides_own_conversation_so_far(tmp_pa
     assert item["passage"] == "Soak dried beans overnight in cold water."
     assert item["before"] == [
         {"question": "Are beans healthy?", "a": "Yes.", "b": "Yes."},
-        {"question": questions[0], "a": answers[a][0], "b": answers[b][0]},
+        {"question": QUESTIONS[0], "a": ANSWERS[a][0], "b": ANSWERS[b][0]},
     ]
-    assert item["question"] == questions[1] and item["answers"] == {"A": answers[a][1], "B": answers[b][1]}
+    assert item["question"] == QUESTIONS[1] and item["answers"] == {"A": ANSWERS[a][1], "B": ANSWERS[b][1]}
     html = Pages(ServerOptions()).templates.get_template("evaluate.html").render(csrf="t", **view)
     assert (
         "Soak dried beans overnight" in html

@@ -105,6 +105,10 @@ def _judging_routes(router: APIRouter, client: BlendClient, pages: Pages) -> Non
         form |= {"turn": turn, "seed": seed, "a": a, "choice": choice, "note": note}
         return _store_judgement(request, client, pages, form)
 
+    _export_route(router, client, pages)
+
+
+def _export_route(router: APIRouter, client: BlendClient, pages: Pages) -> None:
     @router.get("/evaluate/export.csv")
     def _export(request: Request) -> Response:
         if (denied := pages.denied(request)) is not None:
