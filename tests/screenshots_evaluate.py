@@ -77,6 +77,10 @@ def evaluate_screenshots(out: Path) -> list[Path]:
                     By.XPATH, ".."
                 ).click()
                 driver.find_element(By.CSS_SELECTOR, "#judge button").click()
+            for _ in range(30):  # each load draws anew: show a later turn, with the conversation so far
+                if driver.find_element(By.CSS_SELECTOR, "#item").get_attribute("data-turn") != "1":
+                    break
+                driver.refresh()
             saved.append(save_page(driver, out / "evaluate.png"))
             saved.append(_phone_page(driver, out / "evaluate-phone.png"))
             driver.get(f"{base}/runs")
