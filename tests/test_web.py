@@ -11,6 +11,7 @@ is needed.
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -27,7 +28,22 @@ from sqlmodel import Session
 from db import crud
 from db.models import Conversation, Turn, TurnResultBase
 from pipeline.client import BlendClient
-from tests.screenshots import STORY, browser_problem, chrome, free_port, save_page, serve_in_thread
+from tests.screenshots import (
+    PHONE_WIDTH,
+    STORY,
+    answered,
+    ask_in_browser,
+    browser_problem,
+    chrome,
+    desktop,
+    free_port,
+    overflow,
+    phone,
+    save_page,
+    save_phone_page,
+    serve_in_thread,
+    wait_for,
+)
 from tests.screenshots import story_committee as _story_committee
 from workers.serve import ServerOptions, create_api
 
@@ -292,4 +308,220 @@ def test_api_keys_guard_the_pages(client: BlendClient) -> None:
     assert opened.status_code == 200 and "httponly" in opened.headers["set-cookie"].lower()
     assert http.get(f"/conversations/{conversation_id}.json").status_code == 200  # by the cookie
     assert http.get("/runs").status_code == 200
-    assert http.post("/conversations").status_code == 405  # read-only
+    assert http.post("/conversations").status_code == 405  # the list takes no posts
+
+    # A chat wants the key too, and the form's token with it; so do the stream and the list's record
+    fresh = TestClient(create_api(client, ServerOptions(api_keys=frozenset({KEY}))))
+    assert fresh.post("/chat", data={"question": "Who?"}).status_code == 401
+    assert fresh.get(f"/conversations/{conversation_id}/turns/0/events").status_code == 401
+    assert fresh.get("/conversations.json").status_code == 401
+    bearer = {"Authorization": f"Bearer {KEY}"}
+    assert fresh.post("/chat", data={"question": "Who?"}, headers=bearer).status_code == 403
+    token = re.search(r'name="csrf" value="([0-9a-f]+)"', fresh.get("/", headers=bearer).text)
+    assert token is not None and token.group(1) != _token(TestClient(create_api(client, ServerOptions())))
+
+
+def _token(http: TestClient, path: str = "/") -> str:
+    """The form token a page was rendered with (what a browser posts back)."""
+    found = re.search(r'name="csrf" value="([0-9a-f]+)"', http.get(path).text)
+    assert found is not None, f"no form on {path}"
+    return found.group(1)
+
+
+def _events(http: TestClient, url: str) -> list[tuple[str, Any]]:
+    """(kind, data) of each event of a stream, read to its end; comments as ("comment", text)."""
+    seen: list[tuple[str, Any]] = []
+    kind = "message"
+    with http.stream("GET", url) as stream:
+        assert stream.headers["content-type"].startswith("text/event-stream")
+        for line in stream.iter_lines():
+            if line.startswith(":"):
+                seen.append(("comment", line[1:].strip()))
+            elif line.startswith("event: "):
+                kind = line.removeprefix("event: ")
+            elif line.startswith("data: "):
+                seen.append((kind, json.loads(line.removeprefix("data: "))))
+                kind = "message"
+    return seen
+
+
+def _total(client: BlendClient) -> int:
+    with Session(client.engine) as session:
+        return crud.list_conversations(session=session, offset=0, limit=1)[1]
+
+
+def test_a_chat_over_http_streams_its_stages(client: BlendClient) -> None:
+    http = TestClient(create_api(client, ServerOptions()))
+    token = _token(http)
+
+    # When a chat is started from the list page's form (p1, a system prompt and a passage)
+    form = {"question": "Who wrote Dune?", "model": "web:p1", "system": "Be brief.", "passage": "Dune..."}
+    started = http.post("/chat", data={**form, "csrf": token}, follow_redirects=False)
+
+    # Then it is a live conversation like the API's, and the page is where the answer comes
+    assert started.status_code == 303, started.text
+    conversation_id = re.fullmatch(r"/conversations/([0-9a-f]+)#turn-1", started.headers["location"])[1]
+    state = client.conversation_state(conversation_id)
+    assert state is not None and state.run.live and state.run.policy == "p1"
+    assert (state.system, state.passage, state.questions) == ("Be brief.", "Dune...", ("Who wrote Dune?",))
+
+    # And its events come as the tasks finish: every candidate before any ballot, the decision last
+    events = _events(http, f"/conversations/{conversation_id}/turns/0/events")
+    kinds = [kind for kind, _ in events if kind != "comment"]
+    assert kinds[-1] == "decision" and kinds.count("decision") == 1
+    assert kinds.count("candidate") == 4 and "ballot" in kinds
+    assert max(i for i, k in enumerate(kinds) if k == "candidate") < kinds.index("ballot")
+    decision = events[-1][1]
+    outcome = client.wait_turn(conversation_id, 0, timeout=30)
+    assert (decision["answer"], decision["chosen"]) == (outcome.answer, outcome.chosen)
+    assert decision["decided_by"] and decision["explanation"][0].startswith("Decided by:")
+
+    # When a follow-up is asked by the page's script, then it is turn 1 of the same conversation
+    ask = f"/conversations/{conversation_id}/turns"
+    json_ = {"Accept": "application/json"}
+    sent = http.post(ask, data={"question": "When was it published?", "csrf": token}, headers=json_)
+    assert sent.status_code == 202 and sent.json()["turn"] == 1, sent.text
+    # and a question asked while it runs is refused, its text kept in the box
+    again = http.post(ask, data={"question": "And the sequel?", "csrf": token})
+    assert again.status_code == 409 and "still running" in again.text
+    assert re.search(r"<textarea[^>]*>And the sequel\?</textarea>", again.text)
+    refused = http.post(ask, data={"question": "And the sequel?", "csrf": token}, headers=json_)
+    assert refused.status_code == 409 and "still running" in refused.json()["error"]
+    client.wait_turn(conversation_id, 1, timeout=30)
+    stored = client.fetch(conversation_id)
+    assert [t.question for t in stored.turns] == ["Who wrote Dune?", "When was it published?"]
+    fragment = http.get(f"/conversations/{conversation_id}/turns/1")
+    assert 'id="turn-2"' in fragment.text and "Why this answer" in fragment.text
+
+
+def test_refused_chat_forms_store_nothing(client: BlendClient) -> None:
+    http = TestClient(create_api(client, ServerOptions()))
+    token, before = _token(http), _total(client)
+
+    empty = http.post("/chat", data={"question": "  ", "csrf": token})
+    unknown = http.post("/chat", data={"question": "Who?", "model": "web:p9", "csrf": token})
+    forged = http.post("/chat", data={"question": "Who?", "csrf": "0" * 40})
+    elsewhere = http.post(
+        "/chat", data={"question": "Who?", "csrf": token}, headers={"Origin": "http://evil.example"}
+    )
+
+    assert empty.status_code == 400 and "the question is empty" in empty.text
+    assert unknown.status_code == 400 and "web:p1" in unknown.text  # names the variants to choose from
+    assert re.search(r"<textarea[^>]*>Who\?</textarea>", unknown.text), "what was typed is kept"
+    assert forged.status_code == 403 and "expired" in forged.text
+    assert elsewhere.status_code == 403 and "another site" in elsewhere.text
+    assert _total(client) == before
+    dead = _stub(client, f"dead-{uuid.uuid4().hex[:6]}", stored=True, minutes=0)
+    not_live = http.post(f"/conversations/{dead}/turns", data={"question": "Hi?", "csrf": token})
+    assert not_live.status_code == 400 and "no live conversation" in not_live.text
+
+
+def test_an_event_stream_is_bounded_and_beats(client: BlendClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given a turn that never finishes (written straight to the database, nothing sent)
+    import workers.web_stream as web_stream
+
+    monkeypatch.setattr(web_stream, "HEARTBEAT_S", 0.0)
+    monkeypatch.setattr(web_stream, "POLL_S", 0.05)
+    conversation_id = _stub(client, f"stuck-{uuid.uuid4().hex[:6]}", stored=False, minutes=0)
+    http = TestClient(create_api(client, ServerOptions(turn_timeout_s=0.3)))
+
+    events = _events(http, f"/conversations/{conversation_id}/turns/0/events")
+
+    # Then it sends heartbeats while it waits, and ends with "timeout" at the server's bound
+    assert ("comment", "heartbeat") in events
+    assert events[-1][0] == "timeout" and not [k for k, _ in events if k == "decision"]
+    assert http.get(f"/conversations/{conversation_id}/turns/5/events").status_code == 404
+    assert http.get("/conversations/no-such-id/turns/0/events").status_code == 404
+
+
+def test_the_list_record_changes_with_the_list(client: BlendClient) -> None:
+    http = TestClient(create_api(client, ServerOptions()))
+    run = f"poll-{uuid.uuid4().hex[:6]}"
+    first = http.get(f"/conversations.json?run={run}").json()
+    assert first["total"] == 0 and first["rows"].strip() == ""
+
+    conversation_id = _stub(client, run, stored=False, minutes=0)
+
+    second = http.get(f"/conversations.json?run={run}").json()
+    assert second["total"] == 1 and second["signature"] != first["signature"]
+    assert f'data-id="{conversation_id}"' in second["rows"]
+
+
+def _stages(browser: Any, number: int) -> list[str]:
+    """What turn ``number``'s section showed, in the order its events came (live.js records it)."""
+    return (browser.find_element(*_by(f"#turn-{number}")).get_attribute("data-stages") or "").split(",")
+
+
+def test_a_chat_in_a_browser(client: BlendClient, site: str, browser: Any, shots: Path) -> None:
+    # Given the front page; when a person types a question and presses Ask
+    browser.get(f"{site}/")
+    ask_in_browser(browser, "Who wrote Dune?", box="#chat textarea[name=question]")
+
+    # Then the conversation's page follows the turn: candidates first, then the decision and answer
+    wait_for(browser, lambda d: "/conversations/" in d.current_url)
+    conversation_id = browser.current_url.split("/conversations/")[1].split("#")[0]
+    browser.execute_script("window.peerblendTestMark = true;")
+    wait_for(browser, answered(1))
+    stages = _stages(browser, 1)
+    assert "candidate" in stages and stages[-1] == "decision", stages
+    assert max(i for i, s in enumerate(stages) if s == "candidate") < stages.index("decision")
+    first = client.wait_turn(conversation_id, 0, timeout=30)
+    assert browser.find_element(*_by("#turn-1 .answer-text")).text == first.answer
+    assert browser.find_elements(*_by("#turn-1 .explanation li")), "the page says why"
+
+    # When a follow-up is asked in the same page
+    ask_in_browser(browser, "When was it first published?")
+
+    # Then it is turn 2 of the same conversation, answered without a reload, the box emptied
+    wait_for(browser, answered(2))
+    assert browser.execute_script("return window.peerblendTestMark === true;"), "the page reloaded"
+    assert _stages(browser, 2)[0] == "candidate" and _stages(browser, 2)[-1] == "decision"
+    stored = client.fetch(conversation_id)
+    assert [t.question for t in stored.turns] == ["Who wrote Dune?", "When was it first published?"]
+    assert stored.turns[1].result is not None
+    assert browser.find_element(*_by("#turn-2 .answer-text")).text == stored.turns[1].result["answer"]
+    assert browser.find_element(*_by("#ask textarea")).get_attribute("value") == ""
+    wait_for(browser, lambda d: "2 of 2 turns stored" in d.find_element(*_by("#progress")).text)
+    save_page(browser, shots / "chat.png")
+
+
+def test_the_list_shows_new_conversations_by_itself(client: BlendClient, site: str, browser: Any) -> None:
+    # Given the list open in a browser
+    browser.get(f"{site}/conversations")
+    browser.execute_script("window.peerblendTestMark = true;")
+
+    # When a conversation is started through the client API (as the chat endpoint does)
+    chat = client.start()
+    chat.send("Who wrote Dune?")
+
+    # Then its row appears, then its turn shows as stored, with no reload of the page
+    row = f'tr.conversation[data-id="{chat.conversation_id}"]'
+    wait_for(browser, lambda d: d.find_elements(*_by(row)))
+    chat.wait(0, timeout=30)
+    wait_for(browser, lambda d: "1/1" in d.find_element(*_by(row)).text)
+    assert "finished" in browser.find_element(*_by(row)).text
+    assert browser.execute_script("return window.peerblendTestMark === true;"), "the page reloaded"
+
+
+def test_the_pages_fit_a_phone(client: BlendClient, site: str, browser: Any, shots: Path) -> None:
+    # Given a finished conversation with failed members, long errors and ballots
+    handle = client.submit(STORY, run=f"phone-{uuid.uuid4().hex[:6]}")
+    handle.wait(timeout=60)
+    paths = ["/", f"/conversations/{handle.conversation_id}", "/runs"]
+    try:
+        for width in (1280, PHONE_WIDTH):
+            if width == PHONE_WIDTH:
+                phone(browser)
+            for path in paths:
+                browser.get(site + path)
+                wait_for(browser, lambda d: d.execute_script("return document.readyState") == "complete")
+                document, window = overflow(browser)
+                # Then no page is wider than the window: nothing to scroll sideways
+                assert document <= window, f"{path} at {width} px: the page is {document} px wide"
+        # and on a phone the tables are cards: no header row
+        browser.get(site + paths[1])
+        assert browser.find_elements(*_by("table.ballots tr.ballot"))
+        assert not browser.find_element(*_by("table.ballots thead")).is_displayed()
+        save_phone_page(browser, shots / "phone.png")
+    finally:
+        desktop(browser)
