@@ -8,7 +8,8 @@ workers/web_evaluate.py.
 - ``draw``: every turn of a pair of runs is judged once before any is judged twice;
   among the least-judged turns, those the person has not judged come first, then a
   seeded uniform pick. The run shown as A less often so far is A (a seeded coin on
-  equal counts), so A/B stay balanced however the person leans to one side.
+  equal counts), so A/B stay balanced however the person leans to one side. The rule
+  holds over stored judgements: two people drawing at the same moment may get one turn.
 - ``win_rates``: per pair of runs, wins/ties/losses of the first run, its win rate
   (ties count half) and a 95 % interval from a bootstrap over conversations (the
   turns of a conversation share a history, so they are not independent).
