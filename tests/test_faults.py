@@ -21,11 +21,14 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
-from sqlalchemy import text
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 
 from pipeline.canvas import AGGREGATE, final_task_id
@@ -43,12 +46,14 @@ from tests.faults_support import (
     ranked_committee,
     record,
     run_stored_count,
+    stop_process,
     summary,
     tally,
     wait_all_stored,
     wait_for,
     write_dataset,
 )
+from tests.test_serve import Server
 
 pytestmark = pytest.mark.services
 
@@ -465,3 +470,212 @@ def test_a_redelivered_aggregate_sends_nothing_while_the_next_turn_runs(deploy):
             {"c": conversation},
         ).scalars()
         assert list(attempts) == [1, 1, 1]
+
+
+# 8 ---------------------------------------------------------------------------------------------
+# The HTTP caller's side: a real `peerblend serve` process in front of the same deployment.
+
+
+def _chat(
+    server: Server, model: str, messages: list[str], *, key: str | None = None, timeout: float = 120
+) -> httpx.Response:
+    """POST a chat whose messages alternate user/assistant (what any OpenAI client sends)."""
+    roles = ("user", "assistant")
+    body = {
+        "model": model,
+        "messages": [{"role": roles[i % 2], "content": m} for i, m in enumerate(messages)],
+    }
+    headers = {"Idempotency-Key": key} if key else {}
+    return httpx.post(f"{server.url}/chat/completions", json=body, headers=headers, timeout=timeout)
+
+
+def _served(d: Deployment, **env: str) -> Server:
+    return Server({**d.env, **env}, d.home)
+
+
+def _turn_rows(d: Deployment, conversation_id: str) -> list[tuple[int, str]]:
+    with d.engine.connect() as connection:
+        query = text("select turn_index, question from turn where conversation_id = :c order by turn_index")
+        return [tuple(row) for row in connection.execute(query, {"c": conversation_id})]  # type: ignore[misc]
+
+
+def _asked(d: Deployment, question: str) -> bool:
+    with d.engine.connect() as connection:
+        query = text("select count(*) from turn where question = :q")
+        return bool(connection.execute(query, {"q": question}).scalar())
+
+
+def test_a_server_killed_during_a_follow_up_then_the_follow_up_resent_asks_nothing_twice(deploy):
+    # Given: a conversation of one turn through a server, members that take 2 s
+    d = deploy(options={f"m{i}": {"delay_s": 2.0} for i in range(3)})
+    d.start_worker()
+    server = _served(d)
+    first, follow_up = f"{d.tag} Who wrote Dune?", f"{d.tag} When was it published?"
+    opened = _chat(server, d.committee.name, [first])
+    assert opened.status_code == 200, opened.text
+    conversation = opened.json()["peerblend"]["conversation_id"]
+    answer = opened.json()["choices"][0]["message"]["content"]
+
+    # When: the server is killed while the follow-up runs, and the follow-up is sent again to a new one
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(_chat, server, d.committee.name, [first, answer, follow_up], timeout=30)
+        wait_for("the follow-up is asked", lambda: _asked(d, follow_up), timeout=30)
+        server.process.kill()
+        server.process.wait()
+    restarted = _served(d)
+    try:
+        resent = _chat(restarted, d.committee.name, [first, answer, follow_up])
+        after = _chat(
+            restarted,
+            d.committee.name,
+            [
+                first,
+                answer,
+                follow_up,
+                resent.json()["choices"][0]["message"]["content"],
+                f"{d.tag} And its sequel?",
+            ],
+        )
+    finally:
+        stop_process(restarted.process)
+
+    # Then: the resent follow-up got the turn asked before; the conversation goes on from there
+    assert resent.status_code == 200, resent.text
+    assert (resent.json()["peerblend"]["conversation_id"], resent.json()["peerblend"]["turn_index"]) == (
+        conversation,
+        1,
+    )
+    assert after.status_code == 200 and after.json()["peerblend"]["turn_index"] == 2
+    assert _turn_rows(d, conversation) == [(0, first), (1, follow_up), (2, f"{d.tag} And its sequel?")]
+
+
+def test_postgres_stopped_while_a_caller_waits_still_answers_it(own_postgres, deploy):
+    # Given: a server on a PostgreSQL of the test's own, members that take 3 s
+    d = deploy(
+        options={f"m{i}": {"delay_s": 3.0} for i in range(3)}, database=own_postgres.create_database("serve")
+    )
+    d.start_worker()
+    server = _served(d)
+    question = f"{d.tag} Who wrote Dune?"
+    try:
+        # When: PostgreSQL stops for 8 s while the caller waits
+        with ThreadPoolExecutor(1) as pool:
+            waiting = pool.submit(_chat, server, d.committee.name, [question])
+            wait_for(
+                "the question is stored",
+                lambda: _asked(d, question),
+                timeout=30,
+                tolerate=(OperationalError,),
+            )
+            time.sleep(0.5)  # the start message is sent just after the turn is stored
+            own_postgres.stop()
+            time.sleep(8.0)
+            own_postgres.start()
+            answered = waiting.result(timeout=120)
+    finally:
+        stop_process(server.process)
+
+    # Then: the caller gets its answer (the turn was stored once the database was back), not a 503
+    assert answered.status_code == 200, answered.text
+    assert answered.json()["choices"][0]["message"]["content"] == f"model0: {question}"
+
+
+def test_redis_restarted_while_a_caller_waits_is_a_prompt_503_naming_the_turn_which_a_retry_gets(
+    own_redis, deploy
+):
+    # Given: a server on a Redis of the test's own, members that take 3 s
+    d = deploy(options={f"m{i}": {"delay_s": 3.0} for i in range(3)}, server=own_redis)
+    worker = d.start_worker()
+    server = _served(d)
+    question, key = f"{d.tag} Who wrote Dune?", f"key-{d.tag}"
+    try:
+        # When: Redis is killed (its queues lost) and restarted while the caller waits
+        with ThreadPoolExecutor(1) as pool:
+            waiting = pool.submit(_chat, server, d.committee.name, [question], key=key)
+            wait_for("the question is asked", lambda: _asked(d, question), timeout=30)
+            time.sleep(0.5)
+            own_redis.kill()
+            killed_at = time.monotonic()
+            time.sleep(1.0)
+            own_redis.start()
+            refused = waiting.result(timeout=120)
+            answered_after = time.monotonic() - killed_at
+        # Then: 503 at once (not after the turn timeout), naming the turn, with Retry-After
+        assert refused.status_code == 503, refused.text
+        assert answered_after < 30
+        error = refused.json()["error"]
+        assert error["turn_index"] == 0 and "Retry-After" in refused.headers
+        # (a worker that lost its broker reconnects, or exits and is started again as compose would)
+        fate = wait_for(
+            "the worker reconnects or exits",
+            lambda: "exited" if worker.process.poll() is not None else d.answers(worker) and "reconnected",
+            timeout=60,
+            tolerate=BROKER_ERRORS,
+        )
+        if fate == "exited":
+            d.start_worker()
+        # When: the caller retries; Then: it gets the turn the server sent again (asked once)
+        retried = _chat(server, d.committee.name, [question], key=key)
+    finally:
+        stop_process(server.process)
+    assert retried.status_code == 200, retried.text
+    assert retried.json()["peerblend"]["conversation_id"] == error["conversation_id"]
+    assert _turn_rows(d, error["conversation_id"]) == [(0, question)]
+
+
+def test_an_embedded_server_killed_mid_turn_finishes_the_turn_when_started_again(tmp_path):
+    # Given: the embedded default (in-process worker, memory broker, SQLite), members that take 2 s
+    committee = ranked_committee("embedded-kill", "", options={f"m{i}": {"delay_s": 2.0} for i in range(3)})
+    committee = committee.model_copy(
+        update={"members": tuple(m.model_copy(update={"queue": ""}) for m in committee.members)}
+    )
+    (tmp_path / "committee.json").write_text(committee.model_dump_json())
+    env = {
+        **{
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith("PEERBLEND_") or k == "PEERBLEND_TEST_BACKENDS"
+        },
+        "PEERBLEND_HOME": str(tmp_path),
+        "PEERBLEND_COMMITTEE_FILE": str(tmp_path / "committee.json"),
+    }
+    server = Server(env, tmp_path)
+    question, key = "Who wrote Dune?", "embedded-kill-1"
+
+    # When: the server is killed during the turn and started again
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(_chat, server, committee.name, [question], key=key, timeout=30)
+        engine = create_engine(f"sqlite:///{tmp_path / 'peerblend.db'}")
+        wait_for(
+            "the question is asked",
+            lambda: _count(engine, "turn") == 1,
+            timeout=30,
+            tolerate=(OperationalError,),
+        )
+        server.process.kill()
+        server.process.wait()
+    assert _count(engine, "turn_result") == 0
+    restarted = Server(env, tmp_path)
+    try:
+        # Then: it finishes that turn by itself, and the retried request gets it
+        wait_for("the turn is stored", lambda: _count(engine, "turn_result") == 1, timeout=60)
+        retried = _chat(restarted, committee.name, [question], key=key)
+    finally:
+        stop_process(restarted.process)
+        engine.dispose()
+    assert retried.status_code == 200, retried.text
+    assert retried.json()["choices"][0]["message"]["content"] == f"model0: {question}"
+    assert _count_now(tmp_path, "turn") == 1
+
+
+def _count(engine: Engine, table: str) -> int:
+    with engine.connect() as connection:
+        return int(connection.execute(text(f"select count(*) from {table}")).scalar() or 0)
+
+
+def _count_now(home: Path, table: str) -> int:
+    engine = create_engine(f"sqlite:///{home / 'peerblend.db'}")
+    try:
+        return _count(engine, table)
+    finally:
+        engine.dispose()
