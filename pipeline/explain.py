@@ -33,21 +33,21 @@ def live_label(*, source: str | None, live: bool) -> str:
 
 
 def explain_turn(
-    result: Mapping[str, Any] | None,
-    reviews: Sequence[Mapping[str, Any]] = (),
+    result: Mapping[str, Any] | None, reviews: Sequence[Mapping[str, Any]] = (), *, rule: bool = True
 ) -> list[str]:
     """Sentences explaining a stored turn's decision, most important first; [] while it runs.
 
     ``result``: the stored turn result (``decision`` holds the decision record);
-    ``reviews``: the turn's stored reviews (reviewer, status, ranking, error).
+    ``reviews``: the turn's stored reviews (reviewer, status, ranking, error, voters);
+    ``rule``: start with the rule that decided (False where it is shown already).
     """
     if not result:
         return []
     decision: Mapping[str, Any] = result.get("decision") or {}
     sentences = []
-    if decision.get("decided_by"):
+    if rule and decision.get("decided_by"):
         sentences.append(f"Decided by: {decision['decided_by']}.")
-    sentences += voter_sentences(decision)
+    sentences += voter_sentences(decision, reviews)
     if (tie := tie_sentence(result, reviews)) is not None:
         sentences.append(tie)
     failed: Mapping[str, str] = decision.get("excluded_failed") or {}
@@ -64,22 +64,28 @@ def explain_turn(
     return sentences
 
 
-def voter_sentences(decision: Mapping[str, Any]) -> list[str]:
+def voter_sentences(decision: Mapping[str, Any], reviews: Sequence[Mapping[str, Any]] = ()) -> list[str]:
     """One sentence per voter group of several reviewers (one judgement, one shared weight), and
-    how many independent voters there were."""
+    how many independent voters there were. The groups are the decision record's; a rule that
+    records none (the learned decision) still ran one review per group: the reviews name them."""
     groups = [list(g) for g in decision.get("voters") or []]
+    weights: Mapping[str, float] = decision.get("ballot_weights") or {}
+    if not groups:
+        groups = [list(r.get("voters") or [r.get("reviewer")]) for r in reviews if r.get("ranking")]
     if not groups:
         return []
-    weights: Mapping[str, float] = decision.get("ballot_weights") or {}
     sentences = []
     for group in groups:
         if len(group) < 2:
             continue
+        alike = f"{_names(group)} judge alike (same model and review method), so they are one voter"
         total = sum(float(weights.get(r, 0.0)) for r in group)
-        sentences.append(
-            f"{_names(group)} judge alike (same model and review method), so they are one voter: "
-            f"their ballot weighs {total:.3g} in all, {total / len(group):.3g} each."
-        )
+        if weights:
+            sentences.append(
+                f"{alike}: their ballot weighs {total:.3g} in all, {total / len(group):.3g} each."
+            )
+        else:
+            sentences.append(f"{alike}: one review counted for them all.")
     n, reviewers = len(groups), sum(len(g) for g in groups)
     counted = f"{n} independent voter{'' if n == 1 else 's'}"
     if sentences:

@@ -114,3 +114,56 @@ def test_one_label_for_live_conversations() -> None:
     assert live_label(source=None, live=True) == "live"
     assert live_label(source="doqa", live=False) == "doqa"
     assert live_label(source=None, live=False) == "submitted"
+
+
+def test_voter_groups_from_the_reviews_where_the_rule_records_none() -> None:
+    # Given the learned decision (no voters in its record) over one review cast for two reviewers
+    result = _result(ranking_status="learned", voters=[], ballot_weights={}, decided_by="learned (prior)")
+    reviews = [
+        {**_review("a", ["m0", "m1"]), "voters": ["a"]},
+        {**_review("g1", ["m1", "m0"]), "voters": ["g1", "g2"]},
+    ]
+
+    sentences = explain_turn(result, reviews)
+
+    assert "2 independent voters from 3 reviewers." in sentences
+    assert "g1 and g2 judge alike (same model and review method), so they are one voter: " in " ".join(
+        sentences
+    )
+    assert "one review counted for them all." in " ".join(sentences)
+
+
+def test_peerblend_show_says_live_and_why() -> None:
+    from io import StringIO
+
+    from rich.console import Console
+
+    from pipeline.outcomes import StoredConversation, StoredTurn
+    from workers.report import conversation_header, print_turn
+
+    # Given a live conversation's stored turn whose m3 failed both ways
+    result = {
+        **_result(decided_by="Borda count of 3 voter(s), uniform", excluded_failed={"m3": "down"}),
+        "timings": {"generation_s": 1.0, "review_s": 1.0, "aggregate_s": 0.0, "total_s": 2.0},
+    }
+    candidate = {"member": "m0", "text": "Frank Herbert.", "error": None, "seconds": 0.1}
+    review = {
+        **_review("m3", [], status="error", error="down"),
+        "method": "ranking",
+        "shown_order": [],
+        "raw": "",
+    }
+    turn = StoredTurn(0, "Who wrote Dune?", [], result, [candidate], [{**review, "seconds": 0.0}])
+    stored = StoredConversation("c1", None, None, "web", "peer", "full", 1, None, [turn])
+    out = StringIO()
+    console = Console(file=out, width=300)
+
+    console.print(conversation_header(stored, live=True))
+    print_turn(console, turn)
+
+    # Then it says "live" as the page does, and the page's sentences, the rule once
+    printed = out.getvalue()
+    assert "conversation c1 (live;" in printed and "submitted" not in printed
+    assert "why: No tie: m0 led with 4 points, 1 ahead of m1." in printed
+    assert "why: m3's answer was left out and its ballot dropped: down." in printed
+    assert printed.count("Borda count of 3 voter(s), uniform") == 1

@@ -66,7 +66,7 @@ def print_turn(console: Console, turn: StoredTurn) -> None:
     if result:
         print_voters(console, result.get("decision") or {})
         print_rule(console, result.get("decision") or {})
-        for sentence in explain_turn(result, turn.reviews):
+        for sentence in explain_turn(result, turn.reviews, rule=False):  # print_rule said the rule
             console.print(f"[dim]why: {escape(sentence)}[/]")
     if not result:
         console.print("[yellow]not finished yet[/]")
@@ -93,18 +93,17 @@ def print_decision(console: Console, decision: dict[str, Any]) -> None:
 def print_voters(console: Console, decision: dict[str, Any]) -> None:
     """Independent voters (reviewers of one judgement joined by '=', with the weight of their ballots
     together), and the member prior."""
-    groups = decision.get("voters")
-    if groups is None:  # stored before voters were recorded
-        return
-    weights = decision.get("ballot_weights") or {}
-    shown = "; ".join(
-        f"{' = '.join(group)} ({sum(weights.get(r, 0.0) for r in group):.3g})" for group in groups
-    )
-    n = decision.get("independent_voters", len(groups))
-    console.print(
-        f"[dim]independent voters: {n} of {decision.get('ballots', 0)} ballots: {escape(shown or 'none')} "
-        f"({escape(str(decision.get('weights_note', '')))})[/]"
-    )
+    # none stored before voters were recorded, and none by a rule that weighs no ballots (learned)
+    if groups := decision.get("voters"):
+        weights = decision.get("ballot_weights") or {}
+        shown = "; ".join(
+            f"{' = '.join(group)} ({sum(weights.get(r, 0.0) for r in group):.3g})" for group in groups
+        )
+        n = decision.get("independent_voters", len(groups))
+        console.print(
+            f"[dim]independent voters: {n} of {decision.get('ballots', 0)} ballots: {escape(shown)} "
+            f"({escape(str(decision.get('weights_note', '')))})[/]"
+        )
     if "prior" in decision:
         prior = ", ".join(f"{m} {q:.3f}" for m, q in sorted(decision["prior"].items(), key=lambda x: -x[1]))
         console.print(
