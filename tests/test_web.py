@@ -525,3 +525,28 @@ def test_the_pages_fit_a_phone(client: BlendClient, site: str, browser: Any, sho
         save_phone_page(browser, shots / "phone.png")
     finally:
         desktop(browser)
+
+
+def test_an_event_stream_ends_when_its_reader_leaves(client: BlendClient) -> None:
+    import asyncio
+
+    from workers.web_stream import turn_stream
+
+    class Gone:
+        """A request whose client has disconnected (what starlette's Request reports then)."""
+
+        headers: dict[str, str] = {}
+        query_params: dict[str, str] = {}
+
+        async def is_disconnected(self) -> bool:
+            return True
+
+    # Given a turn that would never finish
+    conversation_id = _stub(client, f"gone-{uuid.uuid4().hex[:6]}", stored=False, minutes=0)
+
+    async def read() -> list[str]:
+        stream = turn_stream(Gone(), client, conversation_id, 0, limit_s=600)  # type: ignore[arg-type]
+        return [chunk async for chunk in stream]
+
+    # Then the stream stops at once instead of polling for ten minutes
+    assert asyncio.run(asyncio.wait_for(read(), timeout=30)) == ["retry: 2000\n\n"]
