@@ -93,12 +93,21 @@ class LiveConversation:
         """``wait`` without blocking the event loop."""
         return await off_loop(lambda: self.wait(turn_index, timeout=timeout))
 
-    def send(self, question: str, *, request_key: str | None = None) -> int:
+    def send(
+        self,
+        question: str,
+        *,
+        request_key: str | None = None,
+        max_new_tokens: int | None = None,
+        stop: Sequence[str] = (),
+    ) -> int:
         """Store ``question`` as the next turn and send it; its turn index. Does not wait.
 
         A question the limits refuse raises InputError before anything is read or stored.
         ``request_key`` (an HTTP request's Idempotency-Key) is stored with the turn; a key
         another turn holds raises TurnInProgress, like a question that lost the race.
+        ``max_new_tokens`` and ``stop`` bound this turn's answers (a chat request's own bounds;
+        a turn resent by recovery runs without them).
         """
         client = self.client
         question = checked_question(client.limits, question)
@@ -130,6 +139,8 @@ class LiveConversation:
             passage=state.passage,
             enqueued_at=time.time(),
             system=state.system,
+            max_new_tokens=max_new_tokens,
+            stop=tuple(stop),
         )
         client.send_turn(context, state.run)  # a worker decides it under the conversation's policy state
         return index

@@ -28,6 +28,8 @@ class Judgement:
     seconds: float = 0.0
     finished_at: float = 0.0
     candidates: tuple[CandidateRecord, ...] = field(default_factory=tuple)
+    prompt_tokens: int = 0  # what its model calls read and wrote (pipeline.usage)
+    completion_tokens: int = 0
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)

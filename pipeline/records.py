@@ -27,6 +27,10 @@ class TurnContext:
     enqueued_at: float = 0.0  # epoch seconds when the turn's canvas was sent
     attempt: int = 1  # which sending of this turn (recovery sends a stalled turn again)
     system: str | None = None  # the user's system message, given to the generators
+    # A chat request's bounds on the answer (OpenAI's max_tokens and stop): each generator's and
+    # the fusion's answer is at most this many tokens and ends before any of these strings.
+    max_new_tokens: int | None = None
+    stop: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         data = _fields(self)
@@ -36,7 +40,7 @@ class TurnContext:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> TurnContext:
         history = tuple(Exchange(q, a) for q, a in data.get("history", ()))
-        return cls(**{**data, "history": history})
+        return cls(**{**data, "history": history, "stop": tuple(data.get("stop", ()))})
 
 
 @dataclass(frozen=True)
@@ -48,6 +52,8 @@ class CandidateRecord:
     error: str | None = None
     seconds: float = 0.0  # time in the backend
     finished_at: float = 0.0  # epoch seconds
+    prompt_tokens: int = 0  # what its model calls read and wrote (pipeline.usage)
+    completion_tokens: int = 0
 
     @property
     def ok(self) -> bool:
@@ -86,6 +92,8 @@ class ReviewRecord:
     finished_at: float = 0.0
     candidates: tuple[CandidateRecord, ...] = field(default_factory=tuple)
     voters: tuple[str, ...] = ()
+    prompt_tokens: int = 0  # what its model calls read and wrote (pipeline.usage)
+    completion_tokens: int = 0
 
     def __post_init__(self) -> None:
         if not self.voters:

@@ -56,7 +56,7 @@ def _answer_prompt(member: Member, committee: Committee, context: TurnContext) -
     """The prompt ``member`` answers the turn's question from (its style, few-shot, length)."""
     history, passage = _fitted(committee, context)
     settings = member.generation
-    return generator_prompt(
+    prompt = generator_prompt(
         context.question,
         history,
         style=settings.style,
@@ -65,6 +65,24 @@ def _answer_prompt(member: Member, committee: Committee, context: TurnContext) -
         max_new_tokens=settings.max_new_tokens,
         instructions=context.system,
     )
+    return bounded(prompt, context)
+
+
+def bounded(prompt: Prompt, context: TurnContext) -> Prompt:
+    """``prompt`` under the request's bounds on the answer (fewer tokens, more stop strings)."""
+    limit = context.max_new_tokens
+    return replace(
+        prompt,
+        max_new_tokens=prompt.max_new_tokens if limit is None else min(prompt.max_new_tokens, limit),
+        stop=prompt.stop + tuple(s for s in context.stop if s not in prompt.stop),
+    )
+
+
+def cut_at_stops(text: str, stops: Sequence[str]) -> str:
+    """``text`` up to the first of ``stops`` (a backend may return the stop string, or run past it)."""
+    for stop in stops:
+        text = text.split(stop, 1)[0]
+    return text
 
 
 def answer(backend: Backend, member: Member, committee: Committee, context: TurnContext) -> CandidateRecord:
@@ -78,7 +96,7 @@ def answer(backend: Backend, member: Member, committee: Committee, context: Turn
         return CandidateRecord(
             member.name, error=_describe(error), seconds=time.perf_counter() - start, finished_at=time.time()
         )
-    text = text.strip()
+    text = cut_at_stops(text, context.stop).strip()
     return CandidateRecord(
         member.name,
         text=text,
@@ -294,8 +312,8 @@ def fuse(
         passage=passage,
         max_new_tokens=aggregator.generation.max_new_tokens,
     )
-    (text,) = backend.generate([prompt])
-    return text.strip()
+    (text,) = backend.generate([bounded(prompt, context)])
+    return cut_at_stops(text, context.stop).strip()
 
 
 def judge(

@@ -92,15 +92,73 @@ class ChatMessage(BaseModel):
         return "".join(part.text for part in self.content)
 
 
+MAX_TOKENS = 4096
+MAX_STOPS = 4  # as OpenAI allows
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="ignore", strict=True)
+    include_usage: bool | None = False
+
+
 class ChatRequest(BaseModel):
-    """The fields peerblend reads; sampling settings (temperature, ...) are accepted and ignored:
-    the committee's members decide how they generate."""
+    """The fields peerblend reads. Sampling settings (temperature, top_p, ...) are accepted and
+    ignored: the committee's members decide how they sample. Fields asking for something the
+    blend cannot give (several choices, tool calls, a JSON format, log-probabilities) are
+    refused by ``unsupported`` rather than silently ignored."""
 
     model_config = ConfigDict(extra="ignore", strict=True)
     model: str = Field(min_length=1, max_length=300)
     messages: list[ChatMessage] = Field(min_length=1)
     stream: bool | None = False  # null, as OpenAI allows, is false
+    stream_options: StreamOptions | None = None
     conversation_id: str | None = Field(default=None, max_length=64)  # extra_body: continue this one
+    # Bound every member's answer (and the fusion's); the older and the newer name of one setting.
+    max_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS)
+    max_completion_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS)
+    stop: str | list[str] | None = None
+    n: int | None = None
+    tools: list[Any] | None = None
+    tool_choice: Any = None
+    functions: list[Any] | None = None
+    response_format: dict[str, Any] | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = None
+
+    @property
+    def token_limit(self) -> int | None:
+        """The request's bound on answer tokens, if any (the smaller where both are given)."""
+        given = [v for v in (self.max_tokens, self.max_completion_tokens) if v is not None]
+        return min(given) if given else None
+
+    @property
+    def stops(self) -> tuple[str, ...]:
+        return (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
+
+
+def unsupported(request: ChatRequest) -> ChatError | None:
+    """A 400 naming the first field asking for what a blended answer cannot be, else None."""
+    refusals = [
+        (request.n not in (None, 1), "n", "one blended answer per request: n must be 1"),
+        (bool(request.tools) or bool(request.functions), "tools", "tool calls are not supported"),
+        (request.tool_choice not in (None, "none", "auto"), "tool_choice", "tool calls are not supported"),
+        (
+            request.response_format not in (None, {"type": "text"}),
+            "response_format",
+            "only text answers are supported (response_format type text)",
+        ),
+        (
+            bool(request.logprobs) or request.top_logprobs is not None,
+            "logprobs",
+            "log-probabilities are not returned",
+        ),
+        (len(request.stops) > MAX_STOPS, "stop", f"at most {MAX_STOPS} stop sequences"),
+        (any(not s for s in request.stops), "stop", "a stop sequence must not be empty"),
+    ]
+    for refused, param, message in refusals:
+        if refused:
+            return _bad(f"invalid request: {param}: {message}", param)
+    return None
 
 
 def parse_request(raw: bytes) -> ChatRequest:
@@ -113,12 +171,16 @@ def parse_request(raw: bytes) -> ChatRequest:
     except (ValueError, RecursionError):  # a UnicodeDecodeError is a ValueError
         raise _bad("invalid request: the body is not valid JSON", None) from None
     try:
-        return ChatRequest.model_validate(data)
+        request = ChatRequest.model_validate(data)
     except ValidationError as error:
         first = error.errors()[0]
         where = ".".join(str(part) for part in first["loc"])
         param = str(first["loc"][0]) if first["loc"] else None
         raise _bad(f"invalid request: {where or 'the body'}: {first['msg']}", param) from None
+    refused = unsupported(request)
+    if refused is not None:
+        raise refused
+    return request
 
 
 def check_text(limits: Limits, system: str | None, exchanges: list[Exchange], question: str) -> None:

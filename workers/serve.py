@@ -25,7 +25,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -52,9 +52,11 @@ from workers.chat import (
     parse_request,
     request_key_of,
 )
+from workers.progress import events
 from workers.web import web_router
 
 KEEP_ALIVE_S = 5.0
+EVENT_POLL_S = 0.5  # how often a stream looks for the turn's new candidates and ballots
 access = logging.getLogger("peerblend.access")
 
 
@@ -135,6 +137,18 @@ def create_api(client: BlendClient, options: ServerOptions) -> FastAPI:
         ]
         return {"object": "list", "data": data}
 
+    @api.get("/v1/models/{model_id:path}")
+    async def _model(model_id: str) -> dict[str, Any]:
+        if model_id not in model_ids(client.committee):
+            raise ChatError(
+                404,
+                f"no model {model_id!r}; GET /v1/models lists them",
+                "invalid_request_error",
+                code="model_not_found",
+                param="model",
+            )
+        return {"id": model_id, "object": "model", "created": int(time.time()), "owned_by": "peerblend"}
+
     @api.post("/v1/chat/completions")
     async def _chat(
         request: Request,
@@ -148,11 +162,12 @@ def create_api(client: BlendClient, options: ServerOptions) -> FastAPI:
         check_text(client.limits, system, exchanges, question)
         explicit = conversation_id_of(body.conversation_id, x_peerblend_conversation)
         key = request_key_of(idempotency_key)
+        bounds = (body.token_limit, body.stops)
         completion_id = f"chatcmpl-{uuid.uuid4().hex}"
         if not body.stream:  # one thread does it all: each hop to a thread and back costs latency
 
             def answer() -> dict[str, Any]:
-                chat, turn_index = _send(client, run, system, exchanges, question, explicit, key)
+                chat, turn_index = _send(client, run, system, exchanges, question, explicit, key, bounds)
                 request.state.turn = (chat.conversation_id, turn_index)  # for the access log
                 outcome = _wait(chat, turn_index, options.turn_timeout_s)
                 return _completion(client, outcome, body.model, completion_id, question)
@@ -160,13 +175,15 @@ def create_api(client: BlendClient, options: ServerOptions) -> FastAPI:
             return await off_loop(answer)
         # Streaming: the turn is sent before the response starts (its errors are HTTP errors).
         chat, turn_index = await off_loop(
-            lambda: _send(client, run, system, exchanges, question, explicit, key)
+            lambda: _send(client, run, system, exchanges, question, explicit, key, bounds)
         )
         request.state.turn = (chat.conversation_id, turn_index)
         ask = asyncio.ensure_future(off_loop(lambda: _wait(chat, turn_index, options.turn_timeout_s)))
-        return StreamingResponse(
-            _stream(client, ask, body.model, completion_id), media_type="text/event-stream"
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        stream = _stream(
+            client, ask, (chat.conversation_id, turn_index), _chunks(body.model, completion_id), include_usage
         )
+        return StreamingResponse(stream, media_type="text/event-stream")
 
     @api.get("/v1/conversations/{conversation_id}/turns/{turn_index}")
     async def _turn(conversation_id: str, turn_index: int) -> Response:
@@ -194,6 +211,7 @@ def _send(
     question: str,
     explicit: str | None,
     request_key: str | None = None,
+    bounds: tuple[int | None, tuple[str, ...]] = (None, ()),
 ) -> tuple[LiveConversation, int]:
     """The turn this request asks: (its conversation, its index). Blocking: run on a thread.
 
@@ -204,7 +222,7 @@ def _send(
     request's earlier messages (if it is busy with another request's turn, a new one with that
     history); else a new one.
     """
-    ask = _Ask(client, run, system, exchanges, question, explicit, request_key)
+    ask = _Ask(client, run, system, exchanges, question, explicit, request_key, bounds)
     try:
         return ask.send()
     except BlendError as error:
@@ -229,12 +247,20 @@ class _Ask:
         question: str,
         explicit: str | None,
         request_key: str | None,
+        bounds: tuple[int | None, tuple[str, ...]],
     ) -> None:
         self.client, self.run, self.system, self.exchanges = client, run, system, exchanges
         self.question, self.explicit, self.request_key = question, explicit, request_key
+        self.max_new_tokens, self.stop = bounds  # the request's max_tokens and stop
+
+    def _send_to(self, chat: LiveConversation) -> tuple[LiveConversation, int]:
+        index = chat.send(
+            self.question, request_key=self.request_key, max_new_tokens=self.max_new_tokens, stop=self.stop
+        )
+        return chat, index
 
     def send(self) -> tuple[LiveConversation, int]:
-        client, question = self.client, self.question
+        client = self.client
         earlier = self.by_key() or (self.asked_in(self.explicit) if self.explicit else None)
         if earlier is not None:
             return earlier
@@ -249,7 +275,7 @@ class _Ask:
         if continued is not None:
             chat = client.live(continued)
             try:
-                return chat, chat.send(question, request_key=self.request_key)
+                return self._send_to(chat)
             except TurnInProgress:
                 earlier = self.running_in(continued) or self.by_key()  # a retry, while it runs
                 if earlier is not None:
@@ -263,7 +289,7 @@ class _Ask:
             history=history, system=self.system, method=run.method, policy=run.policy, top_k=run.top_k
         )
         try:
-            return chat, chat.send(question, request_key=self.request_key)
+            return self._send_to(chat)
         except TurnInProgress:
             earlier = self.by_key()  # only a request key that a racing twin holds gets here
             if earlier is None:
@@ -356,7 +382,7 @@ def _turn_response(client: BlendClient, conversation_id: str, turn_index: int) -
 def _completion(
     client: BlendClient, outcome: TurnOutcome, model: str, completion_id: str, question: str
 ) -> dict[str, Any]:
-    prompt_tokens, completion_tokens = estimate_tokens(question), estimate_tokens(outcome.answer)
+    extension = _extension(client, outcome)
     return {
         "id": completion_id,
         "object": "chat.completion",
@@ -369,13 +395,19 @@ def _completion(
                 "finish_reason": "stop",
             }
         ],
-        "usage": {
-            "prompt_tokens": prompt_tokens,
-            "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens,
-        },
-        "peerblend": _extension(client, outcome),
+        "usage": _usage(extension, outcome, question),
+        "peerblend": extension,
     }
+
+
+def _usage(extension: dict[str, Any], outcome: TurnOutcome, question: str = "") -> dict[str, int]:
+    """Every model call of the turn (pipeline.usage), as the turn stored it; for a turn stored
+    before turns counted their calls, the question and the answer alone."""
+    counted = extension["decision"].get("usage")
+    if counted:
+        return {k: int(counted[k]) for k in ("prompt_tokens", "completion_tokens", "total_tokens")}
+    read, written = estimate_tokens(question), estimate_tokens(outcome.answer)
+    return {"prompt_tokens": read, "completion_tokens": written, "total_tokens": read + written}
 
 
 def _extension(client: BlendClient, outcome: TurnOutcome) -> dict[str, Any]:
@@ -396,30 +428,31 @@ def _extension(client: BlendClient, outcome: TurnOutcome) -> dict[str, Any]:
         "candidates": [{"member": c.member, "text": c.text, "error": c.error} for c in candidates],
         "timings": outcome.timings,
         "decided_by": (stored.decision if stored is not None else {}).get("decided_by"),
+        "usage": (stored.decision if stored is not None else {}).get("usage", {}).get("members", {}),
         "decision": stored.decision if stored is not None else {},
     }
 
 
 async def _stream(
-    client: BlendClient, ask: asyncio.Future[TurnOutcome], model: str, completion_id: str
+    client: BlendClient,
+    ask: asyncio.Future[TurnOutcome],
+    turn: tuple[str, int],
+    chunk: Callable[..., str],
+    include_usage: bool,
 ) -> AsyncIterator[str]:
-    """Server-sent events: the role at once, keep-alives while the committee works, the answer, [DONE]."""
-
-    def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> str:
-        data = {
-            "id": completion_id,
-            "object": "chat.completion.chunk",
-            "created": int(time.time()),
-            "model": model,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-            **extra,
-        }
-        return f"data: {json.dumps(data, ensure_ascii=False)}\n\n"
-
+    """Server-sent events: the role at once; while the committee works, each candidate, ballot and
+    judgement as it is stored (chunks with an empty delta and a ``peerblend`` event, which standard
+    clients skip: no content) and keep-alives; then the answer, the decision, the usage if asked, [DONE]."""
     yield chunk({"role": "assistant", "content": ""})
+    seen, quiet_since = 0, time.monotonic()
     while not ask.done():
-        done, _ = await asyncio.wait({ask}, timeout=KEEP_ALIVE_S)
-        if not done:
+        await asyncio.wait({ask}, timeout=EVENT_POLL_S)
+        for event in await asyncio.to_thread(events, client.engine, *turn, after=seen):
+            seen = event["id"]
+            quiet_since = time.monotonic()
+            yield chunk({}, peerblend=_event(event))
+        if time.monotonic() - quiet_since > KEEP_ALIVE_S:
+            quiet_since = time.monotonic()
             yield ": keep-alive\n\n"
     try:
         outcome = ask.result()
@@ -427,10 +460,47 @@ async def _stream(
         yield f"data: {json.dumps(error_body(error))}\n\n"
         yield "data: [DONE]\n\n"
         return
+    for event in await asyncio.to_thread(events, client.engine, *turn, after=seen):
+        yield chunk({}, peerblend=_event(event))
     extension = await asyncio.to_thread(_extension, client, outcome)
     yield chunk({"content": outcome.answer})
     yield chunk({}, "stop", peerblend=extension)
+    if include_usage:
+        yield chunk(None, usage=_usage(extension, outcome))
     yield "data: [DONE]\n\n"
+
+
+def _chunks(model: str, completion_id: str) -> Callable[..., str]:
+    """``chunk(delta, finish=None, **extra)``: one ``chat.completion.chunk`` event; ``delta`` None
+    makes a chunk with no choices (the usage, as OpenAI sends it when asked)."""
+
+    def chunk(delta: dict[str, Any] | None, finish: str | None = None, **extra: Any) -> str:
+        choices = [] if delta is None else [{"index": 0, "delta": delta, "finish_reason": finish}]
+        data = {
+            "id": completion_id,
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": model,
+            "choices": choices,
+            **extra,
+        }
+        return f"data: {json.dumps(data, ensure_ascii=False)}\n\n"
+
+    return chunk
+
+
+# What a progress event shows of its record: enough to draw it, not the prompts or raw text.
+EVENT_FIELDS = {
+    "candidate": ("text", "error", "seconds"),
+    "ballot": ("method", "status", "ranking", "error", "voters", "seconds"),
+    "judgement": ("first", "second", "p_first", "error", "seconds"),
+}
+
+
+def _event(event: dict[str, Any]) -> dict[str, Any]:
+    record = event["record"]
+    shown = {k: record.get(k) for k in EVENT_FIELDS.get(event["kind"], ())}
+    return {"event": event["kind"], "member": event["member"], **shown}
 
 
 # Errors a client must not retry by itself: a timed-out turn still runs (a retry would ask the

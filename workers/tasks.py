@@ -20,6 +20,7 @@ from pipeline.policy import TurnDecision
 from pipeline.records import CandidateRecord, ReviewRecord, TurnContext
 from pipeline.stages import answer, review
 from pipeline.stages import judge as stage_judge
+from pipeline.usage import Metered, metered_record
 from workers.deadline import Timeout, call_with_deadline
 from workers.dispatch import start_turn
 from workers.progress import record_event
@@ -58,14 +59,16 @@ def _generate(runtime: Runtime, context: TurnContext, member: str) -> CandidateR
         backend = runtime.backend(config)
     except Exception as error:  # noqa: BLE001 - a member that cannot load is excluded, recorded
         return CandidateRecord(member, error=f"{type(error).__name__}: {error}"[:500])
+    metered = Metered(backend)
     try:
-        return call_with_deadline(
+        record = call_with_deadline(
             f"generate[{member}]",
             runtime.timeout_s(config),
-            lambda: answer(backend, config, runtime.committee, context),
+            lambda: answer(metered, config, runtime.committee, context),
         )
     except Timeout as late:
-        return CandidateRecord(member, error=str(late), seconds=late.timeout_s, finished_at=time.time())
+        record = CandidateRecord(member, error=str(late), seconds=late.timeout_s, finished_at=time.time())
+    return metered_record(record, metered)
 
 
 @shared_task(name="workers.review", bind=True, resultrepr_maxsize=SHOWN_RESULT)
@@ -89,11 +92,12 @@ def _review(app: Celery, candidates: Any, *, turn: dict[str, Any], reviewer: str
     except Exception as error:  # noqa: BLE001
         message = f"{type(error).__name__}: {error}"[:500]
         return ReviewRecord(reviewer, config.review_method, "error", error=message, candidates=tuple(pool))
+    metered = Metered(backend)
     try:
         record = call_with_deadline(
             f"review[{reviewer}]",
             runtime.timeout_s(config),
-            lambda: review(backend, config, runtime.committee, context, pool),
+            lambda: review(metered, config, runtime.committee, context, pool),
         )
     except Timeout as late:
         record = ReviewRecord(
@@ -105,7 +109,7 @@ def _review(app: Celery, candidates: Any, *, turn: dict[str, Any], reviewer: str
             finished_at=time.time(),
             candidates=tuple(pool),
         )
-    return record
+    return metered_record(record, metered)
 
 
 @shared_task(name="workers.judge", bind=True, resultrepr_maxsize=SHOWN_RESULT)
@@ -122,11 +126,12 @@ def judge_task(
         message = f"{type(error).__name__}: {error}"[:500]
         return Judgement(judge, first, second, error=message, candidates=tuple(pool)).to_json()
     context = TurnContext.from_json(turn)
+    metered = Metered(backend)
     try:
         record = call_with_deadline(
             f"judge[{judge}]",
             runtime.timeout_s(config),
-            lambda: stage_judge(backend, config, runtime.committee, context, pool, (first, second)),
+            lambda: stage_judge(metered, config, runtime.committee, context, pool, (first, second)),
         )
     except Timeout as late:
         record = Judgement(
@@ -138,7 +143,7 @@ def judge_task(
             finished_at=time.time(),
             candidates=tuple(pool),
         )
-    result = record.to_json()
+    result = metered_record(record, metered).to_json()
     record_event(runtime, context, "judgement", judge, result)
     return result
 

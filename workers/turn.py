@@ -25,6 +25,7 @@ from pipeline.policy import TurnDecision
 from pipeline.records import CandidateRecord, ReviewRecord, TurnContext, per_reviewer
 from pipeline.shortlist import advance
 from pipeline.stages import fuse
+from pipeline.usage import Metered, Usage, turn_usage
 from pipeline.verdict import Verdict, decide_turn, finish_timings, with_fusion
 from pipeline.weights import learn_trust, stored_prior, stored_weights
 from workers.dispatch import send_next_turn
@@ -55,10 +56,11 @@ def finish_turn(
         budget_s=runtime.settings.store_retry_s,
     )
     ranked_at = time.time()
-    verdict = _fused(runtime, context, verdict)
+    verdict, fusion = _fused(runtime, context, verdict)
     result = result_row(
         context, verdict, run, timings=finish_timings(verdict.timings, ranked_at=ranked_at, now=time.time())
     )
+    result.decision = {**result.decision, "usage": turn_usage([*candidates, *reviews, *judgements], fusion)}
     rows = [*review_rows(context, reviews), *judgement_rows(context, judgements)]
 
     def store_and_send() -> Any:
@@ -136,14 +138,19 @@ def _decide(
     )
 
 
-def _fused(runtime: Runtime, context: TurnContext, verdict: Verdict) -> Verdict:
-    """Have the committee's aggregator fuse the verdict's texts, when it names any."""
+def _fused(
+    runtime: Runtime, context: TurnContext, verdict: Verdict
+) -> tuple[Verdict, tuple[str, Usage] | None]:
+    """Have the committee's aggregator fuse the verdict's texts, when it names any; the tokens it used."""
     if not verdict.to_fuse:
-        return verdict
+        return verdict, None
     aggregator = runtime.committee.member(runtime.committee.aggregator or "")
+    metered: Metered | None = None
     try:
-        text = fuse(runtime.backend(aggregator), aggregator, runtime.committee, context, verdict.to_fuse)
+        metered = Metered(runtime.backend(aggregator))
+        text = fuse(metered, aggregator, runtime.committee, context, verdict.to_fuse)
     except Exception as error:  # noqa: BLE001 - fall back to the top candidate, recorded
         log.warning("fusion by %s failed: %s", aggregator.name, error)
-        return with_fusion(verdict, None, error=f"{type(error).__name__}: {error}")
-    return with_fusion(verdict, text)
+        fallback = with_fusion(verdict, None, error=f"{type(error).__name__}: {error}")
+        return fallback, (aggregator.name, metered.usage) if metered is not None else None
+    return with_fusion(verdict, text), (aggregator.name, metered.usage)

@@ -3,7 +3,7 @@
 A test backend: committees may name it only where ``PEERBLEND_TEST_BACKENDS=1``.
 Options (``pipeline.backend.ScriptedOptions``, from the member's ``options``):
 - ``replies``: list of answers, used in turn (cycled); default: "<model>: <question>"
-  where <question> is the last user message.
+  where <question> is the last user message; cut to the prompt's ``max_new_tokens`` words.
 - ``review_reply``: the text a ranking review returns (after the prefill);
   default: the labels shown, in reverse order, separated by '>'.
 - ``scores``: {substring: log-prob}; a continuation containing a substring gets
@@ -67,8 +67,10 @@ class ScriptedBackend:
             return " " + " > ".join(reversed(labels))
         if self._replies is not None:
             with self._lock:
-                return next(self._replies)
-        return f"{self.model}: {question}"
+                reply = next(self._replies)
+        else:
+            reply = f"{self.model}: {question}"
+        return " ".join(reply.split(" ")[: prompt.max_new_tokens])  # a word stands for a token here
 
     def ballot_path(self, labels: Sequence[str]) -> BallotPath:
         return BallotPath(self.options.ballot) if self.options.ballot else BallotPath.PARSED
