@@ -120,3 +120,24 @@ def test_a_stream_shows_each_candidate_and_ballot_then_the_answer_then_the_usage
     assert [e["event"] for e in progress].index("ballot") >= 3  # every candidate before any ballot
     assert len(texts) == 1 and texts[0].endswith(question)
     assert chunks[-1].usage is not None and chunks[-1].usage.total_tokens > 0 and not chunks[-1].choices
+
+
+def test_langchain_calls_it_unchanged_and_its_fields_hold(embedded):
+    from langchain_openai import ChatOpenAI
+
+    http = TestClient(create_api(embedded(COMMITTEE), ServerOptions()))
+    chat = ChatOpenAI(
+        base_url="http://testserver/v1", api_key="none", model=COMMITTEE.name, http_client=http, max_retries=0
+    )
+    question = f"Who wrote the novel Dune? {uuid.uuid4().hex[:6]}"
+
+    free = chat.invoke(question)
+    bounded = chat.bind(max_tokens=2).invoke(question)
+    streamed = "".join(str(piece.content) for piece in chat.stream(question))
+
+    assert free.content.endswith(question)  # type: ignore[union-attr]
+    assert re.fullmatch(r"model\d: Who", str(bounded.content))
+    assert free.usage_metadata is not None and free.usage_metadata["input_tokens"] > len(question) // 4
+    assert re.fullmatch(rf"model\d: {re.escape(question)}", streamed)
+    with pytest.raises(Exception, match="n must be 1"):
+        chat.bind(n=2).invoke(question)
