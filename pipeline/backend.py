@@ -162,6 +162,7 @@ class TransformersOptions(BackendOptions):
     device_map: Literal["auto"] | None = None  # "auto": one model spread over several GPUs
     batch_size: int = Field(default=32, ge=1)  # rows per forward pass, at most
     prefix_cache: int = Field(default=8, ge=0)  # prompts whose keys/values are kept for scoring
+    prefix_cache_mb: float = Field(default=256, gt=0)  # and the most memory they may hold, in MiB
     cache_dir: str | None = None  # converted offline aliases; default: the worker's model cache
 
 

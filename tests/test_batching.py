@@ -328,3 +328,149 @@ def test_batching_never_mixes_up_answers_of_concurrent_conversations(
     assert all(isinstance(b, BatchingBackend) for b in backends)
     largest = max(s.largest for b in backends if isinstance(b, BatchingBackend) for s in b.stats().values())
     assert 1 < largest <= 8
+
+
+# --- out of memory (issue 22 item 3) ----------------------------------------------------------------
+
+
+class Cramped(Recorder):
+    """Runs out of memory on a generate batch of more than ``fits`` prompts, or on a prompt "huge"."""
+
+    def __init__(self, fits: int) -> None:
+        super().__init__()
+        self.fits = fits
+
+    def generate(self, prompts: Sequence[Prompt]) -> list[str]:
+        import torch
+
+        if len(prompts) > self.fits or any(p.messages[-1].content == "huge" for p in prompts):
+            self._record("generate", len(prompts))
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return super().generate(prompts)
+
+
+@pytest.fixture
+def freed(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """A process using CUDA whose ``empty_cache`` calls are counted."""
+    import torch
+
+    calls: list[int] = []
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: calls.append(1))
+    return calls
+
+
+def test_out_of_memory_splits_the_batch_and_every_caller_gets_its_own_result(freed: list[int]) -> None:
+    inner = Cramped(fits=2)
+    batcher = BatchingBackend(inner, max_batch=8, window_s=5.0)
+    calls, texts = _generate_calls(batcher, [1] * 8)
+
+    # Given eight callers whose prompts share one batch of eight, which runs out of memory
+    results = _all_at_once(calls)
+
+    # Then the halves were retried (8 -> 4 + 4 -> 2 + 2 + 2 + 2) and each caller got its own answer
+    assert results == [[t[0][::-1]] for t in texts]
+    assert inner.sizes["generate"][:3] == [8, 4, 2]
+    assert sorted(inner.sizes["generate"]) == [2, 2, 2, 2, 4, 4, 8]
+    assert len(freed) == 3
+
+
+def test_after_running_out_of_memory_the_limit_stays_low_for_a_while(freed: list[int]) -> None:
+    inner = Cramped(fits=2)
+    batcher = BatchingBackend(inner, max_batch=8, window_s=5.0, recover_after=10)
+
+    _all_at_once(_generate_calls(batcher, [1] * 8)[0])
+
+    # The limit is the size that fitted: the next batches do not fail again
+    assert batcher.limit == 2 and batcher.stats()["generate"].out_of_memory == 3
+    failed = len(inner.sizes["generate"])
+    _all_at_once(_generate_calls(batcher, [1] * 4)[0])
+    assert inner.sizes["generate"][failed:] == [2, 2]
+    # After recover_after good batches in a row it doubles back (not past max_batch)
+    batcher.window_s = 0.0  # lone calls from here: no company to wait for
+    for i in range(10):
+        assert batcher.generate([_prompt(f"later {i}")]) == [f"later {i}"[::-1]]
+    assert batcher.limit == 4
+
+
+# --- abandoned items, deadlines per item, lengths apart (issue 22 item 5) -----------------------------
+
+
+class Gated(Recorder):
+    """Holds each generate batch until ``gate`` is set; records the prompts it ran and their deadlines."""
+
+    takes_deadlines = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = threading.Event()
+        self.started = threading.Event()
+        self.ran: list[str] = []
+        self.deadlines: dict[str, float | None] = {}
+
+    def generate(
+        self, prompts: Sequence[Prompt], *, deadlines: Sequence[float | None] | None = None
+    ) -> list[str]:
+        self.started.set()
+        self.gate.wait(30)
+        self.ran += [p.messages[-1].content for p in prompts]
+        if deadlines is not None:
+            self.deadlines.update(zip((p.messages[-1].content for p in prompts), deadlines, strict=True))
+        return super().generate(prompts)
+
+
+def test_an_item_whose_caller_stopped_waiting_is_not_run() -> None:
+    from workers.deadline import Timeout, call_with_deadline
+
+    inner = Gated()
+    batcher = BatchingBackend(inner, max_batch=1, window_s=0.0)
+    with ThreadPoolExecutor(1) as pool:
+        # Given the model busy with a first batch
+        first = pool.submit(batcher.generate, [_prompt("first")])
+        assert inner.started.wait(30)
+
+        # When a task waits for its item less long than the model stays busy
+        with pytest.raises(Timeout):
+            call_with_deadline("generate[m1]", 0.1, lambda: batcher.generate([_prompt("abandoned")]))
+        inner.gate.set()
+
+        # Then its item is dropped, not run, and the batcher goes on
+        assert first.result(30) == ["tsrif"]
+    assert batcher.generate([_prompt("next")]) == ["txen"]
+    assert inner.ran == ["first", "next"]
+    assert batcher.stats()["generate"].expired == 1
+
+
+def test_each_item_carries_its_own_callers_deadline_into_the_batch() -> None:
+    from workers.deadline import call_with_deadline
+
+    inner = Gated()
+    inner.gate.set()
+    batcher = BatchingBackend(inner, max_batch=2, window_s=5.0)
+
+    # Given two tasks with 5 s and 300 s left, whose items share a batch
+    calls = [
+        lambda: call_with_deadline("a", 5.0, lambda: batcher.generate([_prompt("short")])),
+        lambda: call_with_deadline("b", 300.0, lambda: batcher.generate([_prompt("long")])),
+    ]
+    assert _all_at_once(calls) == [["trohs"], ["gnol"]]
+
+    # Then each row's deadline is its own caller's, not the batch's
+    short, long = inner.deadlines.get("short"), inner.deadlines.get("long")
+    assert short is not None and long is not None
+    assert 250 < long - short < 300
+
+
+def test_long_and_short_generations_are_not_forced_into_one_batch() -> None:
+    inner = Recorder()
+    batcher = BatchingBackend(inner, max_batch=8, window_s=5.0)
+    limits = [16, 512, 24, 48, 500, 1]  # a ballot, fusions, answers, a one-token verdict
+    calls = [
+        lambda n=n: batcher.generate([Prompt((Message("user", f"p{n}"),), max_new_tokens=n)]) for n in limits
+    ]
+
+    results = _all_at_once(calls)
+
+    assert results == [[f"p{n}"[::-1]] for n in limits]
+    # Within a batch the longest limit is at most 4x the shortest (limits under 16 count as 16)
+    assert sorted(inner.sizes["generate"]) == [2, 4]

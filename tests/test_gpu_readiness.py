@@ -2,7 +2,11 @@
 
 A prefork worker with a member on CUDA is refused before any model loads; members that
 spell one model differently share one resident copy; sampling never uses torch's
-process-wide generator.
+process-wide generator; dtype "auto" follows a device_map and native bfloat16; tensors
+follow the modules' devices, not ``model.device``; stop strings are looked for in a tail
+window; the deployment files pick the CUDA build and share the models volume. Running out
+of memory, abandoned items and lengths are in tests/test_batching.py; scoring memory in
+tests/test_hf_backend.py.
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 
@@ -123,12 +129,12 @@ def test_members_spelling_one_model_differently_share_one_load(
     assert len(loads) == 3
     shared = loads[0]
     assert (shared.device, shared.dtype) == ("cuda:0", "bfloat16")
-    # The shared model takes the largest call settings its members ask for (default: 32, 8)
-    assert shared.options == {"batch_size": 16, "prefix_cache": 8}
+    # The shared model takes the largest call settings its members ask for (default: 32, 8, 256)
+    assert shared.options == {"batch_size": 16, "prefix_cache": 8, "prefix_cache_mb": 256}
     assert (loads[2].device, loads[2].dtype, loads[2].options) == (
         "cpu",
         "float32",
-        {"batch_size": 32, "prefix_cache": 8},
+        {"batch_size": 32, "prefix_cache": 8, "prefix_cache_mb": 256},
     )
 
 
@@ -194,3 +200,160 @@ def test_a_sampled_generation_leaves_the_global_rng_alone_and_repeats_under_its_
         other.join()
 
     assert first == again == while_drawing
+
+
+# --- 4. dtype and devices (issue 22 item 2) ------------------------------------------------------
+
+
+def _fake_cuda(monkeypatch: pytest.MonkeyPatch, *, bf16: bool) -> None:
+    """A process that sees a GPU, which computes in bfloat16 natively or not."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: bf16)
+
+
+@pytest.mark.parametrize(
+    "bf16, options, device, expected",
+    [
+        (True, {"device_map": "auto"}, "cpu", "bfloat16"),  # device_map spreads it over the GPUs
+        (False, {"device_map": "auto"}, "cpu", "float16"),  # an older GPU: no native bfloat16
+        (False, {}, "cuda", "float16"),
+        (True, {}, "cpu", "float32"),
+    ],
+)
+def test_auto_dtype_follows_the_device_map_and_native_bfloat16(
+    bf16: bool,
+    options: dict[str, object],
+    device: str,
+    expected: str,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import torch
+
+    from workers.backends import hf
+
+    _fake_cuda(monkeypatch, bf16=bf16)
+    asked: dict[str, Any] = {}
+
+    def from_pretrained(source: str, **kwargs: Any) -> None:
+        asked.update(kwargs)
+        raise OSError("no weights in this test")
+
+    monkeypatch.setattr(hf.AutoTokenizer, "from_pretrained", lambda source, **kwargs: object())
+    monkeypatch.setattr(hf.AutoModelForCausalLM, "from_pretrained", from_pretrained)
+
+    with caplog.at_level("INFO"), pytest.raises(hf.BackendError):
+        hf.TransformersBackend(BackendSpec(model="/some/model", device=device, options=options))
+
+    assert asked["dtype"] == getattr(torch, expected)
+    assert ("no native bfloat16" in caplog.text) == (expected == "float16")
+
+
+def test_a_device_map_member_and_an_older_gpu_get_the_dtype_auto_means_there(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    loads: list[BackendSpec] = []
+    monkeypatch.setattr(runtime_module, "_backends", {})
+    monkeypatch.setattr(runtime_module, "create_backend", lambda name, spec, **kw: loads.append(spec))
+    _fake_cuda(monkeypatch, bf16=False)
+    committee = Committee(
+        members=(
+            _member("spread", options={"device_map": "auto"}),
+            _member("older", device="cuda", dtype="auto"),
+            _member("same", device="cuda:0", dtype="float16"),
+        )
+    )
+    runtime = runtime_module.Runtime(Settings(home=tmp_path, batch_max=1), committee)
+
+    for member in committee.members:
+        runtime.backend(member)
+
+    assert [(s.device, s.dtype) for s in loads] == [("cpu", "float16"), ("cuda:0", "float16")]
+
+
+def _first_parameter_elsewhere(model: Any) -> None:
+    """Put a parameter first on the meta device, so ``model.device`` (the first parameter's)
+    names a device that neither the embedding nor the head is on, as under a device_map."""
+    import torch
+
+    model.register_parameter("a_first_parameter", torch.nn.Parameter(torch.empty(1, device="meta")))
+    assert str(model.device) == "meta"
+
+
+@pytest.mark.real_model
+def test_generation_and_scoring_follow_the_devices_of_the_modules_not_model_device() -> None:
+    from pipeline.backend import ScoreRequest
+    from workers.backends.hf import TransformersBackend
+
+    backend = TransformersBackend(BackendSpec(model="smollm2-135m"))
+    prompt = Prompt(messages=(Message("user", "What is the capital of France?"),), max_new_tokens=6)
+    requests = [ScoreRequest(prompt, "Paris"), ScoreRequest(prompt, "It is Lyon, I think.")]
+    expected_text, expected_scores = backend.generate([prompt]), backend.score(requests)
+    backend._prefixes.clear()
+
+    _first_parameter_elsewhere(backend.model)
+
+    assert backend.score(requests) == pytest.approx(expected_scores, abs=1e-5)
+    assert backend.generate([prompt]) == expected_text
+
+
+# --- 5. stop strings on a tail window (issue 22 item 8) ---------------------------------------------
+
+PIECES = ["a", "b", " ", "\n", "ab", "\n\n", "Paris", ".", "é"]  # token id -> its text
+
+
+class PieceTokenizer:
+    """Decodes ids to PIECES and records how many tokens each decoded row had."""
+
+    def __init__(self) -> None:
+        self.decoded: list[int] = []
+
+    def batch_decode(self, rows: list[list[int]], skip_special_tokens: bool = True) -> list[str]:
+        self.decoded += [len(row) for row in rows]
+        return ["".join(PIECES[i] for i in row) for row in rows]
+
+
+def _stopped_at(text_of: list[str], stop: tuple[str, ...]) -> int | None:
+    """Reference: the first step whose whole new text, leading whitespace skipped, holds a stop."""
+    for step in range(1, len(text_of) + 1):
+        if any(s in "".join(text_of[:step]).lstrip() for s in stop):
+            return step
+    return None
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    rows=st.lists(
+        st.lists(st.integers(0, len(PIECES) - 1), min_size=40, max_size=40), min_size=1, max_size=4
+    ),
+    stops=st.lists(
+        st.sampled_from([("\n",), ("\n\n",), (" b",), ("Paris.",), ("ab a", "\n")]), min_size=4, max_size=4
+    ),
+)
+def test_stops_are_found_on_a_tail_window_at_the_same_step_as_on_the_whole_text(
+    rows: list[list[int]], stops: list[tuple[str, ...]]
+) -> None:
+    import torch
+
+    from workers.backends.hf import _RowStops
+
+    stops = stops[: len(rows)]
+    prompt = 3  # padded prompt width
+    tokenizer = PieceTokenizer()
+    criteria = _RowStops(tokenizer, stops, [len(r) for r in rows], prompt)  # type: ignore[arg-type]
+    ids = torch.tensor([[0] * prompt + r for r in rows])
+    finished: list[int | None] = [None] * len(rows)
+
+    for step in range(1, 41):
+        done = criteria(ids[:, : prompt + step], torch.zeros(len(rows), 5)).tolist()  # type: ignore[arg-type]
+        finished = [
+            f if f is not None else (step if d else None) for f, d in zip(finished, done, strict=True)
+        ]
+
+    for row, stop, at in zip(rows, stops, finished, strict=True):
+        expected = _stopped_at([PIECES[i] for i in row], stop)
+        assert at == (expected if expected is not None else len(row))
+    # Each step decoded a few tokens per running row, never a row's whole reply
+    assert max(tokenizer.decoded) <= 4 * max(len(s) for stop in stops for s in stop) + 2 < 40

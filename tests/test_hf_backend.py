@@ -354,3 +354,86 @@ def test_a_smollm2_ranking_reviewer_gives_a_ballot_on_every_turn(smollm: hf.Tran
         assert sorted(written) == list(LABELS[: len(record.shown_order)])
         if record.status == "constrained":
             assert sorted(record.ranking) == sorted(record.shown_order)
+
+
+# --- scoring memory bounded in bytes (issue 22 item 4) ------------------------------------------------
+
+
+def _long_prompt(turns: int = 12) -> Prompt:
+    from tests.benchmarks.bench_scoring_memory import review_requests
+
+    return review_requests(turns)[0].prompt
+
+
+def _cache_bytes(prefix: object) -> int:
+    """Bytes of a cached prompt's keys and values."""
+    layers = prefix.cache.layers  # type: ignore[attr-defined]
+    return sum(t.nbytes for layer in layers for t in (layer.keys, layer.values))
+
+
+def test_scoring_rows_share_the_prompts_cached_keys_and_values_without_copies(
+    smollm: hf.TransformersBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.benchmarks.bench_scoring_memory import peak_bytes
+
+    # Given a long prompt already in the prefix cache, and eight short candidates under it
+    prompt = _long_prompt()
+    requests = [ScoreRequest(prompt, f"Answer {i}.") for i in range(8)]
+    smollm.score(requests[:1])
+    held = _cache_bytes(smollm._prefixes[smollm._score_ids(requests[0])[0]])
+
+    # When they are scored in one call
+    peak, scores = peak_bytes(lambda: smollm.score(requests))
+
+    # Then the call held less than two more copies of the prompt's keys/values (one layer's
+    # attention reads them for all rows, repeated over the query heads; a deep copy repeated
+    # per row held nine copies for every layer at once)
+    assert peak < 2 * held
+    assert scores == pytest.approx(_reference_scores(smollm, requests), abs=1e-3)
+
+
+def test_log_probs_are_gathered_without_float32_logits_for_every_token_at_once(
+    smollm: hf.TransformersBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.benchmarks.bench_scoring_memory import CANDIDATES, peak_bytes
+
+    # Given long candidates: 8 x ~30 positions over a 49k vocabulary (~45 MiB of float32 logits)
+    requests = [ScoreRequest(FRANCE, f"{c} {c}") for c in CANDIDATES * 2]
+    smollm.score(requests[:1])  # the prompt in the prefix cache
+    positions = sum(len(smollm._score_ids(r)[1]) - 1 for r in requests)
+    all_logits = positions * smollm.model.config.vocab_size * 4
+    monkeypatch.setattr(hf, "LOGITS_CHUNK_BYTES", 2 * 2**20, raising=False)
+
+    peak, scores = peak_bytes(lambda: smollm.score(requests))
+
+    assert peak < all_logits / 4
+    assert scores == pytest.approx(_reference_scores(smollm, requests), abs=1e-3)
+
+
+def test_the_prefix_cache_is_bounded_in_bytes(
+    smollm: hf.TransformersBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    prompts = [_long_prompt(turns) for turns in (10, 11, 12)]
+    monkeypatch.setattr(smollm, "_prefixes", type(smollm._prefixes)())
+    smollm.score([ScoreRequest(prompts[0], "Yes.")])
+    one = _cache_bytes(next(iter(smollm._prefixes.values())))
+    # Room for one long prompt's keys/values, though the count would allow eight
+    monkeypatch.setattr(smollm, "prefix_cache_bytes", int(1.5 * one), raising=False)
+
+    smollm.score([ScoreRequest(p, "Yes.") for p in prompts])
+
+    assert len(smollm._prefixes) == 1
+    assert sum(_cache_bytes(p) for p in smollm._prefixes.values()) <= 1.5 * one
+
+
+def test_rows_stop_at_their_own_deadlines_within_one_batch(smollm: hf.TransformersBackend) -> None:
+    import time
+
+    story = Prompt(messages=(Message("user", "Tell me a very long story about Dune."),), max_new_tokens=60)
+
+    # Given two rows in one batch, one whose caller has almost no time left
+    late, free = smollm.generate([story, story], deadlines=[time.monotonic() + 0.05, None])
+
+    # Then that row stopped early and the other ran to its own limit
+    assert len(smollm.tokenizer(late)["input_ids"]) < 20
+    assert len(smollm.tokenizer(free)["input_ids"]) > 40

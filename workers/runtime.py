@@ -20,7 +20,7 @@ from pipeline.committee import (
 )
 from pipeline.policy import PolicyStore
 from pipeline.settings import Settings
-from workers.backends.base import BackendSpec, create_backend
+from workers.backends.base import BackendSpec, auto_dtype, create_backend
 from workers.batching import BatchingBackend, SerializedBackend
 from workers.policy_store import SqlPolicyStore
 
@@ -99,7 +99,9 @@ class Runtime:
                 if Capability.BATCH in member.capabilities:
                     # A local model: batched, or at least called by one task thread at a time.
                     backend = (
-                        BatchingBackend(backend, max_batch=batch_max, window_s=window_ms / 1000)
+                        BatchingBackend(
+                            backend, max_batch=batch_max, window_s=window_ms / 1000, timeout_s=spec.timeout_s
+                        )
                         if batching is not None
                         else SerializedBackend(backend)
                     )
@@ -121,7 +123,7 @@ class Runtime:
 
 # Options that tune calls, not the weights: members differing only in them share one
 # resident model, which takes the largest value any of them asks for.
-_CALL_OPTIONS = ("batch_size", "prefix_cache")
+_CALL_OPTIONS = ("batch_size", "prefix_cache", "prefix_cache_mb")
 
 
 def _weights(member: Member) -> tuple[str, str, str, str, dict[str, object]]:
@@ -129,13 +131,13 @@ def _weights(member: Member) -> tuple[str, str, str, str, dict[str, object]]:
     share one resident backend (one model in memory), however they spell it.
 
     "cuda" is "cuda:0" (the current device: peerblend never changes it; a GPU worker picks its
-    GPU with CUDA_VISIBLE_DEVICES); dtype "auto" is what it means on that device (bfloat16 on
-    CUDA, float32 elsewhere, as ``BackendSpec`` documents); call options are left out.
+    GPU with CUDA_VISIBLE_DEVICES); dtype "auto" is what it means on that device, or on the GPUs
+    a ``device_map`` spreads it over (``auto_dtype``); call options are left out.
     """
     device = "cuda:0" if member.device == "cuda" else member.device
     dtype = member.dtype
     if dtype == "auto":
-        dtype = "bfloat16" if device.startswith("cuda") else "float32"
+        dtype = auto_dtype(device, member.options.get("device_map"))
     options = {k: v for k, v in member.options.items() if k not in _CALL_OPTIONS}
     return member.backend, member.model, device, dtype, options
 

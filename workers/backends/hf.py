@@ -33,7 +33,7 @@ from transformers import (
     StoppingCriteria,
     StoppingCriteriaList,
 )
-from transformers.cache_utils import Cache
+from transformers.cache_utils import Cache, CacheLayerMixin
 
 from pipeline.backend import (
     Message,
@@ -45,13 +45,17 @@ from pipeline.backend import (
 )
 from pipeline.ballot_grammar import BallotPath, BallotTokens, allowed_next, ballot_length, ballot_tokens
 from pipeline.errors import BackendError, ConfigError
-from workers.backends.base import BackendSpec
+from workers.backends.base import BackendSpec, auto_dtype
 
 logger = logging.getLogger(__name__)
 
 # Score of an empty continuation: finite (so rank arithmetic never meets NaN/inf)
 # and below any real mean log-probability.
 EMPTY_CONTINUATION_SCORE = -100.0
+
+# Scoring computes float32 logits for this many bytes' worth of tokens at a time, whatever the
+# batch (Gemma's 262k-entry vocabulary: 64 tokens a chunk; 16 x 64 tokens at once would be 1 GiB).
+LOGITS_CHUNK_BYTES = 64 * 2**20
 
 _DTYPES: dict[str, torch.dtype] = {
     "float32": torch.float32,
@@ -90,10 +94,10 @@ OFFLINE_ALIASES: dict[str, Callable[[Path], Path]] = {
 }
 
 
-def resolve_dtype(name: str, device: str) -> torch.dtype:
-    """Map a dtype name to torch; "auto" is bfloat16 on CUDA and float32 elsewhere."""
+def resolve_dtype(name: str, device: str, device_map: str | None = None) -> torch.dtype:
+    """Map a dtype name to torch; "auto" is what ``auto_dtype`` says for the device (or device map)."""
     if name == "auto":
-        return torch.bfloat16 if device.startswith("cuda") else torch.float32
+        name = auto_dtype(device, device_map)
     try:
         return _DTYPES[name]
     except KeyError:
@@ -165,13 +169,18 @@ class TransformersBackend:
     constrained decoding) are declared in ``pipeline.backend.BACKENDS``.
     """
 
+    # generate() takes each row's deadline (workers.batching passes its items' deadlines).
+    takes_deadlines = True
+
     def __init__(self, spec: BackendSpec) -> None:
         self.spec = spec
         options = parse_options(TransformersOptions, spec.options, backend="transformers")
-        dtype = resolve_dtype(spec.dtype, spec.device)
+        dtype = resolve_dtype(spec.dtype, spec.device, options.device_map)
         self.batch_size = options.batch_size  # rows per forward pass, at most
-        # Prompts whose attention keys/values are kept for scoring (see score()).
+        # Prompts whose attention keys/values are kept for scoring (see score()): at most this
+        # many, holding at most this many bytes.
         self.prefix_cache_size = options.prefix_cache
+        self.prefix_cache_bytes = int(options.prefix_cache_mb * 2**20)
         self._prefixes: OrderedDict[tuple[int, ...], _Prefix] = OrderedDict()
         self._prefixes_lock = threading.Lock()
         started = time.perf_counter()
@@ -194,7 +203,25 @@ class TransformersBackend:
         # need the tokenizer's own (e.g. Gemma's <bos>).
         self.chat = self.tokenizer.chat_template is not None
         self.ballot_tokens = self._ballot_tokens()
-        logger.info("loaded %s in %.1f s", spec.model, time.perf_counter() - started)
+        logger.info(
+            "loaded %s in %.1f s (%s, %s)",
+            spec.model,
+            time.perf_counter() - started,
+            str(dtype).removeprefix("torch."),
+            "device_map auto" if options.device_map else spec.device,
+        )
+
+    @cached_property
+    def _input_device(self) -> torch.device:
+        """Where input ids go: the input embedding's device. Under a device_map that need not be
+        ``model.device`` (the first parameter's); an offloaded embedding computes on its hook's device."""
+        embedding = self.model.get_input_embeddings()
+        hook = getattr(embedding, "_hf_hook", None)
+        if getattr(hook, "execution_device", None) is not None:
+            return torch.device(hook.execution_device)  # type: ignore[union-attr]
+        weight = embedding.weight
+        assert isinstance(weight, torch.Tensor)
+        return weight.device
 
     def _ballot_tokens(self) -> BallotTokens:
         """The ids a ballot is written with in this vocabulary; its end is what ends ``generate``'s rows."""
@@ -224,8 +251,13 @@ class TransformersBackend:
         """One tiny generation, so the first real request does not pay for lazy initialisation."""
         self.generate([Prompt((Message("user", "Hello"),), max_new_tokens=1)])
 
-    def generate(self, prompts: Sequence[Prompt]) -> list[str]:
+    def generate(
+        self, prompts: Sequence[Prompt], *, deadlines: Sequence[float | None] | None = None
+    ) -> list[str]:
         """Each prompt's continuation after its prefill, cut at its first stop.
+
+        ``deadlines``: per prompt, the ``time.monotonic()`` at which its row stops (what it
+        has written by then is its answer); None: the member's ``timeout_s`` from now.
 
         Prompts with different ``max_new_tokens`` share a batch: each row stops at
         its own limit (and its own stop strings), the batch when all rows have.
@@ -236,6 +268,9 @@ class TransformersBackend:
         in one batch give different samples, and a rerun gives the same ones (on the
         same machine and batch).
         """
+        timeout = self.spec.timeout_s
+        default = time.monotonic() + timeout if timeout is not None else None
+        ends = [d if d is not None else default for d in (deadlines or [None] * len(prompts))]
         results: dict[int, str] = {}
         groups: dict[float, list[int]] = {}
         for i, prompt in enumerate(prompts):
@@ -244,24 +279,28 @@ class TransformersBackend:
             for start in range(0, len(rows), self.batch_size):
                 chunk = rows[start : start + self.batch_size]
                 batch = [prompts[i] for i in chunk]
-                texts = self._generate_batch(batch, temperature=temperature, seed=batch[0].seed)
+                texts = self._generate_batch(
+                    batch, [ends[i] for i in chunk], temperature=temperature, seed=batch[0].seed
+                )
                 results.update(zip(chunk, texts, strict=True))
         return [results[i] for i in range(len(prompts))]
 
-    def _generate_batch(self, prompts: list[Prompt], *, temperature: float = 0.0, seed: int = 0) -> list[str]:
+    def _generate_batch(
+        self, prompts: list[Prompt], deadlines: list[float | None], *, temperature: float = 0.0, seed: int = 0
+    ) -> list[str]:
         batch = self.tokenizer(
             [self.render(p) for p in prompts],
             return_tensors="pt",
             padding=True,
             padding_side="left",
             add_special_tokens=not self.chat,
-        ).to(self.model.device)
+        ).to(self._input_device)
         width = batch["input_ids"].shape[1]
         stops = [p.stop for p in prompts]
         ballots = [p.ballot if self.ballot_tokens.covers(p.ballot) else () for p in prompts]
         # A ballot row may take the tokens its complete ballot needs, whatever its limit.
         limits = [max(p.max_new_tokens, ballot_length(b)) for p, b in zip(prompts, ballots, strict=True)]
-        criteria = StoppingCriteriaList([_RowStops(self.tokenizer, stops, limits, width)])
+        criteria = StoppingCriteriaList([_RowStops(self.tokenizer, stops, limits, width, deadlines)])
         processors = LogitsProcessorList()
         if any(ballots):
             processors.append(_BallotMask(self.ballot_tokens, ballots, width))
@@ -274,8 +313,7 @@ class TransformersBackend:
                 do_sample=False,  # a sampled batch is drawn by _Sample; decoding then keeps its pick
                 pad_token_id=self.tokenizer.pad_token_id,
                 stopping_criteria=criteria,
-                logits_processor=processors,
-                max_time=self.spec.timeout_s,  # stop at the member's deadline (None: no bound)
+                logits_processor=processors,  # each row stops at its own deadline (_RowStops)
             )
         new = output[:, width:]
         texts = [
@@ -330,14 +368,16 @@ class TransformersBackend:
             if prefix is not None:
                 self._prefixes.move_to_end(context)
                 return prefix
-        ids = torch.tensor([context], device=self.model.device)
+        ids = torch.tensor([context], device=self._input_device)
         with torch.inference_mode():
             out = self._decoder(input_ids=ids, use_cache=True)
             logprobs = self._logits(out.last_hidden_state[0, -1:]).log_softmax(-1)[0]
         prefix = _Prefix(out.past_key_values, logprobs)
-        with self._prefixes_lock:
+        with self._prefixes_lock:  # least recently used out, until both bounds hold
             self._prefixes[context] = prefix
-            while len(self._prefixes) > self.prefix_cache_size:
+            while len(self._prefixes) > self.prefix_cache_size or (
+                sum(p.nbytes for p in self._prefixes.values()) > self.prefix_cache_bytes
+            ):
                 self._prefixes.popitem(last=False)
         return prefix
 
@@ -364,40 +404,55 @@ class TransformersBackend:
         """Mean log-probability of each continuation after the prompt held by ``prefix``.
 
         Continuations are right-padded: pads come after every real token, so the
-        causal mask keeps them out of the real tokens' attention. The output head
-        (262k entries for Gemma) runs only at the positions that predict a real token.
+        causal mask keeps them out of the real tokens' attention. Every row reads the
+        prompt's one cached copy (``_SharedPrefixLayer``); the output head (262k entries
+        for Gemma) runs only at the positions that predict a real token, a chunk at a time.
+        Each tensor is made on the device of the module output it meets (under a device_map
+        the head need not be where the first parameter is).
         """
         rows, width = len(continuations), max(len(c) for c in continuations)
         pad = self.tokenizer.pad_token_id
-        device = self.model.device
+        device = self._input_device
         ids = torch.tensor([c + [pad] * (width - len(c)) for c in continuations], device=device)
         mask = torch.tensor(
             [[1] * (offset + len(c)) + [0] * (width - len(c)) for c in continuations], device=device
         )
         positions = torch.arange(offset, offset + width, device=device).expand(rows, -1)
-        cache = copy.deepcopy(prefix.cache)  # the forward pass appends to it; the cached one stays whole
-        cache.batch_repeat_interleave(rows)
         # Token j + 1 of a row is predicted at its position j; token 0 by the prompt's last position.
         row_of = [r for r, c in enumerate(continuations) for _ in c[1:]]
         position_of = [j for c in continuations for j in range(len(c) - 1)]
-        targets = torch.tensor([t for c in continuations for t in c[1:]], device=device, dtype=torch.long)
+        targets = [t for c in continuations for t in c[1:]]
         with torch.inference_mode():
-            hidden = self._decoder(
-                input_ids=ids,
-                attention_mask=mask,
-                position_ids=positions,
-                past_key_values=cache,
-                use_cache=True,
-            ).last_hidden_state
-            later = torch.zeros(rows, device=device)
+            totals = prefix.logprobs[[c[0] for c in continuations]]
             if row_of:
-                logits = self._logits(hidden[row_of, position_of])
-                picked = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)
-                later.index_add_(0, torch.tensor(row_of, device=device), picked)
-            first = prefix.logprobs[torch.tensor([c[0] for c in continuations], device=device)]
-        return [
-            float(total) / len(c) for total, c in zip((first + later).tolist(), continuations, strict=True)
-        ]
+                hidden = self._decoder(
+                    input_ids=ids,
+                    attention_mask=mask,
+                    position_ids=positions,
+                    past_key_values=_shared_prefix(prefix.cache, rows),
+                    use_cache=True,
+                ).last_hidden_state
+                picked = self._token_logprobs(hidden[row_of, position_of], targets)
+                later = torch.zeros(rows, device=picked.device, dtype=picked.dtype)
+                later.index_add_(0, torch.tensor(row_of, device=picked.device), picked)
+                totals = totals.to(picked.device) + later
+        return [float(total) / len(c) for total, c in zip(totals.tolist(), continuations, strict=True)]
+
+    def _token_logprobs(self, hidden: torch.Tensor, targets: list[int]) -> torch.Tensor:
+        """log p(target) at each position; hidden: (positions, hidden size), float32 out.
+
+        The head runs on ``LOGITS_CHUNK_BYTES`` of float32 logits at a time: the target's logit
+        less the logsumexp of its row, so no full-vocabulary float32 block outlives its chunk.
+        """
+        vocabulary = int(self.model.get_output_embeddings().weight.shape[0])
+        step = max(1, LOGITS_CHUNK_BYTES // (4 * vocabulary))
+        parts = []
+        for start in range(0, len(targets), step):
+            logits = self._logits(hidden[start : start + step])
+            wanted = torch.tensor(targets[start : start + step], device=logits.device)
+            parts.append(logits.gather(-1, wanted.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1))
+            del logits  # before the next chunk's: one chunk's logits at a time
+        return torch.cat(parts)
 
 
 @dataclass(frozen=True)
@@ -406,6 +461,63 @@ class _Prefix:
 
     cache: Cache
     logprobs: torch.Tensor  # (vocabulary,), float
+
+    @cached_property
+    def nbytes(self) -> int:
+        """Bytes it holds (its keys/values and log-probabilities), for the prefix cache's bound."""
+        tensors = [getattr(layer, name, None) for layer in self.cache.layers for name in ("keys", "values")]
+        return self.logprobs.nbytes + sum(t.nbytes for t in tensors if isinstance(t, torch.Tensor))
+
+
+class _SharedPrefixLayer(CacheLayerMixin):
+    """One layer of a cached prompt, read by ``rows`` continuations at once and never written.
+
+    ``update`` hands attention the prompt's keys/values, broadcast over the rows (a view, no
+    copy), followed by the rows' own: that concatenation exists for this layer's attention
+    only. A ``DynamicCache`` deep-copied and repeated per row (as before) held rows x prompt
+    for every layer until the forward pass ended.
+    """
+
+    is_compileable = False
+
+    def __init__(self, layer: CacheLayerMixin, rows: int) -> None:
+        super().__init__()
+        self.layer, self.rows = layer, rows
+        self.is_sliding = getattr(layer, "is_sliding", False)
+        self.keys, self.values = layer.keys, layer.values
+        self.is_initialized = layer.is_initialized
+
+    def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
+        raise AssertionError("a shared prefix layer is made from an initialised one")
+
+    def update(
+        self, key_states: torch.Tensor, value_states: torch.Tensor, *args: object, **kwargs: object
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        assert self.keys is not None and self.values is not None
+        keys = self.keys.expand(self.rows, -1, -1, -1)
+        values = self.values.expand(self.rows, -1, -1, -1)
+        return torch.cat([keys, key_states], dim=-2), torch.cat([values, value_states], dim=-2)
+
+    def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
+        return self.layer.get_mask_sizes(query_length)
+
+    def get_seq_length(self) -> int:
+        return self.layer.get_seq_length()
+
+    def get_max_length(self) -> int:
+        return self.layer.get_max_length()
+
+
+def _shared_prefix(cache: Cache, rows: int) -> Cache:
+    """A cache that lets ``rows`` continuations attend to ``cache``'s prompt without copying or changing it."""
+    layers = []
+    for layer in cache.layers:
+        if not isinstance(layer, CacheLayerMixin):  # a linear-attention (recurrent) layer has no prompt keys
+            raise BackendError("likelihood scoring needs a model whose every layer caches attention keys")
+        layers.append(_SharedPrefixLayer(layer, rows))
+    view = copy.copy(cache)  # shallow: the same layers' tensors, a list of its own
+    view.layers = layers  # type: ignore[assignment]
+    return view
 
 
 class _BallotMask(LogitsProcessor):
@@ -456,31 +568,63 @@ class _Sample(LogitsProcessor):
 
 
 class _RowStops(StoppingCriteria):
-    """Finishes each row at its own token limit, or once its new text holds one of its stop strings.
+    """Finishes each row at its own token limit, its own deadline, or once its new text holds one
+    of its stop strings.
 
     Leading whitespace is skipped first: a model that opens with a newline before
     its answer is not cut to nothing by a "\\n" stop.
+
+    A stop can only newly appear at the end of a row's text, so each step decodes only the
+    last ``window`` tokens of the rows still running: enough for the longest stop string
+    (a byte-level token may hold a quarter of a character) and a token that starts
+    mid-character. Decoding every row's whole text at every step cost a device-to-host copy
+    of the batch and work quadratic in the reply's length.
 
     Cheaper than generate(stop_strings=...), which preprocesses the whole
     vocabulary on every call (about 1.3 s for Gemma's 262k tokens on 2 cores).
     """
 
     def __init__(
-        self, tokenizer: PreTrainedTokenizerBase, stops: list[tuple[str, ...]], limits: list[int], start: int
+        self,
+        tokenizer: PreTrainedTokenizerBase,
+        stops: list[tuple[str, ...]],
+        limits: list[int],
+        start: int,
+        deadlines: list[float | None] | None = None,
     ) -> None:
-        self.tokenizer, self.stops, self.start = tokenizer, stops, start
-        self.limits = torch.tensor(limits)
+        self.tokenizer, self.stops, self.limits, self.start = tokenizer, stops, limits, start
+        self.deadlines = deadlines or [None] * len(limits)
+        self.window = 4 * max((len(s) for row in stops for s in row), default=0) + 2
+        self.done = [False] * len(limits)
+        # Per row, how many tokens it had written when its text first held more than whitespace.
+        self.text_from: list[int | None] = [None] * len(limits)
 
     def __call__(
         self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: object
     ) -> torch.BoolTensor:
         generated = input_ids.shape[1] - self.start
-        done = (self.limits <= generated).tolist()
-        if any(self.stops):
-            texts = self.tokenizer.batch_decode(input_ids[:, self.start :], skip_special_tokens=True)
-            for row, (text, stop) in enumerate(zip(texts, self.stops, strict=True)):
-                done[row] = done[row] or any(s and s in text.lstrip() for s in stop)
-        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)  # type: ignore[return-value]
+        now = time.monotonic()
+        for row, (limit, deadline) in enumerate(zip(self.limits, self.deadlines, strict=True)):
+            self.done[row] = (
+                self.done[row] or generated >= limit or (deadline is not None and now >= deadline)
+            )
+        running = [row for row, stop in enumerate(self.stops) if stop and not self.done[row]]
+        if running:
+            tails = input_ids[running, -min(self.window, generated) :].tolist()  # one small copy
+            texts = self.tokenizer.batch_decode(tails, skip_special_tokens=True)
+            for row, text in zip(running, texts, strict=True):
+                self.done[row] = self._stopped(row, text, generated)
+        return torch.tensor(self.done, dtype=torch.bool, device=input_ids.device)  # type: ignore[return-value]
+
+    def _stopped(self, row: int, tail: str, generated: int) -> bool:
+        """Whether ``row``, whose last ``min(window, generated)`` tokens decode to ``tail``, holds a stop."""
+        if self.text_from[row] is None and tail.strip():
+            self.text_from[row] = generated
+        first = self.text_from[row]
+        if first is None or first > generated - self.window:
+            # Every token before the tail is whitespace: the leading whitespace skipped is in it.
+            tail = tail.lstrip()
+        return any(s and s in tail for s in self.stops[row])
 
 
 def _cut_at_stop(text: str, stop: tuple[str, ...]) -> str:
