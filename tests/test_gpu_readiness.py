@@ -357,3 +357,85 @@ def test_stops_are_found_on_a_tail_window_at_the_same_step_as_on_the_whole_text(
         assert at == (expected if expected is not None else len(row))
     # Each step decoded a few tokens per running row, never a row's whole reply
     assert max(tokenizer.decoded) <= 4 * max(len(s) for stop in stops for s in stop) + 2 < 40
+
+
+# --- 6. deployment: CUDA variant, the models volume, vLLM flags, version floors (issue 22 item 9) ---
+
+
+def _resolved(tmp_path: Path, **env: str) -> dict[str, Any]:
+    """compose.yaml resolved by Compose's own binary, every profile on, with ``env`` set."""
+    import json
+
+    from tests.test_compose import SECRETS, _compose
+
+    done = _compose(
+        "--profile", "vllm", "--profile", "tools", "config", "--format", "json",
+        env={**SECRETS, **env}, tmp_path=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    resolved: dict[str, Any] = json.loads(done.stdout)
+    return resolved
+
+
+def test_the_gpu_image_builds_the_cuda_13_variant_or_the_12_8_one_when_asked(tmp_path: Path) -> None:
+    default = _resolved(tmp_path)["services"]["worker-gpu0"]["build"]["args"]
+    older = _resolved(
+        tmp_path,
+        PEERBLEND_CUDA_IMAGE="nvidia/cuda:12.8.1-base-ubuntu24.04",
+        PEERBLEND_TORCH_INDEX_URL="https://download.pytorch.org/whl/cu128",
+    )["services"]["worker-gpu1"]["build"]["args"]
+
+    assert default["CUDA_IMAGE"].startswith("nvidia/cuda:13.0")
+    assert older == {
+        "CUDA_IMAGE": "nvidia/cuda:12.8.1-base-ubuntu24.04",
+        "TORCH_INDEX_URL": "https://download.pytorch.org/whl/cu128",
+    }
+    dockerfile = (ROOT / "docker" / "Dockerfile.worker-gpu").read_text()
+    assert "ARG CUDA_IMAGE" in dockerfile and "ARG TORCH_INDEX_URL" in dockerfile
+
+
+def test_everything_that_writes_the_models_volume_runs_as_the_workers_uid_after_models_init(
+    tmp_path: Path,
+) -> None:
+    services = _resolved(tmp_path)["services"]
+    writers = {
+        name
+        for name, service in services.items()
+        if any(v.get("source") == "models" for v in service.get("volumes", []))
+    } - {"models-init"}
+    users = {name: services[name].get("user") for name in writers}
+
+    assert {"vllm-gpu0", "vllm-gpu1", "worker-gpu0", "worker-gpu1"} <= writers
+    # The vLLM image would run as root; peerblend's images are uid 10001 (their USER)
+    assert users["vllm-gpu0"] == users["vllm-gpu1"] == "10001:10001"
+    assert all(u in (None, "10001:10001") for u in users.values()), users
+    for name in writers:
+        assert services[name]["depends_on"]["models-init"]["condition"] == "service_completed_successfully"
+    init = " ".join(services["models-init"]["command"])
+    assert services["models-init"]["user"] == "0:0" and "chown -R 10001:10001 /models" in init
+
+
+def test_the_vllm_servers_say_their_dtype_and_turn_prefix_caching_on(tmp_path: Path) -> None:
+    services = _resolved(tmp_path, VLLM_DTYPE="float16")["services"]
+
+    for name in ("vllm-gpu0", "vllm-gpu1"):
+        command = services[name]["command"]
+        assert "--dtype=float16" in command and "--enable-prefix-caching" in command, name
+    assert "--dtype=bfloat16" in _resolved(tmp_path)["services"]["vllm-gpu0"]["command"]
+
+
+def test_the_version_floors_allow_no_torch_or_transformers_that_lacks_what_the_code_uses() -> None:
+    import tomllib
+
+    from packaging.requirements import Requirement
+    from packaging.version import Version
+
+    dependencies = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    specs = {r.name: r.specifier for r in map(Requirement, dependencies)}
+    code = "\n".join(p.read_text() for p in (ROOT / "workers").rglob("*.py"))
+
+    # torch.OutOfMemoryError arrived in torch 2.5; from_pretrained(dtype=) in transformers 4.56
+    assert "torch.OutOfMemoryError" in code and "from_pretrained(source, dtype=" in code
+    assert not specs["torch"].contains(Version("2.4.1")) and specs["torch"].contains(Version("2.5.0"))
+    assert not specs["transformers"].contains(Version("4.55.4"))
+    assert specs["transformers"].contains(Version("4.56.0"))
