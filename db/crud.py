@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import exists, insert, or_, update
+from sqlalchemy import Connection, exists, insert, or_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import aliased
 from sqlmodel import Session, col, select
@@ -422,20 +422,25 @@ def conversation_progress(*, session: Session, conversation_id: str) -> tuple[in
 
 
 def add_event(
+    connection: Connection,
     *,
-    session: Session,
     conversation_id: str,
     turn_index: int,
     kind: str,
     member: str,
     payload: dict[str, Any],
 ) -> None:
-    session.add(
-        TurnEvent(
-            conversation_id=conversation_id, turn_index=turn_index, kind=kind, member=member, payload=payload
-        )
-    )
-    session.commit()
+    """One INSERT on the caller's connection (committed with it): no ORM unit of work for a row
+    nobody reads back."""
+    row = {
+        "conversation_id": conversation_id,
+        "turn_index": turn_index,
+        "kind": kind,
+        "member": member,
+        "payload": payload,
+        "created_at": utc_now(),
+    }
+    connection.execute(insert(TurnEvent), [row])
 
 
 def turn_events(

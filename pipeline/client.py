@@ -150,7 +150,12 @@ class BlendClient:
 
     def send_turn(self, context: TurnContext, run: RunConfig) -> None:
         """Send attempt ``context.attempt`` of a stored turn (claimed by the caller): one start
-        message; the worker that takes it decides the turn and applies its canvas, once."""
+        message; the worker that takes it decides the turn and applies its canvas, once.
+
+        A live conversation's turn has someone watching it (a page, a stream): its tasks write
+        their progress events (``workers.progress``); a replay's do not pay for them."""
+        if run.live:
+            context = replace(context, progress=True)
         start_signature(context, run, app=self.app).apply_async()
 
     def start(

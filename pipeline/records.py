@@ -31,6 +31,7 @@ class TurnContext:
     # the fusion's answer is at most this many tokens and ends before any of these strings.
     max_new_tokens: int | None = None
     stop: tuple[str, ...] = ()
+    progress: bool = False  # its tasks write progress events (someone watches it: a live turn)
 
     def to_json(self) -> dict[str, Any]:
         data = _fields(self)
