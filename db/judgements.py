@@ -1,23 +1,25 @@
 """Blind human judgements: the turns two runs share, storing and reading judgements.
 
-Plain functions over a Session the caller owns, like db/crud.py; the rules (which
-turn next, win rates) are pipeline/evaluation/human.py's.
+Plain functions over a Session the caller owns, like db/crud.py; they return rows and
+plain tuples. The rules (which turn next, win rates) are pipeline/evaluation/human.py's,
+and workers/judging.py turns these rows into its shapes: db/ imports nothing from pipeline/.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, cast
+from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from db.models import Conversation, HumanJudgement, Turn, TurnResult
-from pipeline.evaluation.human import Answered, Choice, Judged, TurnKey
 
 
-def run_answers(*, session: Session, run: str) -> dict[TurnKey, Answered]:
+def run_answers(*, session: Session, run: str) -> dict[tuple[str, str, int], tuple[str, str]]:
     """A run's stored answers by dataset question.
+
+    (source, external id, turn index) -> (conversation id, answer).
 
     Conversations without an external id cannot be matched across runs and are left
     out; a conversation replayed twice in one run counts once (its first replay).
@@ -33,7 +35,7 @@ def run_answers(*, session: Session, run: str) -> dict[TurnKey, Answered]:
     by_id = {c.id: key for key, c in first.items()}
     results = select(TurnResult).where(col(TurnResult.conversation_id).in_(list(by_id)))
     return {
-        TurnKey(*by_id[r.conversation_id], r.turn_index): Answered(r.conversation_id, r.answer)
+        (*by_id[r.conversation_id], r.turn_index): (r.conversation_id, r.answer)
         for r in session.exec(results)
     }
 
@@ -58,42 +60,28 @@ def save_judgement(*, session: Session, judgement: HumanJudgement) -> tuple[Huma
     return judgement, True
 
 
-def list_judgements(*, session: Session, runs: Sequence[str] | None = None) -> list[Judged]:
+def list_judgements(*, session: Session, runs: Sequence[str] | None = None) -> list[HumanJudgement]:
     """Judgements in the order they were made; with ``runs``, only pairs of two of them."""
     query = select(HumanJudgement).order_by(col(HumanJudgement.created_at), col(HumanJudgement.id))
     if runs is not None:
         query = query.where(
             col(HumanJudgement.first_run).in_(list(runs)), col(HumanJudgement.second_run).in_(list(runs))
         )
-    return [judged(row) for row in session.exec(query)]
+    return list(session.exec(query))
 
 
-def pair_judgements(*, session: Session, first: str, second: str) -> list[Judged]:
+def pair_judgements(*, session: Session, first: str, second: str) -> list[HumanJudgement]:
     """The judgements of one pair of runs (given in name order)."""
     query = select(HumanJudgement).where(
         HumanJudgement.first_run == first, HumanJudgement.second_run == second
     )
-    return [judged(row) for row in session.exec(query.order_by(col(HumanJudgement.id)))]
+    return list(session.exec(query.order_by(col(HumanJudgement.id))))
 
 
 def judged_pairs(*, session: Session) -> list[tuple[str, str]]:
     """Every pair of runs with at least one judgement, in name order."""
     query = select(HumanJudgement.first_run, HumanJudgement.second_run).distinct()
     return sorted((str(a), str(b)) for a, b in session.exec(query))
-
-
-def judged(row: HumanJudgement) -> Judged:
-    return Judged(
-        first=row.first_run,
-        second=row.second_run,
-        shown_a=row.shown_a,
-        choice=cast(Choice, row.choice),
-        turn=TurnKey(row.dataset, row.external_id, row.turn_index),
-        judge=row.judge,
-        judged_at=row.created_at,
-        note=row.note,
-        seed=row.seed,
-    )
 
 
 def shown_turn(*, session: Session, conversation_id: str, turn_index: int) -> dict[str, Any] | None:

@@ -30,16 +30,15 @@ import json
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, TypeVar
+from typing import Protocol, TypeVar
 
+from pipeline.committee import Committee
 from pipeline.context import Exchange
 from pipeline.conversation import Limits
 from pipeline.errors import InputError, TurnInProgress
+from pipeline.outcomes import ConversationState, TurnOutcome
 from pipeline.plan import RunConfig
 from pipeline.records import TurnContext
-
-if TYPE_CHECKING:
-    from pipeline.client import BlendClient, TurnOutcome
 
 # Waiting for turns happens on threads; enough for many chats in flight at once.
 _WAITERS = ThreadPoolExecutor(max_workers=256, thread_name_prefix="peerblend-ask")
@@ -65,10 +64,51 @@ def fingerprint(committee: str, run: RunConfig, system: str | None, exchanges: S
     return hashlib.sha256(json.dumps(body, ensure_ascii=False).encode()).hexdigest()
 
 
+class LiveClient(Protocol):
+    """What live conversations need of the client that stores and sends their turns.
+
+    ``pipeline.client.BlendClient`` is one; naming the needs here rather than importing
+    it keeps the arrow one way (the client makes live conversations, not the reverse).
+    """
+
+    committee: Committee
+    limits: Limits
+
+    def check_queues(self) -> None: ...
+
+    def conversation_state(self, conversation_id: str) -> ConversationState | None: ...
+
+    def add_live_turn(
+        self,
+        conversation_id: str,
+        turn_index: int,
+        question: str,
+        history_fingerprint: str | None = None,
+        request_key: str | None = None,
+    ) -> bool: ...
+
+    def send_turn(self, context: TurnContext, run: RunConfig) -> None: ...
+
+    def wait_turn(
+        self,
+        conversation_id: str,
+        turn_index: int,
+        *,
+        timeout: float | None = None,
+        fail_on_broker_loss: bool = False,
+    ) -> TurnOutcome: ...
+
+    def find_live(self, fingerprint: str) -> str | None: ...
+
+    def find_asked(
+        self, history_fingerprint: str, question: str, *, conversation_id: str | None = None
+    ) -> tuple[str, int] | None: ...
+
+
 class LiveConversation:
     """A stored, open-ended conversation of ``client``; ``ask`` one question at a time."""
 
-    def __init__(self, client: BlendClient, conversation_id: str) -> None:
+    def __init__(self, client: LiveClient, conversation_id: str) -> None:
         self.client = client
         self.conversation_id = conversation_id
 
@@ -158,14 +198,14 @@ def checked_question(limits: Limits, question: object) -> str:
 
 
 def find_by_messages(
-    client: BlendClient, run: RunConfig, system: str | None, exchanges: Sequence[Exchange]
+    client: LiveClient, run: RunConfig, system: str | None, exchanges: Sequence[Exchange]
 ) -> str | None:
     """The id of a live conversation whose settings and exchanges so far equal these, if any (newest)."""
     return client.find_live(fingerprint(client.committee.name, run, system, exchanges))
 
 
 def asked_before(
-    client: BlendClient,
+    client: LiveClient,
     run: RunConfig,
     system: str | None,
     exchanges: Sequence[Exchange],

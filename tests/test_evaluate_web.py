@@ -33,8 +33,9 @@ from db.models import Conversation, HumanJudgement, Turn, TurnResult
 from pipeline.client import BlendClient
 from tests.screenshots import STORY, browser_problem, chrome, free_port, save_page, serve_in_thread
 from tests.screenshots import story_committee as _story_committee
+from workers import judging
 from workers.serve import ServerOptions, create_api
-from workers.web import Pages
+from workers.web_pages import Pages
 from workers.web_runs import runs_view
 
 COMMITTEE = _story_committee(delay_s=0.6, name="web")  # test_web's: one embedded deployment for both
@@ -128,7 +129,7 @@ def _judge(http: TestClient, where: str, choice: str, note: str = "") -> dict[st
 
 def _stored(client: BlendClient, pair: tuple[str, str]) -> list[Any]:
     with Session(client.engine) as session:
-        return store.pair_judgements(session=session, first=pair[0], second=pair[1])
+        return judging.pair_judged(session=session, first=pair[0], second=pair[1])
 
 
 def test_a_blind_session_over_http(client: BlendClient, runs: tuple[str, str]) -> None:
@@ -332,7 +333,7 @@ def test_the_judgement_table_migrates_up_and_down(database: str) -> None:
 
         first, created = store.save_judgement(session=session, judgement=row())
         again, created_again = store.save_judgement(session=session, judgement=row())
-        (read,) = store.list_judgements(session=session, runs=["a", "b"])
+        (read,) = judging.all_judged(session=session, runs=["a", "b"])
     assert (created, created_again, again.id) == (True, False, first.id)
     assert (read.winner, read.seed, read.turn.external_id) == ("a", 2**62 + 5, "x")  # B was "a"
 

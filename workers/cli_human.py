@@ -29,12 +29,12 @@ def add_evaluate_command(sub: Any) -> None:
 def _export(args: argparse.Namespace) -> int:
     from sqlmodel import Session
 
-    from db import judgements
     from db.engine import get_engine
     from pipeline.evaluation.human import render_csv
+    from workers import judging
 
     with Session(get_engine(Settings().database)) as session:
-        judged = judgements.list_judgements(session=session, runs=args.runs)
+        judged = judging.all_judged(session=session, runs=args.runs)
     text = render_csv(judged)
     if args.out is None:
         sys.stdout.write(text)
@@ -49,10 +49,10 @@ def human_section(session: Any, runs: Sequence[str]) -> str:
     """The report's Markdown on the blind judgements of pairs of ``runs`` ("" when there are none)."""
     from sqlalchemy import inspect
 
-    from db import judgements
     from pipeline.evaluation.human import render_markdown, win_rates
+    from workers import judging
 
     if not inspect(session.get_bind()).has_table("human_judgement"):  # a schema before 0008: none yet
         return ""
-    lines = render_markdown(win_rates(judgements.list_judgements(session=session, runs=runs)))
+    lines = render_markdown(win_rates(judging.all_judged(session=session, runs=runs)))
     return "\n".join(["", *lines]) if lines else ""

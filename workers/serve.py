@@ -26,12 +26,10 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Header, Request
 from fastapi.responses import Response, StreamingResponse
-from pydantic import BaseModel, ConfigDict
 from sqlmodel import Session
 from starlette.exceptions import HTTPException
 
@@ -53,22 +51,12 @@ from workers.chat import (
     request_key_of,
 )
 from workers.progress import events
+from workers.server_options import ServerOptions
 from workers.web import web_router
 
 KEEP_ALIVE_S = 5.0
 EVENT_POLL_S = 0.5  # how often a stream looks for the turn's new candidates and ballots
 access = logging.getLogger("peerblend.access")
-
-
-class ServerOptions(BaseModel):
-    """What the app needs besides the client: accepted keys, how long a turn may take."""
-
-    model_config = ConfigDict(frozen=True)
-    api_keys: frozenset[str] = frozenset()
-    turn_timeout_s: float = 600.0
-    flower_url: str | None = None  # the pages link each turn to its tasks there
-    report_dir: Path = Path("docs/results")  # where `peerblend report` wrote (the runs page)
-    access_log: bool = True  # one line a request on the peerblend.access logger
 
 
 def create_api(client: BlendClient, options: ServerOptions) -> FastAPI:

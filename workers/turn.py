@@ -13,7 +13,6 @@ from sqlmodel import Session
 from db import crud
 from db.engine import get_engine
 from db.retry import with_retries
-from db.rows import candidate_rows, judgement_rows, result_row, review_rows
 from pipeline.aggregate import judgement_keys
 from pipeline.context import Exchange
 from pipeline.learned import stored_learned
@@ -29,6 +28,7 @@ from pipeline.usage import Metered, Usage, turn_usage
 from pipeline.verdict import Verdict, decide_turn, finish_timings, with_fusion
 from pipeline.weights import learn_trust, stored_prior, stored_weights
 from workers.dispatch import send_next_turn
+from workers.rows import candidate_rows, judgement_rows, result_row, review_rows
 from workers.runtime import Runtime, runtime_of
 
 log = logging.getLogger(__name__)

@@ -15,40 +15,31 @@ Server-rendered (Jinja2 templates and static files next to this module, served b
 same app); small scripts follow a running turn's events (``web_stream``), post the chat
 box and refresh the list. When the server has API keys, the pages want one too:
 ``Authorization: Bearer``, or ``?key=`` once (kept in a SameSite=Strict cookie); a POST
-also carries the form's token (``web_chat.FormGuard``). Routes are plain ``def`` (FastAPI
+also carries the form's token (``web_pages.FormGuard``). Routes are plain ``def`` (FastAPI
 runs them on its thread pool) except the event stream, which reads on the thread pool.
 """
 
 from __future__ import annotations
 
-import mimetypes
-from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
-from fastapi.templating import Jinja2Templates
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, Field, field_validator
 from sqlmodel import Session
 
 from db import crud
 from pipeline.client import BlendClient
-from pipeline.explain import live_label
 from workers.chat import model_ids
-from workers.web_chat import FormGuard, chat_routes
+from workers.server_options import ServerOptions
+from workers.web_chat import chat_routes
 from workers.web_evaluate import evaluation_routes
+from workers.web_pages import STATIC, Pages, file_in
 from workers.web_stream import turn_exists, turn_stream
 from workers.web_views import ballot_view, conversation_view
 
 __all__ = ["Pages", "ballot_view", "conversation_view", "web_router"]
-
-if TYPE_CHECKING:
-    from workers.serve import ServerOptions
-
-HERE = Path(__file__).resolve().parent
-TEMPLATES, STATIC = HERE / "templates", HERE / "static"
-KEY_COOKIE = "peerblend_key"
 
 
 class ConversationFilters(BaseModel):
@@ -73,54 +64,6 @@ class ConversationFilters(BaseModel):
         return "/conversations" + (f"?{urlencode(fields)}" if fields else "")
 
 
-class Pages:
-    """Templates and the key check every page goes through."""
-
-    def __init__(self, options: ServerOptions) -> None:
-        self.keys = options.api_keys
-        self.templates = Jinja2Templates(directory=TEMPLATES)
-        self.templates.env.globals["live_label"] = live_label
-        self.guard = FormGuard()
-
-    def _given(self, request: Request) -> list[str]:
-        bearer = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
-        return [bearer, request.query_params.get("key", ""), request.cookies.get(KEY_COOKIE, "")]
-
-    def denied(self, request: Request, *, json: bool = False) -> Response | None:
-        """None when the request may read; else the 401 answer (a key form, or JSON)."""
-        if not self.keys or any(key in self.keys for key in self._given(request)):
-            return None
-        message = "this server wants an API key: Authorization: Bearer <key>, or ?key=<key>"
-        if json:
-            return JSONResponse({"error": message}, status_code=401)
-        return self.render(request, "denied.html", {"message": message}, status_code=401)
-
-    def key_of(self, request: Request) -> str:
-        """The accepted key this request holds ("" where the server has none)."""
-        return next((key for key in self._given(request) if key and key in self.keys), "")
-
-    def refused(self, request: Request, token: str) -> Response | None:
-        """None when a POST may go on: a key where one is wanted, and no sign of forgery (403)."""
-        json = "application/json" in request.headers.get("accept", "")
-        if (denied := self.denied(request, json=json)) is not None:
-            return denied
-        if (why := self.guard.forged(request, token, self.key_of(request))) is None:
-            return None
-        if json:
-            return JSONResponse({"error": why}, status_code=403)
-        return self.render(request, "denied.html", {"message": why, "title": "Refused"}, status_code=403)
-
-    def render(
-        self, request: Request, name: str, context: dict[str, Any], status_code: int = 200
-    ) -> Response:
-        context = {"csrf": self.guard.token(self.key_of(request)), **context}
-        response = self.templates.TemplateResponse(request, name, context, status_code=status_code)
-        key = request.query_params.get("key", "")
-        if key and key in self.keys:  # given once in the address: later pages send it as a cookie
-            response.set_cookie(KEY_COOKIE, key, httponly=True, samesite="strict")
-        return response
-
-
 def web_router(client: BlendClient, options: ServerOptions) -> APIRouter:
     """The pages' routes. ``options.flower_url`` links each turn to its tasks in Flower."""
     router, pages = APIRouter(include_in_schema=False), Pages(options)
@@ -141,7 +84,7 @@ def web_router(client: BlendClient, options: ServerOptions) -> APIRouter:
 
     @router.get("/static/{name}")
     def _static(name: str) -> Response:
-        return _file_in(STATIC, name, suffixes=(".css", ".js"))
+        return file_in(STATIC, name, suffixes=(".css", ".js"))
 
     return router
 
@@ -271,11 +214,3 @@ def _stream_routes(
             message = f"conversation {conversation_id!r} has no turn {turn_index} (turns count from 0)"
             return JSONResponse({"error": message}, status_code=404)
         return pages.render(request, "turn.html", {**view, "turn": turns[0]})
-
-
-def _file_in(folder: Path, name: str, *, suffixes: tuple[str, ...]) -> Response:
-    """A file directly in ``folder`` with one of ``suffixes``, or 404 (no other path can be named)."""
-    path = folder / name
-    if not (folder.is_dir() and path.suffix in suffixes and path in folder.iterdir() and path.is_file()):
-        return JSONResponse({"error": f"no file {name!r}"}, status_code=404)
-    return FileResponse(path, media_type=mimetypes.guess_type(name)[0], headers={"Cache-Control": "no-cache"})

@@ -19,12 +19,9 @@ as the page: another site can neither read the token nor post as this origin.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import secrets
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
@@ -36,33 +33,13 @@ from pipeline.live import checked_question
 from workers.chat import ChatError, model_ids, parse_model
 
 if TYPE_CHECKING:
-    from workers.web import Pages
+    from workers.web_pages import Pages
 
 FIELDS = ("question", "model", "system", "passage", "csrf")
 MAX_FORM_BYTES = 4_000_000  # above any passage the limits admit; refused before it is read
 # Renders the page a refused form was on again: (request, where, context, status); ``where`` is
 # "chat" (the list page's start form) or the conversation's id.
 Retry = Callable[[Request, str, dict[str, Any], int], Response]
-
-
-class FormGuard:
-    """The forms' token, and the check every POST of a page goes through."""
-
-    def __init__(self) -> None:
-        self._secret = secrets.token_bytes(32)  # per process: a restart makes open forms stale
-
-    def token(self, key: str) -> str:
-        """The token for forms rendered to a reader holding ``key`` ("" without keys)."""
-        return hmac.new(self._secret, key.encode(), hashlib.sha256).hexdigest()[:40]
-
-    def forged(self, request: Request, token: str, key: str) -> str | None:
-        """Why this POST is refused as possibly forged; None when it may go on."""
-        origin = request.headers.get("origin")
-        if origin and origin != "null" and urlsplit(origin).netloc != request.headers.get("host"):
-            return f"this form was posted from another site ({origin}); open the page here and ask again"
-        if not hmac.compare_digest(token, self.token(key)):
-            return "this form has expired (the server restarted): reload the page and ask again"
-        return None
 
 
 def wants_json(request: Request) -> bool:

@@ -34,10 +34,12 @@ from pipeline.client import BlendClient
 from pipeline.errors import InputError
 from pipeline.evaluation import human
 from pipeline.evaluation.human import CHOICES, TurnKey
+from workers import judging
+from workers.web_pages import file_in
 from workers.web_runs import runs_view
 
 if TYPE_CHECKING:
-    from workers.web import Pages
+    from workers.web_pages import Pages
 
 JUDGE_COOKIE = "peerblend_judge"
 MAX_NAME_CHARS, MAX_NOTE_CHARS = 60, 2000
@@ -114,7 +116,7 @@ def _export_route(router: APIRouter, client: BlendClient, pages: Pages) -> None:
         if (denied := pages.denied(request)) is not None:
             return denied
         with Session(client.engine) as session:
-            text = human.render_csv(store.list_judgements(session=session))
+            text = human.render_csv(judging.all_judged(session=session))
         headers = {"Content-Disposition": 'attachment; filename="judgements.csv"'}
         return Response(text, media_type="text/csv; charset=utf-8", headers=headers)
 
@@ -160,9 +162,9 @@ def _start_page(
 def _pair_state(session: Session, pair: tuple[str, str]) -> dict[str, Any]:
     """A pair's pool of turns, its judgements, where the judging stands and its win rate."""
     pool = human.pair_pool(
-        store.run_answers(session=session, run=pair[0]), store.run_answers(session=session, run=pair[1])
+        judging.run_answers(session=session, run=pair[0]), judging.run_answers(session=session, run=pair[1])
     )
-    judged = store.pair_judgements(session=session, first=pair[0], second=pair[1])
+    judged = judging.pair_judged(session=session, first=pair[0], second=pair[1])
     rates = human.win_rates(judged, resamples=500)
     return {
         "pool": pool,
@@ -240,7 +242,7 @@ def posted_judgement(session: Session, form: dict[str, str], judge: str) -> Huma
         ) from None
     key = TurnKey(form["dataset"], form["external_id"], turn)
     pool = human.pair_pool(
-        store.run_answers(session=session, run=pair[0]), store.run_answers(session=session, run=pair[1])
+        judging.run_answers(session=session, run=pair[0]), judging.run_answers(session=session, run=pair[1])
     )
     if key not in pool.turns:
         raise InputError(
@@ -264,7 +266,6 @@ def posted_judgement(session: Session, form: dict[str, str], judge: str) -> Huma
 
 
 def _run_routes(router: APIRouter, client: BlendClient, pages: Pages, report_dir: Path) -> None:
-    from workers.web import _file_in  # web.py includes this module's routes: imported when they run
 
     @router.get("/runs")
     def _runs(request: Request) -> Response:
@@ -276,4 +277,4 @@ def _run_routes(router: APIRouter, client: BlendClient, pages: Pages, report_dir
     def _plot(request: Request, name: str) -> Response:
         if (denied := pages.denied(request)) is not None:
             return denied
-        return _file_in(report_dir, name, suffixes=(".png",))
+        return file_in(report_dir, name, suffixes=(".png",))

@@ -16,13 +16,13 @@ from typing import Any
 from sqlmodel import Session
 
 from db import crud
-from db import judgements as store
 from pipeline.client import BlendClient
 from pipeline.errors import InputError
 from pipeline.evaluation import human
 from pipeline.evaluation.report import ORACLE_BOUND, RANDOM_BOUND, RunKey, build_report, label_runs
 from pipeline.evaluation.stats import ALL
 from pipeline.evaluation.tables import F1, delta_cells, metric_tables, read_csv
+from workers import judging
 from workers.tradeoff_svg import points_of, tradeoff_svg
 
 RESAMPLES = 1000  # bootstrap resamples on the page: intervals to a few tenths, in well under a second
@@ -33,7 +33,7 @@ def runs_view(client: BlendClient, report_dir: Path) -> dict[str, Any]:
     with Session(client.engine) as session:
         runs = crud.run_summaries(session=session)
         rows = crud.run_turns(session=session, runs=[r["run"] for r in runs]) if runs else []
-        judged = store.list_judgements(session=session)
+        judged = judging.all_judged(session=session)
     try:
         labels = label_runs(RunKey.of(r) for r in rows)
         report, problem = database_report(rows, list(labels.values())), None

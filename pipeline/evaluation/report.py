@@ -28,7 +28,14 @@ from typing import Any, NamedTuple
 
 from pipeline.errors import InputError
 from pipeline.evaluation.metrics import best_exact, best_f1, is_no_answer
-from pipeline.evaluation.stats import ALL, Cell, PairedDifference, ScoredTurn, aggregate, paired_difference
+from pipeline.evaluation.stats import (
+    ALL,
+    Cell,
+    Comparison,
+    ScoredTurn,
+    aggregate,
+    paired_difference,
+)
 from pipeline.evaluation.tables import (
     BERTSCORE,
     CALLS,
@@ -61,19 +68,6 @@ class Point(NamedTuple):
     dataset: str
     seconds: float  # mean seconds per question
     f1x100: float  # mean token F1 x 100
-
-
-@dataclass(frozen=True)
-class Comparison:
-    """``method`` against ``baseline`` on one dataset's shared questions."""
-
-    section: str
-    dataset: str
-    method: str
-    baseline: str
-    quality: PairedDifference  # token F1 x 100, method − baseline
-    speedup: float | None  # baseline seconds / method seconds (> 1: method is faster)
-    bertscore: PairedDifference | None = None  # BERTScore F1 x 100, method − baseline (if scored)
 
 
 @dataclass(frozen=True)

@@ -51,6 +51,19 @@ class PairedDifference:
     n_questions: int
 
 
+@dataclass(frozen=True)
+class Comparison:
+    """``method`` against ``baseline`` on one dataset's shared questions."""
+
+    section: str
+    dataset: str
+    method: str
+    baseline: str
+    quality: PairedDifference  # token F1 x 100, method − baseline
+    speedup: float | None  # baseline seconds / method seconds (> 1: method is faster)
+    bertscore: PairedDifference | None = None  # BERTScore F1 x 100, method − baseline (if scored)
+
+
 def aggregate(turns: Iterable[ScoredTurn], metric: str) -> dict[tuple[str, str], Cell]:
     """Cells keyed by (label, dataset), plus (label, ALL) = the mean of that label's dataset cells."""
     groups: dict[tuple[str, str], dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))

@@ -6,12 +6,8 @@ import csv
 import io
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-from pipeline.evaluation.stats import ALL, Cell, PairedDifference
-
-if TYPE_CHECKING:
-    from pipeline.evaluation.report import Comparison
+from pipeline.evaluation.stats import ALL, Cell, Comparison, PairedDifference
 
 Cells = Mapping[str, Mapping[tuple[str, str], Cell]]  # metric -> (label, dataset) -> cell
 

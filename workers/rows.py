@@ -1,4 +1,7 @@
-"""The rows a finished turn stores, built from the records its tasks returned."""
+"""The rows a finished turn stores, built from the records its tasks returned.
+
+In workers/, where the method's records meet the tables: db/ imports nothing from pipeline/.
+"""
 
 from __future__ import annotations
 
