@@ -11,11 +11,12 @@ Where each rule of the method lives (one file each):
 - the pairwise baseline ("max logits") ............... pairwise.py
 - ranking a turn's candidates (Borda or pairwise) .... aggregate.py (also: honest voters, one review per
   voter group, the member prior)
-- the turn's decision (rank, select or fuse, status) . verdict.py
+- who wins a turn (rank, select or fuse, status) .... verdict.py (decide_turn)
 - reviewer weights (uniform / online / calibrated) ... weights.py (and the stored member prior)
 - the learned decision (signals -> a model per bucket) learned.py (a turn's signals: signals.py;
   fitted by evaluation/learning.py)
-- shortlist policies (full, p1, p2, p3, learned-route) policy.py (pure rules), shortlist.py (applied to a store)
+- shortlist policies (full, p1, p2, p3, learned-route) policy.py (pure rules: who_works on a turn, the
+  PolicyState), shortlist.py (applied to a store)
 - the Celery canvas of a turn (by task name) ......... canvas.py
 
 Around the method: client.py (submit, wait, fetch, resume), live.py (live

@@ -53,8 +53,9 @@ def check_policy(name: str) -> Policy:
 
 
 @dataclass(frozen=True)
-class ConversationState:
-    """A conversation's policy state, updated after every turn."""
+class PolicyState:
+    """A conversation's shortlist-policy state, updated after every turn (not the stored
+    conversation: that is ``pipeline.outcomes.ConversationState``)."""
 
     ordinal: int = 0  # p3: the conversation's number among the committee's conversations
     excluded: tuple[str, ...] = ()  # members sitting out (p1 after the first half, p3 from the start)
@@ -68,7 +69,7 @@ class ConversationState:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> ConversationState:
+    def from_json(cls, data: Mapping[str, Any]) -> PolicyState:
         return cls(
             ordinal=int(data.get("ordinal", 0)),
             excluded=tuple(data.get("excluded", ())),
@@ -144,25 +145,21 @@ def start_conversation(
     cycle_scores: Mapping[str, float] | None = None,
     top_k: int | None = None,
     routed: Sequence[str] = (),
-) -> ConversationState:
+) -> PolicyState:
     """The state of a new conversation; for p3, ``ordinal`` and its cycle's scores so far; for
     learned-route, the members ``routed`` to answer alone (none: everyone, ranked)."""
     if policy == "learned-route":
         if not routed:
-            return ConversationState(note="learned-route: the learned decision ranks these questions")
+            return PolicyState(note="learned-route: the learned decision ranks these questions")
         note = f"learned-route: the judges add too little for these questions; the prior's top {len(routed)}"
-        return ConversationState(routed=tuple(routed), note=note)
+        return PolicyState(routed=tuple(routed), note=note)
     if policy != "p3" or ordinal % 3 == 0:
         note = "p3: ranking conversation of its cycle" if policy == "p3" else ""
-        return ConversationState(ordinal=ordinal, note=note)
+        return PolicyState(ordinal=ordinal, note=note)
     if not cycle_scores:
-        return ConversationState(
-            ordinal=ordinal, note="p3: no rank scores in this cycle yet; everyone answers"
-        )
+        return PolicyState(ordinal=ordinal, note="p3: no rank scores in this cycle yet; everyone answers")
     excluded = worst_half(committee, cycle_scores, top_k)
-    return ConversationState(
-        ordinal=ordinal, excluded=excluded, note="p3: worst half of this cycle's ranking"
-    )
+    return PolicyState(ordinal=ordinal, excluded=excluded, note="p3: worst half of this cycle's ranking")
 
 
 def p1_ranked_turns(committee: Committee, n_turns: int | None) -> int:
@@ -170,16 +167,18 @@ def p1_ranked_turns(committee: Committee, n_turns: int | None) -> int:
     return committee.p1_live_rank_turns if n_turns is None else math.ceil(n_turns / 2)
 
 
-def decide_turn(
+def who_works(
     policy: Policy,
     committee: Committee,
-    state: ConversationState,
+    state: PolicyState,
     turn_index: int,
     n_turns: int | None,
     *,
     top_k: int | None = None,
 ) -> TurnDecision:
-    """What turn ``turn_index`` (0-based) of an ``n_turns`` conversation (None: live, open-ended) does.
+    """Who works on turn ``turn_index`` (0-based) of an ``n_turns`` conversation (None: live,
+    open-ended): which members answer and which review. Who *wins* the turn is
+    ``pipeline.verdict.decide_turn``'s.
 
     ``top_k``: the run's (default: the committee's).
     """
@@ -224,7 +223,7 @@ def _without(committee: Committee, excluded: Sequence[str], reason: str) -> Turn
 def after_turn(
     policy: Policy,
     committee: Committee,
-    state: ConversationState,
+    state: PolicyState,
     decision: TurnDecision,
     *,
     turn_index: int,
@@ -232,7 +231,7 @@ def after_turn(
     ranking: Sequence[str],
     contribution: Mapping[str, float],
     top_k: int | None = None,
-) -> ConversationState:
+) -> PolicyState:
     """The state after a turn: ``ranking`` best first, ``contribution`` from ``turn_scores``."""
     state = replace(state, last_ranking=tuple(ranking), applied_turns=turn_index + 1)
     if not decision.ranked:

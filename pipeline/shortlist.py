@@ -17,7 +17,7 @@ from pipeline.committee import Committee
 from pipeline.errors import InputError
 from pipeline.plan import RunConfig, pairwise_decision, single_decision
 from pipeline.policy import (
-    ConversationState,
+    PolicyState,
     PolicyStore,
     TurnDecision,
     add_scores,
@@ -25,9 +25,9 @@ from pipeline.policy import (
     conversation_key,
     counter_key,
     cycle_key,
-    decide_turn,
     start_conversation,
     turn_scores,
+    who_works,
 )
 
 
@@ -45,7 +45,7 @@ def _fixed(committee: Committee, run: RunConfig, n_turns: int) -> TurnDecision |
     if run.single is not None:
         return single_decision(run.single)
     if run.policy == "full":
-        return _for_method(committee, run, decide_turn("full", committee, ConversationState(), 0, n_turns))
+        return _for_method(committee, run, who_works("full", committee, PolicyState(), 0, n_turns))
     return None
 
 
@@ -82,7 +82,7 @@ def begin(
     )
     store.update(conversation_key(committee.name, run.policy, conversation_id), lambda _: state.to_json())
     return _for_method(
-        committee, run, decide_turn(run.policy, committee, state, 0, _q(run, n_turns), top_k=run.top_k)
+        committee, run, who_works(run.policy, committee, state, 0, _q(run, n_turns), top_k=run.top_k)
     )
 
 
@@ -112,7 +112,7 @@ def advance(
 
     def fold(value: dict[str, Any] | None) -> dict[str, Any]:
         # Pure in its input: the store may call it again after a lost race.
-        state = ConversationState.from_json(value or {})
+        state = PolicyState.from_json(value or {})
         if state.applied_turns != turn_index:
             return state.to_json()  # folded before (a redelivered turn)
         return after_turn(
@@ -127,7 +127,7 @@ def advance(
             top_k=run.top_k,
         ).to_json()
 
-    state = ConversationState.from_json(
+    state = PolicyState.from_json(
         store.update(conversation_key(committee.name, run.policy, conversation_id), fold)
     )
     if run.policy == "p3" and decision.ranked and state.ordinal % 3 == 0:
@@ -139,7 +139,7 @@ def advance(
         )
     if last:
         return None
-    following = decide_turn(run.policy, committee, state, turn_index + 1, _q(run, n_turns), top_k=run.top_k)
+    following = who_works(run.policy, committee, state, turn_index + 1, _q(run, n_turns), top_k=run.top_k)
     return _for_method(committee, run, following)
 
 
@@ -202,9 +202,9 @@ def resume(
     value = _required(store, run).get(conversation_key(committee.name, run.policy, conversation_id))
     if value is None and turn_index == 0:
         return begin(store, committee, run, conversation_id=conversation_id, n_turns=n_turns, routed=routed)
-    state = ConversationState.from_json(value or {})
+    state = PolicyState.from_json(value or {})
     return _for_method(
         committee,
         run,
-        decide_turn(run.policy, committee, state, turn_index, _q(run, n_turns), top_k=run.top_k),
+        who_works(run.policy, committee, state, turn_index, _q(run, n_turns), top_k=run.top_k),
     )

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from pipeline.committee import Committee, Member
 from pipeline.plan import RunConfig, check_run
 from pipeline.policy import (
-    ConversationState,
+    PolicyState,
     TurnDecision,
     conversation_key,
     counter_key,
@@ -58,10 +58,10 @@ class MemoryStore:
         self.writes.append(key)
         return json.loads(self.data[key])
 
-    def state(self, committee: Committee, policy: str, conversation_id: str) -> ConversationState:
+    def state(self, committee: Committee, policy: str, conversation_id: str) -> PolicyState:
         value = self.get(conversation_key(committee.name, policy, conversation_id))
         assert value is not None
-        return ConversationState.from_json(value)
+        return PolicyState.from_json(value)
 
 
 def committee(n: int = 4, *, roles: Mapping[str, tuple[str, ...]] | None = None, **fields: Any) -> Committee:
@@ -585,7 +585,7 @@ _finite = st.floats(allow_nan=False, allow_infinity=False, width=64)
 
 @given(
     st.builds(
-        ConversationState,
+        PolicyState,
         ordinal=st.integers(min_value=0, max_value=10**6),
         excluded=_names,
         scores=st.dictionaries(st.sampled_from([f"m{i}" for i in range(6)]), _finite),
@@ -595,7 +595,7 @@ _finite = st.floats(allow_nan=False, allow_infinity=False, width=64)
     )
 )
 def test_conversation_state_round_trips_through_json(state):
-    assert ConversationState.from_json(json.loads(json.dumps(state.to_json()))) == state
+    assert PolicyState.from_json(json.loads(json.dumps(state.to_json()))) == state
 
 
 @given(
@@ -616,7 +616,7 @@ def test_turn_decision_round_trips_through_json(decision):
 
 
 def test_conversation_state_from_empty_json_is_the_initial_state():
-    assert ConversationState.from_json({}) == ConversationState()
+    assert PolicyState.from_json({}) == PolicyState()
 
 
 def test_p1_first_half_length_matches_the_spec():

@@ -10,7 +10,7 @@ import pytest
 from db.engine import get_engine
 from db.migrate import upgrade
 from pipeline.plan import RunConfig
-from pipeline.policy import ConversationState, conversation_key, counter_key
+from pipeline.policy import PolicyState, conversation_key, counter_key
 from pipeline.shortlist import begin
 from tests.conftest import scripted_committee
 from workers.policy_store import SqlPolicyStore
@@ -73,6 +73,6 @@ def test_concurrent_p3_conversations_get_distinct_ordinals(store):
     # Then: the counter saw every one, and each got its own number in the cycle sequence
     assert store.get(counter_key(committee.name, "p3")) == {"count": 12}
     ordinals = sorted(
-        ConversationState.from_json(store.get(conversation_key(committee.name, "p3", c))).ordinal for c in ids
+        PolicyState.from_json(store.get(conversation_key(committee.name, "p3", c))).ordinal for c in ids
     )
     assert ordinals == list(range(12))

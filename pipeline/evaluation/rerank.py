@@ -10,7 +10,7 @@ optionally counting only some reviewers' ballots (``reviewers``), adding the mem
 prior and excluding self-votes. A committee that stores every reviewer's ballot
 thus evaluates each smaller panel of reviewers without running a model. With
 ``policy="p2"`` a full-ranking run replays the alternate-ranking policy
-(``pipeline.policy.decide_turn``): on its reuse turns only the rule's previous top
+(``pipeline.policy.who_works``): on its reuse turns only the rule's previous top
 member's stored answer counts, and no ballot (its time and model calls stay the
 stored run's: a simulation measures quality, not cost). ``learned`` ranks by the
 committee's learned decision (``pipeline.learned``, stored by `peerblend calibrate`);
@@ -41,7 +41,7 @@ from pipeline.borda import Ballot
 from pipeline.committee import Committee
 from pipeline.errors import InputError
 from pipeline.learned import LearnedModel, decide_learned, route
-from pipeline.policy import ConversationState, decide_turn
+from pipeline.policy import PolicyState, who_works
 from pipeline.records import (
     ReviewRecord,
     candidate_from_row,
@@ -232,8 +232,8 @@ def _reused(
         raise InputError(
             f"simulating p2 needs a full-ranking run (every turn ranked); this one ran {conversation['policy']}"
         )
-    state = ConversationState(last_ranking=last)
-    turn = decide_turn("p2", committee, state, row["turn_index"], conversation["n_turns"], top_k=1)
+    state = PolicyState(last_ranking=last)
+    turn = who_works("p2", committee, state, row["turn_index"], conversation["n_turns"], top_k=1)
     return turn.generators if not turn.reviewers else ()
 
 
