@@ -36,7 +36,7 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from pipeline.borda import Ballot, borda_scores, first_places
+from pipeline.borda import Ballot, borda_order, borda_scores, first_places
 from pipeline.committee import Committee, Member
 from pipeline.pairwise import Judgement, max_logits, pairwise_ranking
 from pipeline.records import CandidateRecord, ReviewRecord
@@ -189,7 +189,7 @@ def decide(
         counted[PRIOR_VOTER] = prior.weight
     scores = borda_scores(ballots, pool, weights=counted, exclude_self=exclude_self)
     firsts = first_places(ballots, pool, weights=counted, exclude_self=exclude_self)
-    ranking = _borda_order(pool, scores, firsts)
+    ranking = borda_order(pool, scores, firsts)
     used = len(ballots) - (prior is not None)
     return Decision(tuple(ranking), scores, status, used, dropped, groups, counted)
 
@@ -217,12 +217,6 @@ def decide_single(candidates: Sequence[CandidateRecord], member: str) -> Decisio
     if member not in {c.member for c in usable(candidates)}:
         return Decision((), {}, "no_candidates", 0, dropped)
     return Decision((member,), {member: 0.0}, "single", 0, dropped)
-
-
-def _borda_order(pool: Sequence[str], scores: Mapping[str, float], firsts: Mapping[str, float]) -> list[str]:
-    """``pipeline.borda``'s order (score, first places, pool order), comparing at 1e-9: shares of a
-    group's weight (1/3 + 1/3 + 1/3) must tie exactly where whole ballots would."""
-    return sorted(pool, key=lambda c: (-round(scores[c], 9), -round(firsts[c], 9), pool.index(c)))
 
 
 def top_k_texts(decision: Decision, candidates: Sequence[CandidateRecord], k: int) -> list[str]:

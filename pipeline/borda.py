@@ -16,13 +16,18 @@ Scoring rule (m = number of candidates in the turn):
 
 Tie-break (documented, deterministic): higher total first; then more
 (weighted) first places; then the candidate's position in ``candidates``
-(the committee's order).
+(the committee's order). Totals and first places are compared at 1e-9
+(``TIE_DIGITS``): a voter group's shares (1/3 + 1/3 + 1/3) must tie exactly where
+whole ballots would. ``borda_order`` is that order, and the one production uses
+(``pipeline.aggregate.decide``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+
+TIE_DIGITS = 9  # decimals compared: sums of weight shares differ from whole weights by ~1e-16
 
 
 @dataclass(frozen=True)
@@ -99,5 +104,16 @@ def borda_ranking(
     """Candidates best first by Borda score, ties broken as the module docstring says."""
     scores = borda_scores(ballots, candidates, weights=weights, exclude_self=exclude_self)
     firsts = first_places(ballots, candidates, weights=weights, exclude_self=exclude_self)
-    order = {c: i for i, c in enumerate(candidates)}
-    return sorted(candidates, key=lambda c: (-scores[c], -firsts[c], order[c]))
+    return borda_order(candidates, scores, firsts)
+
+
+def borda_order(
+    candidates: Sequence[str], scores: Mapping[str, float], firsts: Mapping[str, float]
+) -> list[str]:
+    """``candidates`` best first: by score, then first places (both at ``TIE_DIGITS``), then
+    their position in ``candidates``."""
+    position = {c: i for i, c in enumerate(candidates)}
+    return sorted(
+        candidates,
+        key=lambda c: (-round(scores[c], TIE_DIGITS), -round(firsts[c], TIE_DIGITS), position[c]),
+    )

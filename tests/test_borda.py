@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline.borda import Ballot, ballot_points, borda_ranking, borda_scores, first_places
+from pipeline.borda import Ballot, ballot_points, borda_order, borda_ranking, borda_scores, first_places
 
 SPEC_CANDIDATES = ["M1", "M2", "M3", "M4"]
 SPEC_BALLOTS = [
@@ -253,3 +253,18 @@ def test_tie_break_is_deterministic_and_documented(
     firsts = first_places(ballots, candidates, exclude_self=exclude_self)
     key = {c: (-scores[c], -firsts[c], candidates.index(c)) for c in candidates}
     assert all(key[a] < key[b] for a, b in zip(ranking, ranking[1:], strict=False))
+
+
+def test_a_groups_weight_shares_tie_where_whole_ballots_would() -> None:
+    # Given: a group of three sharing one weight (1/3 each) ranks b over a; another voter ranks a over b
+    ballots = [Ballot(r, ("b", "a")) for r in ("g1", "g2", "g3")] + [Ballot("solo", ("a", "b"))]
+    weights = {"g1": 0.1, "g2": 0.1, "g3": 0.1, "solo": 0.3}
+    scores = borda_scores(ballots, ["a", "b"], weights=weights)
+    assert scores["b"] != scores["a"]  # 0.1 + 0.1 + 0.1 is not 0.3 in floating point
+
+    # Then: the totals tie as the weights do (0.3 each), and the first places too, so the
+    # candidates' order decides, in borda_ranking and in the order production uses
+    assert borda_ranking(ballots, ["a", "b"], weights=weights) == ["a", "b"]
+    assert borda_ranking(ballots, ["b", "a"], weights=weights) == ["b", "a"]
+    firsts = first_places(ballots, ["b", "a"], weights=weights)
+    assert borda_order(["b", "a"], scores, firsts) == ["b", "a"]
