@@ -437,3 +437,18 @@ def test_rows_stop_at_their_own_deadlines_within_one_batch(smollm: hf.Transforme
     # Then that row stopped early and the other ran to its own limit
     assert len(smollm.tokenizer(late)["input_ids"]) < 20
     assert len(smollm.tokenizer(free)["input_ids"]) > 40
+
+
+def test_a_cached_long_prompt_keeps_only_its_window_in_gemmas_sliding_layers(
+    gemma: hf.TransformersBackend,
+) -> None:
+    # Given a prompt longer than Gemma-3's 512-token sliding window, scored once
+    passage = " ".join(f"Fact {i}: the river is {i} metres deep." for i in range(90))
+    request = ScoreRequest(Prompt(messages=(Message("system", passage), Message("user", "How deep?"))), "7 m")
+    gemma.score([request])
+    prefix = gemma._prefixes[gemma._score_ids(request)[0]]
+
+    # Then no layer's cached keys/values keep the whole prompt's storage alive behind a window view
+    tensors = [t for layer in prefix.cache.layers for t in (layer.keys, layer.values)]
+    assert any(layer.is_sliding for layer in prefix.cache.layers)
+    assert all(t.untyped_storage().nbytes() == t.nbytes for t in tensors)

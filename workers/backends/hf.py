@@ -372,7 +372,7 @@ class TransformersBackend:
         with torch.inference_mode():
             out = self._decoder(input_ids=ids, use_cache=True)
             logprobs = self._logits(out.last_hidden_state[0, -1:]).log_softmax(-1)[0]
-        prefix = _Prefix(out.past_key_values, logprobs)
+        prefix = _Prefix(_compact(out.past_key_values), logprobs)
         with self._prefixes_lock:  # least recently used out, until both bounds hold
             self._prefixes[context] = prefix
             while len(self._prefixes) > self.prefix_cache_size or (
@@ -464,9 +464,28 @@ class _Prefix:
 
     @cached_property
     def nbytes(self) -> int:
-        """Bytes it holds (its keys/values and log-probabilities), for the prefix cache's bound."""
+        """Bytes it holds (its keys/values' storage and log-probabilities), for the prefix cache's bound."""
         tensors = [getattr(layer, name, None) for layer in self.cache.layers for name in ("keys", "values")]
-        return self.logprobs.nbytes + sum(t.nbytes for t in tensors if isinstance(t, torch.Tensor))
+        storages = {
+            t.untyped_storage().data_ptr(): t.untyped_storage().nbytes()
+            for t in tensors
+            if isinstance(t, torch.Tensor)
+        }
+        return self.logprobs.nbytes + sum(storages.values())
+
+
+def _compact(cache: Cache) -> Cache:
+    """``cache`` with each layer's keys/values in storage of their own size.
+
+    A sliding-window layer (Gemma-3) keeps its last window of a longer prompt as a view of
+    the whole prompt's keys/values, which stay allocated as long as the view does.
+    """
+    for layer in cache.layers:
+        for name in ("keys", "values"):
+            tensor = getattr(layer, name, None)
+            if isinstance(tensor, torch.Tensor) and tensor.untyped_storage().nbytes() > tensor.nbytes:
+                setattr(layer, name, tensor.clone())
+    return cache
 
 
 class _SharedPrefixLayer(CacheLayerMixin):
