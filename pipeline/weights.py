@@ -27,7 +27,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pipeline.aggregate import MemberPrior
+from pipeline.aggregate import MemberPrior, voter_groups
 from pipeline.borda import Ballot, borda_scores
 from pipeline.committee import Committee
 from pipeline.policy import PolicyStore, calibration_key, trust_key
@@ -130,10 +130,10 @@ def consensus_agreement(
 
     ``voters``: reviewer -> judgement key; ballots of the same key are not "others".
     """
-    keys = {b.reviewer: (voters or {}).get(b.reviewer, "\0" + b.reviewer) for b in ballots}
+    group_of = {r: group for group in voter_groups([b.reviewer for b in ballots], voters) for r in group}
     agreement = {}
     for ballot in ballots:
-        others = [b for b in ballots if keys[b.reviewer] != keys[ballot.reviewer]]
+        others = [b for b in ballots if b.reviewer not in group_of[ballot.reviewer]]
         if not others:
             continue
         value = ballot_correlation(ballot.ranking, borda_scores(others, candidates))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from celery import Celery
@@ -52,7 +52,9 @@ def finish_turn(
     # is waited out like one during the store below, not a failed turn.
     verdict = with_retries(
         where,
-        lambda: _decide(runtime, context, candidates, reviews, judgements, run=run, decision=decision),
+        lambda: _decide(
+            runtime, context, candidates, reviews, judgements, run=run, decision=decision, voters=voters
+        ),
         budget_s=runtime.settings.store_retry_s,
     )
     ranked_at = time.time()
@@ -114,8 +116,10 @@ def _decide(
     *,
     run: RunConfig,
     decision: TurnDecision,
+    voters: Mapping[str, str],
 ) -> Verdict:
-    """The pure verdict, with what the committee and the policy store say about weights and voters."""
+    """The pure verdict, with what the committee and the policy store say about weights;
+    ``voters``: the committee's ``judgement_keys``."""
     committee = runtime.committee
     return decide_turn(
         context,
@@ -129,7 +133,7 @@ def _decide(
             runtime.policy_store, committee, per_reviewer(reviews), has_passage=bool(context.passage)
         ),
         exclude_self=committee.exclude_self_votes,
-        voters=judgement_keys(committee),
+        voters=voters,
         prior=stored_prior(runtime.policy_store, committee, has_passage=bool(context.passage)),
         learned=stored_learned(runtime.policy_store, committee)[0]
         if committee.reviewer_weights == "learned"

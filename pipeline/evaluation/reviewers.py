@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from statistics import fmean
 from typing import Any
 
-from pipeline.aggregate import judgement_keys
+from pipeline.aggregate import judgement_keys, voter_groups
 from pipeline.committee import Committee
 from pipeline.evaluation.datasets import answerable
 from pipeline.evaluation.metrics import best_f1
@@ -86,9 +86,7 @@ def kendall_tau_b(ranking: Sequence[str], values: Mapping[str, float]) -> float 
 def reviewer_stats(rows: Sequence[Mapping[str, Any]], committee: Committee) -> list[ReviewerStats]:
     """One entry per (reviewer, dataset) that reviewed a turn, then per reviewer over all ("all")."""
     keys = judgement_keys(committee)
-    groups: dict[str, tuple[str, ...]] = {}
-    for name, key in keys.items():
-        groups[name] = tuple(n for n, k in keys.items() if k == key)
+    groups = {name: group for group in voter_groups(list(keys), keys) for name in group}
     model_of = {m.name: m.model for m in committee.members}
     stats: dict[tuple[str, str], ReviewerStats] = {}
     for row in rows:
