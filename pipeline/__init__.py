@@ -7,12 +7,14 @@ Where each rule of the method lives (one file each):
 - the conversation given to the models ............. context.py (history fitted to a token budget)
 - one stage of a turn (answer, review, fuse, judge) .. stages.py; their records: records.py
 - anonymous labels, shuffles, ballot parsing ......... ballot.py (constrained ballots: ballot_grammar.py)
-- Borda count and its tie-break ...................... borda.py
+- Borda count and its tie-break ...................... borda.py (borda_order: production's order too)
 - the pairwise baseline ("max logits") ............... pairwise.py
-- ranking a turn's candidates (Borda or pairwise) .... aggregate.py (also: honest voters, one review per
-  voter group, the member prior)
+- ranking a turn's candidates (Borda or pairwise) .... aggregate.py (also: honest voters and their
+  groups, voter_groups, used by weights.py and evaluation/reviewers.py too; one review per voter
+  group; the member prior)
 - who wins a turn (rank, select or fuse, status) .... verdict.py (decide_turn)
 - reviewer weights (uniform / online / calibrated) ... weights.py (and the stored member prior)
+- every key of the policy store ...................... store_keys.py (p3's cycle of three: policy.P3_CYCLE)
 - the learned decision (signals -> a model per bucket) learned.py (a turn's signals: signals.py;
   fitted by evaluation/learning.py)
 - shortlist policies (full, p1, p2, p3, learned-route) policy.py (pure rules: who_works on a turn, the

@@ -27,15 +27,11 @@ from pipeline.committee import Committee
 from pipeline.policy import PolicyStore
 from pipeline.records import CandidateRecord, ReviewRecord
 from pipeline.signals import TurnSignals, feature_rows, turn_signals
+from pipeline.store_keys import learned_key
 
 LIKELIHOOD_METHODS = ("likelihood", "likelihood-total")
 BUCKETS = ("passage", "no_passage")
 Decides = Literal["learned", "prior"]
-
-
-def learned_key(committee: str) -> str:
-    """Where `peerblend calibrate` stores a committee's learned decision (the policy store)."""
-    return f"{committee}:learned"
 
 
 def bucket_of(has_passage: bool) -> str:

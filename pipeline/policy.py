@@ -52,6 +52,20 @@ def check_policy(name: str) -> Policy:
     return name  # type: ignore[return-value]
 
 
+P3_CYCLE = 3  # p3: conversations per cycle; the first of each is ranked by everyone
+
+
+def p3_ranks(ordinal: int) -> bool:
+    """p3: whether the committee's conversation number ``ordinal`` (0-based) is its cycle's
+    ranking conversation (everyone answers and reviews; its scores are accumulated)."""
+    return ordinal % P3_CYCLE == 0
+
+
+def p3_cycle(ordinal: int) -> int:
+    """p3: the cycle (0-based) of the committee's conversation number ``ordinal``."""
+    return ordinal // P3_CYCLE
+
+
 @dataclass(frozen=True)
 class PolicyState:
     """A conversation's shortlist-policy state, updated after every turn (not the stored
@@ -153,7 +167,7 @@ def start_conversation(
             return PolicyState(note="learned-route: the learned decision ranks these questions")
         note = f"learned-route: the judges add too little for these questions; the prior's top {len(routed)}"
         return PolicyState(routed=tuple(routed), note=note)
-    if policy != "p3" or ordinal % 3 == 0:
+    if policy != "p3" or p3_ranks(ordinal):
         note = "p3: ranking conversation of its cycle" if policy == "p3" else ""
         return PolicyState(ordinal=ordinal, note=note)
     if not cycle_scores:
@@ -254,25 +268,3 @@ class PolicyStore(Protocol):
     def update(self, key: str, change: Callable[[dict[str, Any] | None], dict[str, Any]]) -> dict[str, Any]:
         """Apply ``change`` to the stored value (None when absent) atomically; return the new value."""
         ...
-
-
-def conversation_key(committee: str, policy: str, conversation_id: str) -> str:
-    return f"{committee}:{policy}:conversation:{conversation_id}"
-
-
-def counter_key(committee: str, policy: str) -> str:
-    return f"{committee}:{policy}:conversations"
-
-
-def cycle_key(committee: str, policy: str, ordinal: int) -> str:
-    return f"{committee}:{policy}:cycle:{ordinal // 3}"
-
-
-def trust_key(committee: str) -> str:
-    """Online trust statistics of a committee's reviewers."""
-    return f"{committee}:trust"
-
-
-def calibration_key(committee: str) -> str:
-    """Calibrated reviewer weights of a committee, written by `peerblend calibrate`."""
-    return f"{committee}:calibrated"

@@ -22,13 +22,12 @@ from pipeline.policy import (
     TurnDecision,
     add_scores,
     after_turn,
-    conversation_key,
-    counter_key,
-    cycle_key,
+    p3_ranks,
     start_conversation,
     turn_scores,
     who_works,
 )
+from pipeline.store_keys import conversation_key, counter_key, cycle_key
 
 
 def _q(run: RunConfig, n_turns: int) -> int | None:
@@ -130,7 +129,7 @@ def advance(
     state = PolicyState.from_json(
         store.update(conversation_key(committee.name, run.policy, conversation_id), fold)
     )
-    if run.policy == "p3" and decision.ranked and state.ordinal % 3 == 0:
+    if run.policy == "p3" and decision.ranked and p3_ranks(state.ordinal):
         # Folded by its own record of which turns it holds: idempotent under retries and
         # redeliveries, even one that crashed between the two updates.
         store.update(

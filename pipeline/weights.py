@@ -30,8 +30,9 @@ from typing import Any, Literal
 from pipeline.aggregate import MemberPrior, voter_groups
 from pipeline.borda import Ballot, borda_scores
 from pipeline.committee import Committee
-from pipeline.policy import PolicyStore, calibration_key, trust_key
+from pipeline.policy import PolicyStore
 from pipeline.records import ReviewRecord
+from pipeline.store_keys import calibration_key, feature_weights_key, prior_key, trust_key
 
 # "calibrated-passage": calibrated weights fitted apart for turns with and without a passage
 WeightMode = Literal["uniform", "online", "calibrated", "calibrated-passage"]
@@ -196,11 +197,6 @@ def stored_weights(
     return select_weights(mode, voters, calibrated=pooled)
 
 
-def feature_weights_key(committee: str) -> str:
-    """Reviewer weights fitted per question feature (``prior_bucket``), written by `peerblend calibrate`."""
-    return f"{committee}:calibrated-by-passage"
-
-
 def feature_weights(
     by_feature: Mapping[str, Mapping[str, float]] | None,
     pooled: Mapping[str, float] | None,
@@ -228,11 +224,6 @@ def learn_trust(
 
 PRIOR_BUCKETS = ("passage", "no_passage")
 POOLED = "all"
-
-
-def prior_key(committee: str) -> str:
-    """The member prior of a committee, written by `peerblend calibrate`."""
-    return f"{committee}:member-prior"
 
 
 def prior_bucket(has_passage: bool) -> str:

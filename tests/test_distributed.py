@@ -161,7 +161,8 @@ def test_turns_record_stage_timings(cluster: BlendClient):
 
 def test_p3_state_stays_consistent_with_many_conversations_at_once(cluster: BlendClient):
     # Given: six p3 conversations submitted at once to the real workers (m3 always fails)
-    from pipeline.policy import PolicyState, conversation_key, counter_key, cycle_key
+    from pipeline.policy import PolicyState
+    from pipeline.store_keys import conversation_key, counter_key, cycle_key
 
     committee = cluster.committee
     handles = [cluster.submit([f"p3 c{i} q{t}?" for t in range(3)], policy="p3") for i in range(6)]

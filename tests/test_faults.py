@@ -33,8 +33,9 @@ from sqlalchemy.exc import OperationalError
 
 from pipeline.canvas import AGGREGATE, final_task_id
 from pipeline.plan import RunConfig
-from pipeline.policy import TurnDecision, conversation_key
+from pipeline.policy import TurnDecision
 from pipeline.records import CandidateRecord, ReviewRecord, TurnContext
+from pipeline.store_keys import conversation_key
 from tests.faults_support import (
     BROKER_ERRORS,
     FIGURES,

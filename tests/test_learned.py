@@ -15,7 +15,6 @@ from pipeline.learned import (
     BucketModel,
     LearnedModel,
     decide_learned,
-    learned_key,
     own_voters,
     route,
     stored_learned,
@@ -23,6 +22,7 @@ from pipeline.learned import (
 )
 from pipeline.records import CandidateRecord, ReviewRecord
 from pipeline.signals import TurnSignals, feature_rows, review_scores, turn_signals
+from pipeline.store_keys import learned_key
 from tests.conftest import scripted_committee
 from workers.report import print_rule
 

@@ -11,18 +11,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from pipeline import store_keys
 from pipeline.committee import Committee, Member
 from pipeline.plan import RunConfig, check_run
-from pipeline.policy import (
-    PolicyState,
-    TurnDecision,
-    conversation_key,
-    counter_key,
-    cycle_key,
-    turn_scores,
-    worst_half,
-)
+from pipeline.policy import PolicyState, TurnDecision, turn_scores, worst_half
 from pipeline.shortlist import advance, begin
+from pipeline.store_keys import conversation_key, counter_key, cycle_key
 
 BOTH = ("generator", "reviewer")
 
@@ -690,3 +684,21 @@ def test_resume_folds_stored_turns_the_state_missed_before_deciding():
     assert decision.generators == ("m2", "m3") and set(decision.excluded) == {"m0", "m1"}
     again = resume(store, members, run, conversation_id="conv", turn_index=2, n_turns=4, stored=stored)
     assert again == decision and store.state(members, "p1", "conv").applied_turns == 2
+
+
+def test_every_key_of_the_store_is_distinct_and_names_its_committee() -> None:
+    # Given one committee's keys, each p3 cycle's key for conversations 0..5
+    keys = [
+        store_keys.conversation_key("c", "p3", "x"),
+        store_keys.counter_key("c", "p3"),
+        *(store_keys.cycle_key("c", "p3", n) for n in (0, 3)),
+        store_keys.trust_key("c"),
+        store_keys.calibration_key("c"),
+        store_keys.feature_weights_key("c"),
+        store_keys.prior_key("c"),
+        store_keys.learned_key("c"),
+    ]
+
+    # Then no two things share a key, and conversations of one cycle share its key
+    assert len(set(keys)) == len(keys) and all(k.startswith("c:") for k in keys)
+    assert {store_keys.cycle_key("c", "p3", n) for n in range(3)} == {keys[2]}

@@ -10,8 +10,9 @@ import pytest
 from db.engine import get_engine
 from db.migrate import upgrade
 from pipeline.plan import RunConfig
-from pipeline.policy import PolicyState, conversation_key, counter_key
+from pipeline.policy import PolicyState
 from pipeline.shortlist import begin
+from pipeline.store_keys import conversation_key, counter_key
 from tests.conftest import scripted_committee
 from workers.policy_store import SqlPolicyStore
 

@@ -9,13 +9,11 @@ from rich.console import Console
 
 from pipeline.aggregate import PRIOR_VOTER, MemberPrior, decide, decide_by_prior
 from pipeline.evaluation.calibration import fit_calibration
-from pipeline.policy import calibration_key
 from pipeline.records import CandidateRecord, ReviewRecord
+from pipeline.store_keys import calibration_key, feature_weights_key, prior_key
 from pipeline.weights import (
     feature_weights,
-    feature_weights_key,
     fit_prior,
-    prior_key,
     select_prior,
     select_weights,
     stored_prior,

@@ -10,9 +10,8 @@ import pytest
 from pipeline.client import BlendClient
 from pipeline.errors import InputError
 from pipeline.evaluation.rerank import Rule
-from pipeline.learned import learned_key
 from pipeline.settings import Settings
-from pipeline.weights import prior_key
+from pipeline.store_keys import learned_key, prior_key
 from tests.conftest import scripted_committee
 from workers import cli
 from workers.evaluation.calibration import calibrate_run

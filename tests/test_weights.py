@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pipeline.borda import Ballot
-from pipeline.policy import calibration_key, trust_key
+from pipeline.store_keys import calibration_key, trust_key
 from pipeline.weights import (
     add_agreement,
     ballot_correlation,

@@ -25,10 +25,9 @@ from pipeline.errors import InputError
 from pipeline.evaluation.calibration import Calibration, Quality, fit_calibration
 from pipeline.evaluation.learning import Trial, examples_from_records, fit_learned
 from pipeline.evaluation.metrics import best_f1
-from pipeline.learned import LearnedModel, learned_key
-from pipeline.policy import calibration_key
+from pipeline.learned import LearnedModel
 from pipeline.settings import Settings
-from pipeline.weights import feature_weights_key, prior_key
+from pipeline.store_keys import calibration_key, feature_weights_key, learned_key, prior_key
 from workers.runtime import Runtime
 
 Metric = Literal["f1", "bertscore"]

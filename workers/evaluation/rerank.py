@@ -23,11 +23,9 @@ from pipeline.aggregate import Decision
 from pipeline.committee import Committee
 from pipeline.errors import InputError
 from pipeline.evaluation.rerank import Calibrated, Rule, rerank
-from pipeline.learned import learned_key
 from pipeline.plan import check_run_name
-from pipeline.policy import calibration_key
 from pipeline.settings import Settings
-from pipeline.weights import feature_weights_key, prior_key
+from pipeline.store_keys import calibration_key, feature_weights_key, learned_key, prior_key
 from workers.runtime import Runtime
 
 
