@@ -321,6 +321,27 @@ def test_api_keys_guard_the_pages(client: BlendClient) -> None:
     assert token is not None and token.group(1) != _token(TestClient(create_api(client, ServerOptions())))
 
 
+def test_the_api_takes_its_key_only_as_a_bearer_token(client: BlendClient) -> None:
+    # Given a server with a key, and a browser that opened a page with it (the pages' cookie)
+    http = TestClient(create_api(client, ServerOptions(api_keys=frozenset({KEY}))))
+    assert http.get(f"/conversations?key={KEY}").status_code == 200
+
+    # Then the API still wants the bearer token: the cookie and ?key= are the pages' ways only
+    refused = http.get(f"/v1/models?key={KEY}")
+    assert refused.status_code == 401 and refused.json()["error"]["code"] == "invalid_api_key"
+    assert http.get("/v1/models", headers={"Authorization": f"Bearer {KEY}"}).status_code == 200
+
+
+def test_a_post_without_a_key_is_answered_as_its_accept_header_asks(client: BlendClient) -> None:
+    http = TestClient(create_api(client, ServerOptions(api_keys=frozenset({KEY}))))
+
+    scripted = http.post("/chat", data={"question": "Who?"}, headers={"Accept": "application/json"})
+    typed = http.post("/chat", data={"question": "Who?"})
+
+    assert scripted.status_code == 401 and "API key" in scripted.json()["error"]
+    assert typed.status_code == 401 and 'name="key"' in typed.text
+
+
 def _token(http: TestClient, path: str = "/") -> str:
     """The form token a page was rendered with (what a browser posts back)."""
     found = re.search(r'name="csrf" value="([0-9a-f]+)"', http.get(path).text)

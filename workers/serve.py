@@ -28,7 +28,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from fastapi import FastAPI, Header, Request
+from fastapi import Depends, FastAPI, Header, Request
 from fastapi.responses import Response, StreamingResponse
 from sqlmodel import Session
 from starlette.exceptions import HTTPException
@@ -39,6 +39,7 @@ from pipeline.context import Exchange, estimate_tokens
 from pipeline.errors import BlendError, InputError, ServiceUnavailable, TurnInProgress, TurnTimeout
 from pipeline.live import LiveConversation, asked_before, find_by_messages, off_loop
 from pipeline.plan import RunConfig, check_run
+from workers.auth import KeyCheck, Refused
 from workers.chat import (
     ChatError,
     check_text,
@@ -101,22 +102,21 @@ def create_api(client: BlendClient, options: ServerOptions) -> FastAPI:
                     f" conversation {turn[0]} turn {turn[1]}" if turn else "",
                 )
 
-    @api.middleware("http")
-    async def _authenticate(request: Request, call_next: Any) -> Any:
-        if options.api_keys and request.url.path.startswith("/v1/"):
-            given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
-            if given not in options.api_keys:
-                error = ChatError(
-                    401, "invalid or missing API key", "invalid_request_error", "invalid_api_key"
-                )
-                return _error_response(error)
-        return await call_next(request)
+    @api.exception_handler(Refused)
+    async def _refused(_: Request, refused: Refused) -> Response:
+        return refused.response  # a request without a key (workers.auth): the answer its route chose
+
+    # The API takes its key from Authorization: Bearer only, as OpenAI clients send it.
+    unauthorized = ChatError(401, "invalid or missing API key", "invalid_request_error", "invalid_api_key")
+    keyed = [
+        Depends(KeyCheck(options.api_keys).require(lambda _: _error_response(unauthorized), bearer_only=True))
+    ]
 
     @api.get("/health")
     async def _health() -> dict[str, str]:
         return {"status": "ok"}
 
-    @api.get("/v1/models")
+    @api.get("/v1/models", dependencies=keyed)
     async def _models() -> dict[str, Any]:
         created = int(time.time())
         data = [
@@ -125,7 +125,7 @@ def create_api(client: BlendClient, options: ServerOptions) -> FastAPI:
         ]
         return {"object": "list", "data": data}
 
-    @api.get("/v1/models/{model_id:path}")
+    @api.get("/v1/models/{model_id:path}", dependencies=keyed)
     async def _model(model_id: str) -> dict[str, Any]:
         if model_id not in model_ids(client.committee):
             raise ChatError(
@@ -137,7 +137,7 @@ def create_api(client: BlendClient, options: ServerOptions) -> FastAPI:
             )
         return {"id": model_id, "object": "model", "created": int(time.time()), "owned_by": "peerblend"}
 
-    @api.post("/v1/chat/completions")
+    @api.post("/v1/chat/completions", dependencies=keyed)
     async def _chat(
         request: Request,
         x_peerblend_conversation: str | None = Header(default=None),
@@ -173,7 +173,7 @@ def create_api(client: BlendClient, options: ServerOptions) -> FastAPI:
         )
         return StreamingResponse(stream, media_type="text/event-stream")
 
-    @api.get("/v1/conversations/{conversation_id}/turns/{turn_index}")
+    @api.get("/v1/conversations/{conversation_id}/turns/{turn_index}", dependencies=keyed)
     async def _turn(conversation_id: str, turn_index: int) -> Response:
         """A turn asked before (a 503 or 504 names it): 200 with its answer once stored, 202 while
         it runs, 404 if there is no such turn."""

@@ -14,8 +14,9 @@
 Server-rendered (Jinja2 templates and static files next to this module, served by the
 same app); small scripts follow a running turn's events (``web_stream``), post the chat
 box and refresh the list. When the server has API keys, the pages want one too:
-``Authorization: Bearer``, or ``?key=`` once (kept in a SameSite=Strict cookie); a POST
-also carries the form's token (``web_pages.FormGuard``). Routes are plain ``def`` (FastAPI
+``Authorization: Bearer``, or ``?key=`` once (kept in a SameSite=Strict cookie), checked
+by one dependency on each route (``workers.auth``); a POST also carries the form's token
+(``web_pages.FormGuard``). Routes are plain ``def`` (FastAPI
 runs them on its thread pool) except the event stream, which reads on the thread pool.
 """
 
@@ -90,18 +91,14 @@ def web_router(client: BlendClient, options: ServerOptions) -> APIRouter:
 
 
 def _list_routes(router: APIRouter, client: BlendClient, pages: Pages) -> None:
-    @router.get("/")
-    @router.get("/conversations")
+    @router.get("/", dependencies=[pages.reader])
+    @router.get("/conversations", dependencies=[pages.reader])
     def _conversations(request: Request, filters: Annotated[ConversationFilters, Query()]) -> Response:
-        if (denied := pages.denied(request)) is not None:
-            return denied
         return _list_page(request, client, pages, filters)
 
-    @router.get("/conversations.json")
+    @router.get("/conversations.json", dependencies=[pages.json_reader])
     def _rows(request: Request, filters: Annotated[ConversationFilters, Query()]) -> Response:
         """The list's rows (what its script swaps in) and a signature that changes with them."""
-        if (denied := pages.denied(request, json=True)) is not None:
-            return denied
         rows, total = _listed(client, filters)
         html = pages.templates.get_template("conversation_rows.html").render(rows=rows)
         return JSONResponse({"total": total, "signature": list_signature(rows, total), "rows": html})
@@ -152,10 +149,8 @@ def _list_page(
 def _conversation_routes(
     router: APIRouter, client: BlendClient, pages: Pages, flower_url: str | None
 ) -> None:
-    @router.get("/conversations/{conversation_id}.json")
+    @router.get("/conversations/{conversation_id}.json", dependencies=[pages.json_reader])
     def _progress(request: Request, conversation_id: str) -> Response:
-        if (denied := pages.denied(request, json=True)) is not None:
-            return denied
         with Session(client.engine) as session:
             progress = crud.conversation_progress(session=session, conversation_id=conversation_id)
         if progress is None:
@@ -165,10 +160,8 @@ def _conversation_routes(
             {"id": conversation_id, "turns": turns, "stored": stored, "running": stored < turns}
         )
 
-    @router.get("/conversations/{conversation_id}")
+    @router.get("/conversations/{conversation_id}", dependencies=[pages.reader])
     def _conversation(request: Request, conversation_id: str) -> Response:
-        if (denied := pages.denied(request)) is not None:
-            return denied
         return _conversation_page(request, client, pages, conversation_id, flower_url)
 
 
@@ -191,10 +184,10 @@ def _conversation_page(
 def _stream_routes(
     router: APIRouter, client: BlendClient, pages: Pages, limit_s: float, flower_url: str | None
 ) -> None:
-    @router.get("/conversations/{conversation_id}/turns/{turn_index}/events")
+    @router.get(
+        "/conversations/{conversation_id}/turns/{turn_index}/events", dependencies=[pages.json_reader]
+    )
     def _events(request: Request, conversation_id: str, turn_index: int) -> Response:
-        if (denied := pages.denied(request, json=True)) is not None:
-            return denied
         if not turn_exists(client, conversation_id, turn_index):
             message = f"conversation {conversation_id!r} has no turn {turn_index} (turns count from 0)"
             return JSONResponse({"error": message}, status_code=404)
@@ -203,11 +196,9 @@ def _stream_routes(
         headers = {"Cache-Control": "no-cache, no-transform", "X-Accel-Buffering": "no"}
         return StreamingResponse(stream, media_type="text/event-stream", headers=headers)
 
-    @router.get("/conversations/{conversation_id}/turns/{turn_index}")
+    @router.get("/conversations/{conversation_id}/turns/{turn_index}", dependencies=[pages.reader])
     def _turn(request: Request, conversation_id: str, turn_index: int) -> Response:
         """One turn's section as the conversation page renders it (the script swaps it in)."""
-        if (denied := pages.denied(request)) is not None:
-            return denied
         view = conversation_view(client, conversation_id, flower_url)
         turns = [t for t in (view or {}).get("turns", []) if t["number"] == turn_index + 1]
         if view is None or not turns:

@@ -31,6 +31,7 @@ from pipeline.client import BlendClient
 from pipeline.errors import BlendError, InputError, ServiceUnavailable, TurnInProgress
 from pipeline.live import checked_question
 from workers.chat import ChatError, model_ids, parse_model
+from workers.web_pages import wants_json
 
 if TYPE_CHECKING:
     from workers.web_pages import Pages
@@ -40,10 +41,6 @@ MAX_FORM_BYTES = 4_000_000  # above any passage the limits admit; refused before
 # Renders the page a refused form was on again: (request, where, context, status); ``where`` is
 # "chat" (the list page's start form) or the conversation's id.
 Retry = Callable[[Request, str, dict[str, Any], int], Response]
-
-
-def wants_json(request: Request) -> bool:
-    return "application/json" in request.headers.get("accept", "")
 
 
 async def read_form(request: Request) -> dict[str, str]:
@@ -61,8 +58,8 @@ def chat_routes(router: APIRouter, client: BlendClient, pages: Pages, retry: Ret
     """``POST /chat`` and ``POST /conversations/{id}/turns`` (see the module docstring)."""
 
     def start(request: Request, form: dict[str, str]) -> Response:
-        if (refused := pages.refused(request, form["csrf"])) is not None:
-            return refused
+        if (forged := pages.forged(request, form["csrf"])) is not None:
+            return forged
         try:
             method, policy = _variant(client, form["model"])
             question = checked_question(client.limits, form["question"])  # before anything is stored
@@ -79,8 +76,8 @@ def chat_routes(router: APIRouter, client: BlendClient, pages: Pages, retry: Ret
         return _sent(request, chat.conversation_id, index)
 
     def ask(request: Request, conversation_id: str, form: dict[str, str]) -> Response:
-        if (refused := pages.refused(request, form["csrf"])) is not None:
-            return refused
+        if (forged := pages.forged(request, form["csrf"])) is not None:
+            return forged
         try:
             index = client.live(conversation_id).send(form["question"])
         except BlendError as error:
@@ -88,11 +85,11 @@ def chat_routes(router: APIRouter, client: BlendClient, pages: Pages, retry: Ret
         return _sent(request, conversation_id, index)
 
     # async only to read the body; the work (database, broker) runs on the thread pool
-    @router.post("/chat")
+    @router.post("/chat", dependencies=[pages.poster])
     async def _start(request: Request) -> Response:
         return await _posted(request, lambda form: start(request, form))
 
-    @router.post("/conversations/{conversation_id}/turns")
+    @router.post("/conversations/{conversation_id}/turns", dependencies=[pages.poster])
     async def _ask(request: Request, conversation_id: str) -> Response:
         return await _posted(request, lambda form: ask(request, conversation_id, form))
 

@@ -14,7 +14,7 @@ Which turn comes next and how judgements add up is pipeline/evaluation/human.py'
 rows are db/judgements.py's. The page never names the runs behind A and B; the form
 carries which side was which (``a``: 1 when the pair's first run is A) and the draw's
 seed, which makes a form sent twice store one judgement. Same keys and form tokens as
-the other pages (``Pages.denied``, ``Pages.refused``).
+the other pages (the ``Pages.reader`` and ``Pages.poster`` dependencies, ``Pages.forged``).
 """
 
 from __future__ import annotations
@@ -52,10 +52,8 @@ def evaluation_routes(router: APIRouter, client: BlendClient, pages: Pages, repo
 
 
 def _judging_routes(router: APIRouter, client: BlendClient, pages: Pages) -> None:
-    @router.get("/evaluate")
+    @router.get("/evaluate", dependencies=[pages.reader])
     def _evaluate(request: Request, first: str = "", second: str = "", change: str = "") -> Response:
-        if (denied := pages.denied(request)) is not None:
-            return denied
         judge = judge_name(request)
         if not (first and second and judge) or change:
             return _start_page(request, client, pages, (first, second), judge)
@@ -67,7 +65,7 @@ def _judging_routes(router: APIRouter, client: BlendClient, pages: Pages) -> Non
             return RedirectResponse(pair_url(pair), status_code=303)
         return pages.render(request, "evaluate.html", judging_view(client, pair, judge))
 
-    @router.post("/evaluate/start")
+    @router.post("/evaluate/start", dependencies=[pages.poster])
     def _start(
         request: Request,
         name: str = Form(""),
@@ -75,8 +73,8 @@ def _judging_routes(router: APIRouter, client: BlendClient, pages: Pages) -> Non
         second: str = Form(""),
         csrf: str = Form(""),
     ) -> Response:
-        if (refused := pages.refused(request, csrf)) is not None:
-            return refused
+        if (forged := pages.forged(request, csrf)) is not None:
+            return forged
         name = " ".join(name.split())
         problem = _name_problem(name) or (None if first and second else "pick two runs to compare")
         if problem is None and first == second:
@@ -87,7 +85,7 @@ def _judging_routes(router: APIRouter, client: BlendClient, pages: Pages) -> Non
         response.set_cookie(JUDGE_COOKIE, quote(name), samesite="strict", max_age=365 * 86400)
         return response
 
-    @router.post("/evaluate")
+    @router.post("/evaluate", dependencies=[pages.poster])
     def _judge(
         request: Request,
         first: str = Form(""),
@@ -101,8 +99,8 @@ def _judging_routes(router: APIRouter, client: BlendClient, pages: Pages) -> Non
         note: str = Form(""),
         csrf: str = Form(""),
     ) -> Response:
-        if (refused := pages.refused(request, csrf)) is not None:
-            return refused
+        if (forged := pages.forged(request, csrf)) is not None:
+            return forged
         form = {"first": first, "second": second, "dataset": dataset, "external_id": external_id}
         form |= {"turn": turn, "seed": seed, "a": a, "choice": choice, "note": note}
         return _store_judgement(request, client, pages, form)
@@ -111,10 +109,8 @@ def _judging_routes(router: APIRouter, client: BlendClient, pages: Pages) -> Non
 
 
 def _export_route(router: APIRouter, client: BlendClient, pages: Pages) -> None:
-    @router.get("/evaluate/export.csv")
+    @router.get("/evaluate/export.csv", dependencies=[pages.reader])
     def _export(request: Request) -> Response:
-        if (denied := pages.denied(request)) is not None:
-            return denied
         with Session(client.engine) as session:
             text = human.render_csv(judging.all_judged(session=session))
         headers = {"Content-Disposition": 'attachment; filename="judgements.csv"'}
@@ -267,14 +263,10 @@ def posted_judgement(session: Session, form: dict[str, str], judge: str) -> Huma
 
 def _run_routes(router: APIRouter, client: BlendClient, pages: Pages, report_dir: Path) -> None:
 
-    @router.get("/runs")
+    @router.get("/runs", dependencies=[pages.reader])
     def _runs(request: Request) -> Response:
-        if (denied := pages.denied(request)) is not None:
-            return denied
         return pages.render(request, "runs.html", runs_view(client, report_dir))
 
-    @router.get("/runs/report/{name}")
+    @router.get("/runs/report/{name}", dependencies=[pages.reader])
     def _plot(request: Request, name: str) -> Response:
-        if (denied := pages.denied(request)) is not None:
-            return denied
         return file_in(report_dir, name, suffixes=(".png",))

@@ -15,16 +15,17 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from fastapi import Request
+from fastapi import Depends, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.templating import Jinja2Templates
 
 from pipeline.explain import live_label
+from workers.auth import KEY_COOKIE, KeyCheck
 from workers.server_options import ServerOptions
 
 HERE = Path(__file__).resolve().parent
 TEMPLATES, STATIC = HERE / "templates", HERE / "static"
-KEY_COOKIE = "peerblend_key"
+KEY_WANTED = "this server wants an API key: Authorization: Bearer <key>, or ?key=<key>"
 
 
 class FormGuard:
@@ -48,39 +49,34 @@ class FormGuard:
 
 
 class Pages:
-    """Templates and the key check every page goes through."""
+    """Templates, and what every page goes through: the key check (``reader``, ``json_reader``
+    and ``poster``: FastAPI dependencies, see ``workers.auth``) and a POST's forgery check."""
 
     def __init__(self, options: ServerOptions) -> None:
-        self.keys = options.api_keys
+        self.keys = KeyCheck(options.api_keys)
         self.templates = Jinja2Templates(directory=TEMPLATES)
         self.templates.env.globals["live_label"] = live_label
         self.guard = FormGuard()
+        # a page answers a request without a key with the key form; what its scripts read, with
+        # JSON; a POST, as its Accept header asks (the chat box's script wants JSON)
+        self.reader = Depends(self.keys.require(self._key_form))
+        self.json_reader = Depends(self.keys.require(_key_json))
+        self.poster = Depends(
+            self.keys.require(lambda request: (_key_json if wants_json(request) else self._key_form)(request))
+        )
 
-    def _given(self, request: Request) -> list[str]:
-        bearer = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
-        return [bearer, request.query_params.get("key", ""), request.cookies.get(KEY_COOKIE, "")]
-
-    def denied(self, request: Request, *, json: bool = False) -> Response | None:
-        """None when the request may read; else the 401 answer (a key form, or JSON)."""
-        if not self.keys or any(key in self.keys for key in self._given(request)):
-            return None
-        message = "this server wants an API key: Authorization: Bearer <key>, or ?key=<key>"
-        if json:
-            return JSONResponse({"error": message}, status_code=401)
-        return self.render(request, "denied.html", {"message": message}, status_code=401)
+    def _key_form(self, request: Request) -> Response:
+        return self.render(request, "denied.html", {"message": KEY_WANTED}, status_code=401)
 
     def key_of(self, request: Request) -> str:
         """The accepted key this request holds ("" where the server has none)."""
-        return next((key for key in self._given(request) if key and key in self.keys), "")
+        return self.keys.key_of(request)
 
-    def refused(self, request: Request, token: str) -> Response | None:
-        """None when a POST may go on: a key where one is wanted, and no sign of forgery (403)."""
-        json = "application/json" in request.headers.get("accept", "")
-        if (denied := self.denied(request, json=json)) is not None:
-            return denied
+    def forged(self, request: Request, token: str) -> Response | None:
+        """None when a POST (let through by ``poster``) shows no sign of forgery; else the 403."""
         if (why := self.guard.forged(request, token, self.key_of(request))) is None:
             return None
-        if json:
+        if wants_json(request):
             return JSONResponse({"error": why}, status_code=403)
         return self.render(request, "denied.html", {"message": why, "title": "Refused"}, status_code=403)
 
@@ -90,9 +86,17 @@ class Pages:
         context = {"csrf": self.guard.token(self.key_of(request)), **context}
         response = self.templates.TemplateResponse(request, name, context, status_code=status_code)
         key = request.query_params.get("key", "")
-        if key and key in self.keys:  # given once in the address: later pages send it as a cookie
+        if key and key in self.keys.keys:  # given once in the address: later pages send it as a cookie
             response.set_cookie(KEY_COOKIE, key, httponly=True, samesite="strict")
         return response
+
+
+def wants_json(request: Request) -> bool:
+    return "application/json" in request.headers.get("accept", "")
+
+
+def _key_json(_: Request) -> Response:
+    return JSONResponse({"error": KEY_WANTED}, status_code=401)
 
 
 def file_in(folder: Path, name: str, *, suffixes: tuple[str, ...]) -> Response:
