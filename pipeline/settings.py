@@ -92,16 +92,6 @@ class Settings(BaseSettings):
         return self.data_dir or Path(cache) / "peerblend" / "data"
 
 
-def redact_url(url: str) -> str:
-    """``url`` with its password masked, for messages and logs: redis://:***@host:6379/0."""
-    scheme, sep, rest = url.partition("://")
-    credentials, at, host = rest.rpartition("@")
-    if not sep or not at:
-        return url
-    user, colon, _password = credentials.partition(":")
-    return f"{scheme}://{user}{':***' if colon else ''}@{host}"
-
-
 def api_keys(settings: Settings) -> frozenset[str]:
     """The chat endpoint's accepted bearer keys (empty: no authentication)."""
     return frozenset(k.strip() for k in (settings.api_keys or "").split(",") if k.strip())

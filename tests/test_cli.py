@@ -9,6 +9,7 @@ import pytest
 
 from tests.conftest import scripted_committee
 from workers.cli import EXIT_INPUT, EXIT_UNAVAILABLE, EXIT_USAGE, main
+from workers.services import redact_url
 
 
 @pytest.fixture
@@ -211,3 +212,23 @@ def test_show_prints_the_policy_decision_and_says_when_a_turn_was_not_ranked(env
     out = capsys.readouterr().out
     assert "policy: p2: odd turn, ranked" in out
     assert "not ranked (reused)" in out
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("redis://:secret@localhost:6379/0", "redis://:***@localhost:6379/0"),
+        (
+            "rediss://user:s%40cret@h:6380/1?ssl_cert_reqs=none",
+            "rediss://user:***@h:6380/1?ssl_cert_reqs=none",
+        ),
+        ("postgresql+psycopg://peer:pw@db:5432/peerblend", "postgresql+psycopg://peer:***@db:5432/peerblend"),
+        ("redis://localhost:6379/0", "redis://localhost:6379/0"),  # nothing to hide
+        ("sqlite:///tmp/x.db", "sqlite:///tmp/x.db"),
+        # an unescaped "@" in the password, and a URL the parser cannot read: nothing of either shown
+        ("postgresql://u:p@ss@h/db", "postgresql://***"),
+        ("redis+sentinel://:pw@h1:26379,h2:26379/master", "redis+sentinel://***"),
+    ],
+)
+def test_addresses_in_messages_hide_their_password(url: str, shown: str) -> None:
+    assert redact_url(url) == shown

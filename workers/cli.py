@@ -394,16 +394,12 @@ def _recover(args: argparse.Namespace) -> int:
 
 def _db(args: argparse.Namespace) -> int:
     from db.migrate import upgrade
+    from workers.services import redact_url
 
     settings = Settings()
     upgrade(settings.database)
-    console.print(f"schema at head on {_redact(settings.database)}")
+    console.print(f"schema at head on {redact_url(settings.database)}")
     return 0
-
-
-def _redact(url: str) -> str:
-    head, sep, tail = url.rpartition("@")
-    return f"{head.split('//')[0]}//***@{tail}" if sep else url
 
 
 def _json(value: Any) -> str:

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import redis
 from sqlalchemy import text
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError
 
 from db.engine import get_engine
 from pipeline.errors import ServiceUnavailable
-from pipeline.settings import Settings, redact_url
+from pipeline.settings import Settings
 
 TIMEOUT_S = 3.0
 
@@ -33,6 +34,22 @@ def check_services(settings: Settings) -> None:
         raise ServiceUnavailable(
             f"cannot reach the database at {redact_url(settings.database)}: {reason(error)}"
         ) from None
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its password masked, for messages and logs: redis://:***@host:6379/0.
+
+    SQLAlchemy's parser reads Redis URLs as well as database ones. A URL it cannot read, or
+    one whose host came out holding an "@" (a password with an unescaped "@", split at its
+    first one), shows its scheme only: it may hold a password we cannot tell apart.
+    """
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        parsed = None
+    if parsed is None or "@" in (parsed.host or ""):
+        return f"{url.partition('://')[0]}://***"
+    return parsed.render_as_string(hide_password=True)
 
 
 def _ping_redis(url: str) -> None:
