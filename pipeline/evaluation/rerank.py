@@ -33,7 +33,7 @@ stored policy left unranked (reuse turns) keep the policy's preference.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
 from pipeline.aggregate import Decision, MemberPrior, decide, decide_by_prior, decide_single, judgement_keys
@@ -43,6 +43,7 @@ from pipeline.errors import InputError
 from pipeline.learned import LearnedModel, decide_learned, route
 from pipeline.policy import PolicyState, who_works
 from pipeline.records import (
+    CandidateRecord,
     ReviewRecord,
     candidate_from_row,
     cast_within,
@@ -157,70 +158,104 @@ def rerank(
         _require_prior(calibrated)
     learned = _require_learned(calibrated, committee) if rule.uses_learned else None
     voters = judgement_keys(committee) if rule.method == "borda" else None
-    trust: dict[str, list[float]] = {}
-    last_ranking: dict[str, tuple[str, ...]] = {}  # conversation -> the rule's previous ranking (p2)
-    out = []
-    for row in rows:
-        candidates = [candidate_from_row(c) for c in row["candidates"]]
-        conversation = row["conversation"]
-        reused: tuple[str, ...] = ()
-        extra: dict[str, Any] = {}  # the rule's own decision-record fields
-        if rule.policy == "p2":
-            reused = _reused(rule, committee, row, last_ranking.get(conversation["id"], ()))
-            if reused:
-                candidates = [c for c in candidates if c.member in reused]
-        if rule.policy == "learned-route":
-            has_passage = bool(conversation.get("passage"))
-            gain = committee.route_min_gain / 100
-            reused = route(learned, committee.generators, has_passage=has_passage, min_gain=gain)
-            candidates = [c for c in candidates if c.member in reused] if reused else candidates
-            extra = {"routed": list(reused)} if reused else {}
+    replay = _Replay(rule, committee, calibrated, learned, voters)
+    return [replay.turn(row) for row in rows]
+
+
+@dataclass
+class _Replay:
+    """``rule`` applied to a run's turns in order, with what it carries from one turn to the next."""
+
+    rule: Rule
+    committee: Committee
+    calibrated: Calibrated
+    learned: LearnedModel | None
+    voters: Mapping[str, str] | None  # reviewer -> judgement key (None: every reviewer its own voter)
+    trust: dict[str, list[float]] = field(default_factory=dict)  # online weights' statistics so far
+    last_ranking: dict[str, tuple[str, ...]] = field(default_factory=dict)  # conversation -> previous (p2)
+
+    def turn(self, row: Mapping[str, Any]) -> tuple[Decision, dict[str, Any]]:
+        """One stored turn's decision under the rule, and its decision-record fields."""
+        rule = self.rule
+        candidates, reused, extra = self._shortlist(row)
         reviews = cast_within(
             [review_from_row(r) for r in row["reviews"] if r["method"] != "pairwise"], rule.reviewers
         )
-        order = _order(row, committee)
-        prior = _prior(row, rule, calibrated)
-        calls = len(row["candidates"])  # the model calls the rule needs on this turn (``_record``)
+        prior = _prior(row, rule, self.calibrated)
+        decision, weights, calls, fields = self._decide(row, candidates, reused, reviews, prior)
+        self.last_ranking[row["conversation"]["id"]] = decision.ranking
+        used_prior = prior if rule.prior or rule.method == "prior" else None
+        record = {**_record(decision, weights, used_prior), **extra, **fields, "rule_model_calls": calls}
+        return decision, record
+
+    def _shortlist(
+        self, row: Mapping[str, Any]
+    ) -> tuple[list[CandidateRecord], tuple[str, ...], dict[str, Any]]:
+        """The candidates the rule's policy lets answer, the members it shortlisted without a review
+        (empty: everyone answers, ranked), and the record fields that say so."""
+        candidates = [candidate_from_row(c) for c in row["candidates"]]
+        conversation = row["conversation"]
+        if self.rule.policy == "p2":
+            reused = _reused(self.rule, self.committee, row, self.last_ranking.get(conversation["id"], ()))
+            shortlisted = [c for c in candidates if c.member in reused] if reused else candidates
+            return shortlisted, reused, {}
+        if self.rule.policy == "learned-route":
+            has_passage = bool(conversation.get("passage"))
+            gain = self.committee.route_min_gain / 100
+            routed = route(self.learned, self.committee.generators, has_passage=has_passage, min_gain=gain)
+            if routed:
+                return [c for c in candidates if c.member in routed], routed, {"routed": list(routed)}
+        return candidates, (), {}
+
+    def _decide(
+        self,
+        row: Mapping[str, Any],
+        candidates: Sequence[CandidateRecord],
+        reused: tuple[str, ...],
+        reviews: Sequence[ReviewRecord],
+        prior: MemberPrior | None,
+    ) -> tuple[Decision, ReviewerWeights, int, dict[str, Any]]:
+        """The decision, the weights it used, the model calls the rule needs on this turn (answers,
+        then reviews where it reads them), and the rule's own record fields."""
+        rule, order = self.rule, _order(row, self.committee)
+        answers = len(row["candidates"])
         if rule.member is not None:
-            decision = decide_single(candidates, rule.member)
-            weights = ReviewerWeights(None, f"none: {rule.member}'s answer alone")
-            calls = 1
-        elif reused:
+            return decide_single(candidates, rule.member), _unweighted(f"{rule.member}'s answer alone"), 1, {}
+        if reused:
             decision = decide(candidates, [], committee_order=[*reused, *order])
             why = "p2 reuse turn, the previous top" if rule.policy == "p2" else "routed to the prior's top"
-            weights = ReviewerWeights(None, f"none: {why} {len(reused)}")
-            calls = len(reused)
-        elif rule.method == "prior" and prior is not None:
+            return decision, _unweighted(f"{why} {len(reused)}"), len(reused), {}
+        if rule.method == "prior" and prior is not None:
             decision = decide_by_prior(candidates, prior, committee_order=order)
-            weights = ReviewerWeights(None, "none: the member prior alone")
-        elif rule.method == "learned" and learned is not None:
-            calls += len(reviews)
-            passage = conversation.get("passage")
+            return decision, _unweighted("the member prior alone"), answers, {}
+        passage = row["conversation"].get("passage")
+        if rule.method == "learned" and self.learned is not None:
             decision, fields = decide_learned(
-                candidates, reviews, learned, committee_order=order, passage=passage
+                candidates, reviews, self.learned, committee_order=order, passage=passage
             )
-            extra.update(fields)
-            weights = ReviewerWeights(None, "none: the learned decision")
-        else:
-            calls += len(reviews)
-            has_passage = bool(conversation.get("passage"))
-            weights = _weights(rule, per_reviewer(reviews), trust, calibrated, has_passage=has_passage)
-            decision = decide(
-                candidates,
-                reviews,
-                committee_order=order,
-                weights=weights.weights,
-                exclude_self=rule.exclude_self,
-                voters=voters,
-                prior=prior if rule.prior else None,
-            )
-            if rule.weights == "online":
-                ballots = [Ballot(r.reviewer, r.ranking) for r in per_reviewer(reviews) if r.ranking]
-                trust = add_agreement(trust, consensus_agreement(ballots, list(decision.ranking), voters))
-        last_ranking[conversation["id"]] = decision.ranking
-        used_prior = prior if rule.prior or rule.method == "prior" else None
-        out.append((decision, {**_record(decision, weights, used_prior), **extra, "rule_model_calls": calls}))
-    return out
+            return decision, _unweighted("the learned decision"), answers + len(reviews), fields
+        weights = _weights(
+            rule, per_reviewer(reviews), self.trust, self.calibrated, has_passage=bool(passage)
+        )
+        decision = decide(
+            candidates,
+            reviews,
+            committee_order=order,
+            weights=weights.weights,
+            exclude_self=rule.exclude_self,
+            voters=self.voters,
+            prior=prior if rule.prior else None,
+        )
+        if rule.weights == "online":
+            ballots = [Ballot(r.reviewer, r.ranking) for r in per_reviewer(reviews) if r.ranking]
+            agreement = consensus_agreement(ballots, list(decision.ranking), self.voters)
+            self.trust = add_agreement(self.trust, agreement)
+        return decision, weights, answers + len(reviews), {}
+
+
+def _unweighted(why: str) -> ReviewerWeights:
+    """No reviewer weights: the rule decided without ballots (``why``)."""
+    return ReviewerWeights(None, f"none: {why}")
 
 
 def _reused(
