@@ -12,7 +12,7 @@ Where each rule of the method lives (one file each):
 - ranking a turn's candidates (Borda or pairwise) .... aggregate.py (also: honest voters and their
   groups, voter_groups, used by weights.py and evaluation/reviewers.py too; one review per voter
   group; the member prior)
-- who wins a turn (rank, select or fuse, status) .... verdict.py (decide_turn)
+- who wins a turn (rank, select or fuse, status) .... verdict.py (decide_turn, from a turn's TurnInputs)
 - reviewer weights (uniform / online / calibrated) ... weights.py (and the stored member prior)
 - every key of the policy store ...................... store_keys.py (p3's cycle of three: policy.P3_CYCLE)
 - the learned decision (signals -> a model per bucket) learned.py (a turn's signals: signals.py;

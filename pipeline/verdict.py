@@ -1,6 +1,6 @@
 """The decision of a turn, as pure code: from candidates and ballots to the answer.
 
-``decide_turn`` ranks the usable candidates (Borda over the reviews, or "max
+``decide_turn`` takes a turn's ``TurnInputs`` and ranks the usable candidates (Borda over the reviews, or "max
 logits" over the pairwise judgements), picks the best, or names the texts the
 aggregator should fuse, and builds everything the turn stores: status, ranking,
 scores, timings and the decision record. The worker then fuses through a backend
@@ -41,14 +41,28 @@ class Verdict:
     to_fuse: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True)
+class TurnInputs:
+    """What a turn is decided from: the turn, how its conversation runs and who worked on it
+    this turn, and what its stages returned (reviews for a peer turn, judgements for a
+    pairwise one)."""
+
+    context: TurnContext
+    run: RunConfig
+    decision: TurnDecision  # who worked this turn (``pipeline.policy.who_works``)
+    candidates: Sequence[CandidateRecord]
+    reviews: Sequence[ReviewRecord] = ()
+    judgements: Sequence[Judgement] = ()
+
+    @property
+    def calls(self) -> list[CandidateRecord | ReviewRecord | Judgement]:
+        """Every record of a model call the stages made, answers first."""
+        return [*self.candidates, *self.reviews, *self.judgements]
+
+
 def decide_turn(
-    context: TurnContext,
-    candidates: Sequence[CandidateRecord],
-    reviews: Sequence[ReviewRecord],
-    judgements: Sequence[Judgement],
+    inputs: TurnInputs,
     *,
-    run: RunConfig,
-    decision: TurnDecision,
     committee_order: Sequence[str],
     weights: ReviewerWeights,
     exclude_self: bool = False,
@@ -66,24 +80,9 @@ def decide_turn(
     peer turn instead of the Borda count.
     ``now``: epoch seconds at the end of ranking (timings are measured up to it).
     """
+    decision, run, candidates = inputs.decision, inputs.run, inputs.candidates
     order = [*decision.preference, *(m for m in committee_order if m not in decision.preference)]
-    rule: dict[str, Any] = {}
-    if run.method == "pairwise" and decision.ranked:
-        ranked = decide_pairwise(candidates, judgements, committee_order=order)
-    elif learned is not None and decision.ranked and run.method == "peer":
-        ranked, rule = decide_learned(
-            candidates, reviews, learned, committee_order=order, passage=context.passage
-        )
-    else:
-        ranked = decide(
-            candidates,
-            reviews,
-            committee_order=order,
-            weights=weights.weights,
-            exclude_self=exclude_self,
-            voters=voters,
-            prior=prior,
-        )
+    ranked, rule = _rank(inputs, order, weights, exclude_self, voters, prior, learned)
     record = {
         **decision.to_json(),
         "top_k": run.top_k,
@@ -97,7 +96,7 @@ def decide_turn(
         "decided_by": rule.get("decided_by") or decided_by(ranked, weights, prior, decision, run),
         **{k: v for k, v in rule.items() if k != "decided_by"},
     }
-    timings = stage_timings(context, candidates, [*reviews, *judgements], now)
+    timings = stage_timings(inputs.context, candidates, [*inputs.reviews, *inputs.judgements], now)
     best = top_k_texts(ranked, candidates, 1)
     to_fuse = tuple(top_k_texts(ranked, candidates, run.top_k)) if run.fuses and best else ()
     return Verdict(
@@ -109,6 +108,36 @@ def decide_turn(
         timings=timings,
         to_fuse=to_fuse,
     )
+
+
+def _rank(
+    inputs: TurnInputs,
+    order: Sequence[str],
+    weights: ReviewerWeights,
+    exclude_self: bool,
+    voters: Mapping[str, str] | None,
+    prior: MemberPrior | None,
+    learned: LearnedModel | None,
+) -> tuple[Decision, dict[str, Any]]:
+    """The ranking (max logits, the learned decision, or Borda) and the rule's own record fields."""
+    decision, run = inputs.decision, inputs.run
+    if run.method == "pairwise" and decision.ranked:
+        return decide_pairwise(inputs.candidates, inputs.judgements, committee_order=order), {}
+    if learned is not None and decision.ranked and run.method == "peer":
+        passage = inputs.context.passage
+        return decide_learned(
+            inputs.candidates, inputs.reviews, learned, committee_order=order, passage=passage
+        )
+    ranked = decide(
+        inputs.candidates,
+        inputs.reviews,
+        committee_order=order,
+        weights=weights.weights,
+        exclude_self=exclude_self,
+        voters=voters,
+        prior=prior,
+    )
+    return ranked, {}
 
 
 def decided_by(

@@ -8,7 +8,7 @@ from pipeline.pairwise import Judgement
 from pipeline.plan import RunConfig
 from pipeline.policy import TurnDecision
 from pipeline.records import CandidateRecord, ReviewRecord, TurnContext
-from pipeline.verdict import decide_turn, finish_timings, with_fusion
+from pipeline.verdict import TurnInputs, decide_turn, finish_timings, with_fusion
 from pipeline.weights import UNIFORM, ReviewerWeights, select_weights
 
 MEMBERS = ["m0", "m1", "m2"]
@@ -32,12 +32,7 @@ def _decide(
     reviews=(), judgements=(), *, run=DEFAULT_RUN, decision=EVERYONE, weights=UNIFORM, candidates=CANDIDATES
 ):
     return decide_turn(
-        CONTEXT,
-        candidates,
-        reviews,
-        judgements,
-        run=run,
-        decision=decision,
+        TurnInputs(CONTEXT, run, decision, candidates, reviews, judgements),
         committee_order=MEMBERS,
         weights=weights,
         now=104.0,

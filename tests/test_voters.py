@@ -15,7 +15,7 @@ from pipeline.committee import Committee, Generation, Member
 from pipeline.plan import RunConfig
 from pipeline.policy import TurnDecision
 from pipeline.records import CandidateRecord, ReviewRecord, TurnContext
-from pipeline.verdict import decide_turn
+from pipeline.verdict import TurnInputs, decide_turn
 from pipeline.weights import UNIFORM, consensus_agreement
 from tests.conftest import scripted_committee
 from workers.report import print_voters
@@ -131,13 +131,9 @@ def test_online_agreement_does_not_count_a_clone_as_another_voter() -> None:
 
 def test_the_turn_records_its_voters_and_show_prints_them() -> None:
     reviews = [_review("a1", "x", "y", "z"), _review("a2", "x", "y", "z"), _review("b", "y", "z", "x")]
+    everyone = TurnDecision(tuple(POOL), ("a1", "a2", "b"), "full ranking")
     verdict = decide_turn(
-        TurnContext("c", 0, "q?"),
-        CANDIDATES,
-        reviews,
-        [],
-        run=RunConfig(),
-        decision=TurnDecision(tuple(POOL), ("a1", "a2", "b"), "full ranking"),
+        TurnInputs(TurnContext("c", 0, "q?"), RunConfig(), everyone, CANDIDATES, reviews),
         committee_order=POOL,
         weights=UNIFORM,
         voters={"a1": "A", "a2": "A", "b": "B"},

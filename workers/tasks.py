@@ -21,6 +21,7 @@ from pipeline.records import CandidateRecord, ReviewRecord, TurnContext
 from pipeline.stages import answer, review
 from pipeline.stages import judge as stage_judge
 from pipeline.usage import Metered, metered_record
+from pipeline.verdict import TurnInputs
 from workers.deadline import Timeout, call_with_deadline
 from workers.dispatch import start_turn
 from workers.progress import record_event
@@ -163,12 +164,12 @@ def aggregate(
         candidates = list(judgements[0].candidates)
     else:
         candidates = _candidates_from(items)
-    return finish_turn(
-        self.app,
+    inputs = TurnInputs(
         TurnContext.from_json(turn),
+        RunConfig.from_json(run),
+        TurnDecision.from_json(decision),
         candidates,
         reviews,
         judgements,
-        run=RunConfig.from_json(run),
-        decision=TurnDecision.from_json(decision),
     )
+    return finish_turn(self.app, inputs)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 from celery import Celery
@@ -18,14 +18,12 @@ from pipeline.context import Exchange
 from pipeline.learned import stored_learned
 from pipeline.live import fingerprint
 from pipeline.outcomes import OUTCOME_FIELDS
-from pipeline.pairwise import Judgement
 from pipeline.plan import RunConfig
-from pipeline.policy import TurnDecision
-from pipeline.records import CandidateRecord, ReviewRecord, TurnContext, per_reviewer
+from pipeline.records import TurnContext, per_reviewer
 from pipeline.shortlist import advance
 from pipeline.stages import fuse
 from pipeline.usage import Metered, Usage, turn_usage
-from pipeline.verdict import Verdict, decide_turn, finish_timings, with_fusion
+from pipeline.verdict import TurnInputs, Verdict, decide_turn, finish_timings, with_fusion
 from pipeline.weights import learn_trust, stored_prior, stored_weights
 from workers.dispatch import send_next_turn
 from workers.rows import candidate_rows, judgement_rows, result_row, review_rows
@@ -34,27 +32,17 @@ from workers.runtime import Runtime, runtime_of
 log = logging.getLogger(__name__)
 
 
-def finish_turn(
-    app: Celery,
-    context: TurnContext,
-    candidates: Sequence[CandidateRecord],
-    reviews: Sequence[ReviewRecord],
-    judgements: Sequence[Judgement],
-    *,
-    run: RunConfig,
-    decision: TurnDecision,
-) -> dict[str, Any]:
+def finish_turn(app: Celery, inputs: TurnInputs) -> dict[str, Any]:
     runtime = runtime_of(app)
     committee = runtime.committee
     voters = judgement_keys(committee)  # reviewers of one judgement count as one voter
+    context, run = inputs.context, inputs.run
     where = f"turn {context.conversation_id}/{context.turn_index}"
     # The verdict reads reviewer weights and the member prior from the database: a blink there
     # is waited out like one during the store below, not a failed turn.
     verdict = with_retries(
         where,
-        lambda: _decide(
-            runtime, context, candidates, reviews, judgements, run=run, decision=decision, voters=voters
-        ),
+        lambda: _decide(runtime, inputs, voters),
         budget_s=runtime.settings.store_retry_s,
     )
     ranked_at = time.time()
@@ -62,26 +50,26 @@ def finish_turn(
     result = result_row(
         context, verdict, run, timings=finish_timings(verdict.timings, ranked_at=ranked_at, now=time.time())
     )
-    result.decision = {**result.decision, "usage": turn_usage([*candidates, *reviews, *judgements], fusion)}
-    rows = [*review_rows(context, reviews), *judgement_rows(context, judgements)]
+    result.decision = {**result.decision, "usage": turn_usage(inputs.calls, fusion)}
+    rows = [*review_rows(context, inputs.reviews), *judgement_rows(context, inputs.judgements)]
 
     def store_and_send() -> Any:
         with Session(get_engine(runtime.settings.database), expire_on_commit=False) as session:
             stored, created = crud.save_turn(
                 session=session,
                 result=result,
-                candidates=candidate_rows(context, candidates),
+                candidates=candidate_rows(context, inputs.candidates),
                 reviews=rows,
                 fingerprint=_fingerprint_after(committee.name, context, run, result.answer),
             )
-            if created and committee.reviewer_weights == "online" and reviews:
-                ballots = per_reviewer(reviews)  # each member of a group learns from its ballot
+            if created and committee.reviewer_weights == "online" and inputs.reviews:
+                ballots = per_reviewer(inputs.reviews)  # each member of a group learns from its ballot
                 learn_trust(runtime.policy_store, committee.name, ballots, verdict.ranked.ranking, voters)
             following = advance(
                 runtime.policy_store,
                 committee,
                 run,
-                decision,
+                inputs.decision,
                 conversation_id=context.conversation_id,
                 turn_index=context.turn_index,
                 n_turns=context.n_turns,
@@ -107,37 +95,21 @@ def _fingerprint_after(committee: str, context: TurnContext, run: RunConfig, ans
     return fingerprint(committee, run, context.system, exchanges)
 
 
-def _decide(
-    runtime: Runtime,
-    context: TurnContext,
-    candidates: Sequence[CandidateRecord],
-    reviews: Sequence[ReviewRecord],
-    judgements: Sequence[Judgement],
-    *,
-    run: RunConfig,
-    decision: TurnDecision,
-    voters: Mapping[str, str],
-) -> Verdict:
+def _decide(runtime: Runtime, inputs: TurnInputs, voters: Mapping[str, str]) -> Verdict:
     """The pure verdict, with what the committee and the policy store say about weights;
     ``voters``: the committee's ``judgement_keys``."""
-    committee = runtime.committee
+    committee, has_passage = runtime.committee, bool(inputs.context.passage)
+    learned = committee.reviewer_weights == "learned"
     return decide_turn(
-        context,
-        candidates,
-        reviews,
-        judgements,
-        run=run,
-        decision=decision,
+        inputs,
         committee_order=[m.name for m in committee.members],
         weights=stored_weights(
-            runtime.policy_store, committee, per_reviewer(reviews), has_passage=bool(context.passage)
+            runtime.policy_store, committee, per_reviewer(inputs.reviews), has_passage=has_passage
         ),
         exclude_self=committee.exclude_self_votes,
         voters=voters,
-        prior=stored_prior(runtime.policy_store, committee, has_passage=bool(context.passage)),
-        learned=stored_learned(runtime.policy_store, committee)[0]
-        if committee.reviewer_weights == "learned"
-        else None,
+        prior=stored_prior(runtime.policy_store, committee, has_passage=has_passage),
+        learned=stored_learned(runtime.policy_store, committee)[0] if learned else None,
         now=time.time(),
     )
 
