@@ -62,8 +62,23 @@ access = logging.getLogger("peerblend.access")
 
 def create_api(client: BlendClient, options: ServerOptions) -> FastAPI:
     api = FastAPI(title="peerblend", docs_url=None, redoc_url=None)
+    _answer_errors(api)
+    if options.access_log:
+        _log_requests(api)
+    # The API takes its key from Authorization: Bearer only, as OpenAI clients send it.
+    unauthorized = ChatError(401, "invalid or missing API key", "invalid_request_error", "invalid_api_key")
+    keyed = [
+        Depends(KeyCheck(options.api_keys).require(lambda _: _error_response(unauthorized), bearer_only=True))
+    ]
+    _model_routes(api, client, keyed)
+    _chat_routes(api, client, options, keyed)
+    api.include_router(web_router(client, options))  # the read-only pages (workers/web.py)
+    return api
 
-    # Every error in OpenAI's shape, never FastAPI's {"detail": ...} or a plain-text 500.
+
+def _answer_errors(api: FastAPI) -> None:
+    """Every error in OpenAI's shape, never FastAPI's {"detail": ...} or a plain-text 500."""
+
     @api.exception_handler(ChatError)
     async def _chat_error(_: Request, error: ChatError) -> Response:
         return _error_response(error)
@@ -81,37 +96,35 @@ def create_api(client: BlendClient, options: ServerOptions) -> FastAPI:
     async def _unexpected(_: Request, error: Exception) -> Response:
         return _error_response(ChatError(500, f"internal error: {type(error).__name__}", "server_error"))
 
-    if options.access_log:
-
-        @api.middleware("http")
-        async def _log_access(request: Request, call_next: Any) -> Any:
-            started = time.perf_counter()
-            status = 500
-            try:
-                response = await call_next(request)
-                status = response.status_code
-                return response
-            finally:
-                turn = getattr(request.state, "turn", None)
-                access.info(
-                    "%s %s %d %.1f ms%s",
-                    request.method,
-                    request.url.path,
-                    status,
-                    (time.perf_counter() - started) * 1000,
-                    f" conversation {turn[0]} turn {turn[1]}" if turn else "",
-                )
-
     @api.exception_handler(Refused)
     async def _refused(_: Request, refused: Refused) -> Response:
         return refused.response  # a request without a key (workers.auth): the answer its route chose
 
-    # The API takes its key from Authorization: Bearer only, as OpenAI clients send it.
-    unauthorized = ChatError(401, "invalid or missing API key", "invalid_request_error", "invalid_api_key")
-    keyed = [
-        Depends(KeyCheck(options.api_keys).require(lambda _: _error_response(unauthorized), bearer_only=True))
-    ]
 
+def _log_requests(api: FastAPI) -> None:
+    """One line a request on the peerblend.access logger (method, path, status, time, turn)."""
+
+    @api.middleware("http")
+    async def _log_access(request: Request, call_next: Any) -> Any:
+        started = time.perf_counter()
+        status = 500
+        try:
+            response = await call_next(request)
+            status = response.status_code
+            return response
+        finally:
+            turn = getattr(request.state, "turn", None)
+            access.info(
+                "%s %s %d %.1f ms%s",
+                request.method,
+                request.url.path,
+                status,
+                (time.perf_counter() - started) * 1000,
+                f" conversation {turn[0]} turn {turn[1]}" if turn else "",
+            )
+
+
+def _model_routes(api: FastAPI, client: BlendClient, keyed: list[Any]) -> None:
     @api.get("/health")
     async def _health() -> dict[str, str]:
         return {"status": "ok"}
@@ -137,6 +150,8 @@ def create_api(client: BlendClient, options: ServerOptions) -> FastAPI:
             )
         return {"id": model_id, "object": "model", "created": int(time.time()), "owned_by": "peerblend"}
 
+
+def _chat_routes(api: FastAPI, client: BlendClient, options: ServerOptions, keyed: list[Any]) -> None:
     @api.post("/v1/chat/completions", dependencies=keyed)
     async def _chat(
         request: Request,
@@ -178,9 +193,6 @@ def create_api(client: BlendClient, options: ServerOptions) -> FastAPI:
         """A turn asked before (a 503 or 504 names it): 200 with its answer once stored, 202 while
         it runs, 404 if there is no such turn."""
         return await off_loop(lambda: _turn_response(client, conversation_id, turn_index))
-
-    api.include_router(web_router(client, options))  # the read-only pages (workers/web.py)
-    return api
 
 
 def _run_of(client: BlendClient, model: str) -> RunConfig:
