@@ -204,9 +204,11 @@ def test_members_on_a_one_gpu_worker_use_that_containers_only_gpu(
     # A container given host GPU 1 sees it as cuda:0: "cuda:1" would not exist there.
     queues = _services_with_queues(config)
     gpu_queues = {q for name, qs in queues.items() if _gpu_devices(config["services"][name]) for q in qs}
-    for member in committee.members:
-        if member.queue in gpu_queues:
-            assert member.device in ("cuda", "cuda:0"), f"{member.name}: device {member.device!r}"
+    on_gpus = {m.name: m.device for m in committee.members if m.queue in gpu_queues}
+
+    # Then the GPU workers serve members (else there is nothing to check), each on cuda:0
+    assert on_gpus, f"no member of {committee.name} is on a GPU worker's queue ({sorted(gpu_queues)})"
+    assert {name: d for name, d in on_gpus.items() if d not in ("cuda", "cuda:0")} == {}
 
 
 def test_cpu_services_reserve_no_gpu(config: dict[str, Any]) -> None:
