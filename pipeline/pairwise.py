@@ -30,6 +30,7 @@ class Judgement:
     candidates: tuple[CandidateRecord, ...] = field(default_factory=tuple)
     prompt_tokens: int = 0  # what its model calls read and wrote (pipeline.usage)
     completion_tokens: int = 0
+    tokens_counted: str = "estimate"  # or "tokenizer": the member's own
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)

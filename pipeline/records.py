@@ -55,6 +55,7 @@ class CandidateRecord:
     finished_at: float = 0.0  # epoch seconds
     prompt_tokens: int = 0  # what its model calls read and wrote (pipeline.usage)
     completion_tokens: int = 0
+    tokens_counted: str = "estimate"  # or "tokenizer": the member's own
 
     @property
     def ok(self) -> bool:
@@ -95,6 +96,7 @@ class ReviewRecord:
     voters: tuple[str, ...] = ()
     prompt_tokens: int = 0  # what its model calls read and wrote (pipeline.usage)
     completion_tokens: int = 0
+    tokens_counted: str = "estimate"  # or "tokenizer": the member's own
 
     def __post_init__(self) -> None:
         if not self.voters:

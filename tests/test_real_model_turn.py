@@ -25,3 +25,8 @@ def test_a_real_model_committee_blends_a_short_turn(embedded):
     assert ranking["status"] == "constrained" and sorted(ranking["ranking"]) == ["smol-a", "smol-b"]
     assert ranking["raw"].startswith("constrained: ")
     assert outcome.timings["generation_s"] > 0 and outcome.timings["review_s"] > 0
+    # Every call of the turn counted with the model's own tokenizer, over the chat template it reads
+    usage = stored.result["decision"]["usage"]
+    assert set(usage["members"]) == {"smol-a", "smol-b"}
+    assert all(m["counted"] == "tokenizer" and m["prompt_tokens"] > 20 for m in usage["members"].values())
+    assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
