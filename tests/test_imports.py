@@ -6,7 +6,7 @@ Celery or torch costs nothing here and a broken import cannot hide an arrow.
 Function-level imports count as arrows: a lazy import postpones a dependency, it does not
 remove it, and "import it inside the function" is the usual way a cycle is hidden rather
 than broken. Imports under `if TYPE_CHECKING:` do not count for the runtime graph: they
-never run. A second check counts them too (`type_only=True`): the issue's cycles
+never run. A second check counts them too (`with_type_only=True`): the issue's cycles
 (client <-> live, serve <-> web, report <-> tables) were all of that kind, and were broken
 rather than excused.
 """
@@ -42,17 +42,17 @@ def _is_type_checking(test: ast.expr) -> bool:
     )
 
 
-def _import_nodes(node: ast.AST, *, type_only: bool) -> Iterator[ast.Import | ast.ImportFrom]:
-    """Every import statement under `node`, at any depth; those under `if TYPE_CHECKING:` only
-    with ``type_only``."""
+def _imports_in(node: ast.AST, *, with_type_only: bool) -> Iterator[ast.Import | ast.ImportFrom]:
+    """Every import statement in ``node`` (itself included), at any depth; those under
+    `if TYPE_CHECKING:` only ``with_type_only``."""
+    if not with_type_only and isinstance(node, ast.If) and _is_type_checking(node.test):
+        for stmt in node.orelse:  # an `else:` of TYPE_CHECKING does run
+            yield from _imports_in(stmt, with_type_only=with_type_only)
+        return
+    if isinstance(node, ast.Import | ast.ImportFrom):
+        yield node
     for child in ast.iter_child_nodes(node):
-        if not type_only and isinstance(child, ast.If) and _is_type_checking(child.test):
-            for stmt in child.orelse:  # an `else:` of TYPE_CHECKING does run
-                yield from _import_nodes(stmt, type_only=type_only)
-            continue
-        if isinstance(child, ast.Import | ast.ImportFrom):
-            yield child
-        yield from _import_nodes(child, type_only=type_only)
+        yield from _imports_in(child, with_type_only=with_type_only)
 
 
 def _imported(
@@ -77,20 +77,20 @@ def _imported(
                 break
 
 
-def graph_of(sources: dict[str, tuple[str, bool]], *, type_only: bool = False) -> dict[str, set[str]]:
+def graph_of(sources: dict[str, tuple[str, bool]], *, with_type_only: bool = False) -> dict[str, set[str]]:
     """module -> the modules among ``sources`` it imports; ``sources``: name -> (code, is a package)."""
     known = set(sources)
     graph: dict[str, set[str]] = {}
     for name, (code, is_package) in sources.items():
-        nodes = _import_nodes(ast.parse(code), type_only=type_only)
+        nodes = _imports_in(ast.parse(code), with_type_only=with_type_only)
         graph[name] = {t for node in nodes for t in _imported(name, is_package, node, known) if t != name}
     return graph
 
 
-def import_graph(*, type_only: bool = False) -> dict[str, set[str]]:
+def import_graph(*, with_type_only: bool = False) -> dict[str, set[str]]:
     """module -> the modules of pipeline/, workers/ and db/ that it imports."""
     sources = {name: (path.read_text(), path.name == "__init__.py") for name, path in _modules().items()}
-    return graph_of(sources, type_only=type_only)
+    return graph_of(sources, with_type_only=with_type_only)
 
 
 def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
@@ -133,21 +133,23 @@ def _layer(module: str) -> str:
 
 
 def test_the_checker_sees_lazy_imports_and_skips_type_only_ones() -> None:
-    # Given: a imports b in a function, b imports a at the top, c imports a for types only
+    # Given: a imports b in a function, b imports a at the top, c imports a for types only,
+    # d imports c in the else of a TYPE_CHECKING test (which runs)
     sources = {
         "pkg": ("", True),
         "pkg.a": ("def f():\n    from pkg import b\n", False),
         "pkg.b": ("from . import a\n", False),
         "pkg.c": ("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from pkg.a import f\n", False),
+        "pkg.d": ("import typing\nif typing.TYPE_CHECKING:\n    pass\nelse:\n    import pkg.c\n", False),
     }
 
     # When the graph is read
     graph = graph_of(sources)
 
-    # Then the lazy import is an arrow, the relative one resolves, and the type-only one is none
-    assert graph == {"pkg": set(), "pkg.a": {"pkg.b"}, "pkg.b": {"pkg.a"}, "pkg.c": set()}
+    # Then the lazy import is an arrow, the relative one resolves, the type-only one is none
+    assert graph == {"pkg": set(), "pkg.a": {"pkg.b"}, "pkg.b": {"pkg.a"}, "pkg.c": set(), "pkg.d": {"pkg.c"}}
     assert cycles(graph) == [["pkg.a", "pkg.b"]]
-    assert graph_of(sources, type_only=True)["pkg.c"] == {"pkg.a"}
+    assert graph_of(sources, with_type_only=True)["pkg.c"] == {"pkg.a"}
 
 
 def test_the_tree_is_read() -> None:
@@ -164,13 +166,13 @@ def test_no_import_cycle() -> None:
 def test_no_import_cycle_even_through_type_only_imports() -> None:
     # A cycle that only the type checker follows still makes two modules that cannot be read,
     # moved or tested one without the other; none is left, so keep it that way.
-    assert cycles(import_graph(type_only=True)) == []
+    assert cycles(import_graph(with_type_only=True)) == []
 
 
-@pytest.mark.parametrize("type_only", [False, True])
-def test_imports_point_down_the_layers(type_only: bool) -> None:
+@pytest.mark.parametrize("with_type_only", [False, True])
+def test_imports_point_down_the_layers(with_type_only: bool) -> None:
     # db/ is the bottom (it imports neither pipeline/ nor workers/); pipeline/ never imports workers/.
-    graph = import_graph(type_only=type_only)
+    graph = import_graph(with_type_only=with_type_only)
 
     upward = sorted(
         f"{a} -> {b}"
