@@ -54,7 +54,7 @@ from tests.faults_support import (
     wait_for,
     write_dataset,
 )
-from tests.test_serve import Server
+from tests.test_serve import Server, embedded_env
 
 pytestmark = pytest.mark.services
 
@@ -263,6 +263,22 @@ def test_a_worker_killed_between_storing_a_turn_and_its_policy_update_is_recover
 # 3 ---------------------------------------------------------------------------------------------
 
 
+def _worker_back(d: Deployment, worker: Worker) -> str:
+    """Wait until a worker whose Redis restarted works again: "reconnected", or "exited" and
+    started anew. (A worker that loses its broker with tasks in flight reconnects, or sometimes
+    exits with "Unrecoverable error" from kombu 5.7's redis transport: then it is started again,
+    as compose's restart: unless-stopped would.)"""
+    fate: str = wait_for(
+        "the worker reconnects or exits",
+        lambda: "exited" if worker.process.poll() is not None else d.answers(worker) and "reconnected",
+        timeout=60,
+        tolerate=BROKER_ERRORS,
+    )
+    if fate == "exited":
+        d.start_worker()
+    return fate
+
+
 def test_redis_restarted_mid_replay_then_the_same_replay_finishes_it(own_redis, deploy):
     # Given: a committee on a Redis of the test's own, and a reference p1 run without the fault
     d = deploy(options={"m0": {"delay_s": 0.3}}, server=own_redis)
@@ -281,17 +297,7 @@ def test_redis_restarted_mid_replay_then_the_same_replay_finishes_it(own_redis, 
     time.sleep(1.0)  # the outage
     own_redis.start()
     back_at = time.time()
-    # (a worker that loses its broker with tasks in flight reconnects, or sometimes exits with
-    # "Unrecoverable error" from kombu 5.7's redis transport: then it is started again, as
-    # compose's restart: unless-stopped would)
-    fate = wait_for(
-        "the worker reconnects or exits",
-        lambda: "exited" if worker.process.poll() is not None else d.answers(worker) and "reconnected",
-        timeout=60,
-        tolerate=BROKER_ERRORS,
-    )
-    if fate == "exited":
-        d.start_worker()
+    fate = _worker_back(d, worker)
     if interrupted.poll() is None:  # the stalled replay is stopped (Ctrl-C) ...
         interrupted.send_signal(signal.SIGINT)
     interrupted.communicate(timeout=60)
@@ -606,15 +612,7 @@ def test_redis_restarted_while_a_caller_waits_is_a_prompt_503_naming_the_turn_wh
         assert answered_after < 30
         error = refused.json()["error"]
         assert error["turn_index"] == 0 and "Retry-After" in refused.headers
-        # (a worker that lost its broker reconnects, or exits and is started again as compose would)
-        fate = wait_for(
-            "the worker reconnects or exits",
-            lambda: "exited" if worker.process.poll() is not None else d.answers(worker) and "reconnected",
-            timeout=60,
-            tolerate=BROKER_ERRORS,
-        )
-        if fate == "exited":
-            d.start_worker()
+        _worker_back(d, worker)
         # When: the caller retries; Then: it gets the turn the server sent again (asked once)
         retried = _chat(server, d.committee.name, [question], key=key)
     finally:
@@ -631,15 +629,7 @@ def test_an_embedded_server_killed_mid_turn_finishes_the_turn_when_started_again
         update={"members": tuple(m.model_copy(update={"queue": ""}) for m in committee.members)}
     )
     (tmp_path / "committee.json").write_text(committee.model_dump_json())
-    env = {
-        **{
-            k: v
-            for k, v in os.environ.items()
-            if not k.startswith("PEERBLEND_") or k == "PEERBLEND_TEST_BACKENDS"
-        },
-        "PEERBLEND_HOME": str(tmp_path),
-        "PEERBLEND_COMMITTEE_FILE": str(tmp_path / "committee.json"),
-    }
+    env = embedded_env(tmp_path, tmp_path / "committee.json")
     server = Server(env, tmp_path)
     question, key = "Who wrote Dune?", "embedded-kill-1"
 

@@ -70,22 +70,25 @@ class Server:
         return openai.AsyncOpenAI(base_url=self.url, api_key=KEY, max_retries=0, timeout=120)
 
 
+def embedded_env(home: Path, committee_file: Path, **extra: str) -> dict[str, str]:
+    """This process's environment for an embedded ``peerblend serve``: none of its PEERBLEND_
+    settings but the test backends, a home and a committee of the test's own."""
+    kept = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("PEERBLEND_") or k == "PEERBLEND_TEST_BACKENDS"
+    }
+    return {**kept, "PEERBLEND_HOME": str(home), "PEERBLEND_COMMITTEE_FILE": str(committee_file), **extra}
+
+
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, Any]]:
     home = tmp_path_factory.mktemp("serve")
     committee_file = home / "committee.json"
     committee_file.write_text(_likelihood_committee("blend").model_dump_json())
-    env = {
-        **{
-            k: v
-            for k, v in os.environ.items()
-            if not k.startswith("PEERBLEND_") or k == "PEERBLEND_TEST_BACKENDS"
-        },
-        "PEERBLEND_HOME": str(home),
-        "PEERBLEND_COMMITTEE_FILE": str(committee_file),
-        "PEERBLEND_API_KEYS": f"{KEY},another-key",
-        "PEERBLEND_EMBEDDED_CONCURRENCY": "16",
-    }
+    env = embedded_env(
+        home, committee_file, PEERBLEND_API_KEYS=f"{KEY},another-key", PEERBLEND_EMBEDDED_CONCURRENCY="16"
+    )
     server = Server(env, home)
     engine = create_engine(f"sqlite:///{home / 'peerblend.db'}")
     yield server, engine
@@ -429,16 +432,7 @@ def test_a_timed_out_turn_is_not_retried_by_the_sdk(tmp_path: Path) -> None:
     (tmp_path / "committee.json").write_text(
         committee.model_copy(update={"members": members}).model_dump_json()
     )
-    env = {
-        **{
-            k: v
-            for k, v in os.environ.items()
-            if not k.startswith("PEERBLEND_") or k == "PEERBLEND_TEST_BACKENDS"
-        },
-        "PEERBLEND_HOME": str(tmp_path),
-        "PEERBLEND_COMMITTEE_FILE": str(tmp_path / "committee.json"),
-        "PEERBLEND_TURN_TIMEOUT_S": "1",
-    }
+    env = embedded_env(tmp_path, tmp_path / "committee.json", PEERBLEND_TURN_TIMEOUT_S="1")
     server = Server(env, tmp_path)
     try:
         client = openai.OpenAI(base_url=server.url, api_key="none", max_retries=2, timeout=60)
