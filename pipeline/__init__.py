@@ -26,7 +26,8 @@ conversations: ask one question at a time), conversation.py (the input shape and
 its limits), settings.py (environment, read at the edges only), errors.py (the
 error tree); live.py names what it needs of the client (``LiveClient``) instead of
 importing it. No module here imports workers/, none of db/ imports here, and no two
-modules import each other (tests/test_imports.py). Evaluation lives apart: evaluation/ here (dataset loaders, token F1 and
-exact match, report statistics and tables, calibration, re-ranking stored runs) and
-workers/evaluation/ (replay, BERTScore, plots, the rerank and calibrate commands).
+modules import each other (tests/test_imports.py). Evaluation lives apart:
+evaluation/ here (dataset loaders, token F1 and exact match, report statistics and
+tables, calibration, re-ranking stored runs) and workers/evaluation/ (replay,
+BERTScore, plots, the rerank and calibrate commands).
 """
