@@ -2,14 +2,18 @@
 
 Where each rule of the method lives (one file each):
 
-- who answers, who reviews, which queue ............ committee.py (config), plan.py (run: method, top_k)
+- who answers, who reviews, which queue ............ committee.py (config), plan.py (run: method, top_k;
+  the registry of methods, VARIANTS)
+- what a method declares (stage, ranking, rows) ...... method.py (the Method base: no review stage)
+- the methods, one module each ....................... peer.py (reviews, Borda or learned), pairwise.py
+  (the LLM-Blender baseline: judge tasks, "max logits", its judge stage), single.py (one member)
+- fusion, the finishing step (top_k > 1) ............. fusion.py (its check, queue, texts and stage)
 - the prompts (generate, review, fuse, judge) ....... prompts.py; what a model consumes: backend.py
 - the conversation given to the models ............. context.py (history fitted to a token budget)
-- one stage of a turn (answer, review, fuse, judge) .. stages.py; their records: records.py
+- the stages every method shares (answer, review) .... stages.py; every stage's records: records.py
 - anonymous labels, shuffles, ballot parsing ......... ballot.py (constrained ballots: ballot_grammar.py)
 - Borda count and its tie-break ...................... borda.py (borda_order: production's order too)
-- the pairwise baseline ("max logits") ............... pairwise.py
-- ranking a turn's candidates (Borda or pairwise) .... aggregate.py (also: honest voters and their
+- ranking a turn's candidates by Borda ............... aggregate.py (also: honest voters and their
   groups, voter_groups, used by weights.py and evaluation/reviewers.py too; one review per voter
   group; the member prior)
 - who wins a turn (rank, select or fuse, status) .... verdict.py (decide_turn, from a turn's TurnInputs)

@@ -38,7 +38,6 @@ from dataclasses import dataclass, field
 
 from pipeline.borda import Ballot, borda_order, borda_scores, first_places
 from pipeline.committee import Committee, Member
-from pipeline.pairwise import Judgement, max_logits, pairwise_ranking
 from pipeline.records import CandidateRecord, ReviewRecord
 
 PRIOR_VOTER = "(member prior)"  # the prior's ballot; no member can have this name
@@ -223,19 +222,3 @@ def top_k_texts(decision: Decision, candidates: Sequence[CandidateRecord], k: in
     """The texts of the best ``k`` usable candidates (fewer if fewer exist), best first."""
     by_member = {c.member: c.text for c in usable(candidates)}
     return [by_member[m] for m in decision.ranking[:k]]
-
-
-def decide_pairwise(
-    candidates: Sequence[CandidateRecord], judgements: Sequence[Judgement], *, committee_order: Sequence[str]
-) -> Decision:
-    """Rank the usable candidates by "max logits" over the judged pairs."""
-    order = {name: i for i, name in enumerate(committee_order)}
-    pool = sorted((c.member for c in usable(candidates)), key=lambda m: order.get(m, len(order)))
-    dropped = excluded(candidates)
-    if len(pool) < 2:
-        status = "single" if pool else "no_candidates"
-        return Decision(tuple(pool), dict.fromkeys(pool, 0.0), status, 0, dropped)
-    judged = [j for j in judgements if j.p_first is not None]
-    scores = max_logits(judged, pool)
-    ranking = pairwise_ranking(scores, pool)
-    return Decision(tuple(ranking), scores, "ok" if judged else "no_ballots", len(judged), dropped)

@@ -2,11 +2,9 @@
 
     chain(group(generate per member), chord(group(review per voter group), aggregate))
 
-A voter group is the turn's reviewers of one judgement (``TurnPlan.review_groups``): its
-first reviewer reviews, on its own queue, and the ballot is cast for the whole group.
-
-The pairwise baseline has one judge task per ordered pair of generators in the
-chord instead; a turn without a review stage is ``chain(group(generate ...), aggregate)``. The
+The chord's header is the review stage its method declares (``Method.review_tasks``: a peer
+turn's one review per voter group, a pairwise turn's one judge task per ordered pair); a turn
+without a review stage is ``chain(group(generate ...), aggregate)``. The
 aggregate task of turn t sends the canvas of turn t+1, so turn t+1 sees turn t's
 blended answer. Every aggregate task gets a predictable id (``final_task_id``, per
 attempt: recovery sends a stalled turn again as a new attempt) so a client can
@@ -20,27 +18,28 @@ many conversations a second and keeps no result subscriptions for tasks it never
 waits on.
 
 Queues are not chosen here: the app's router (``workers.app``) sends each task to
-the queue of the member ``task_member`` names.
+the queue of the member ``task_member`` names (a method's review task says which kwarg names
+it; a fusing turn's aggregate goes to the aggregator: ``pipeline.fusion``).
 """
 
 from __future__ import annotations
 
-from itertools import permutations
 from typing import Any
 
 from celery import chain, chord, group, signature
 from celery.canvas import Signature
 
+from pipeline import fusion
 from pipeline.committee import Committee
-from pipeline.plan import RunConfig, TurnPlan
+from pipeline.plan import VARIANTS, RunConfig, TurnPlan
 from pipeline.records import TurnContext
 
 START_TURN = "workers.start_turn"
 GENERATE = "workers.generate"
-REVIEW = "workers.review"
-JUDGE = "workers.judge"
 AGGREGATE = "workers.aggregate"
 CANDIDATES = "(the turn's candidates)"  # what a review or judge task receives, as logs show it
+# The kwargs that name a review stage's member, one per method with a review stage.
+QUEUE_KWARGS = tuple(m.queue_kwarg for m in VARIANTS.values() if m.queue_kwarg)
 
 
 def final_task_id(conversation_id: str, turn_index: int, attempt: int = 1) -> str:
@@ -97,29 +96,16 @@ def turn_signature(plan: TurnPlan, *, app: Any) -> Signature:
     ).set(task_id=final_task_id(plan.context.conversation_id, plan.context.turn_index, plan.context.attempt))
     if not plan.reviewers:
         return chain(generate, aggregate, app=app)
-    if plan.run.method == "pairwise":
-        (judge,) = plan.reviewers
-        header = [
-            signature(
-                JUDGE,
-                kwargs={"judge": judge, "pair": [a, b], "turn": context},
-                app=app,
-                **unread,
-                **_shown(f"judge[{judge}: {a} vs {b}]", plan.context, plan.run, args=CANDIDATES),
-            )
-            for a, b in permutations(plan.generators, 2)
-        ]
-    else:
-        header = [
-            signature(
-                REVIEW,
-                kwargs={"reviewer": voters[0], "voters": list(voters), "turn": context},
-                app=app,
-                **unread,
-                **_shown(f"review[{'='.join(voters)}]", plan.context, plan.run, args=CANDIDATES),
-            )
-            for voters in plan.reviews
-        ]
+    header = [
+        signature(
+            task.task,
+            kwargs={**task.kwargs, "turn": context},
+            app=app,
+            **unread,
+            **_shown(task.shown, plan.context, plan.run, args=CANDIDATES),
+        )
+        for task in plan.run.variant.review_tasks(plan.generators, plan.reviews)
+    ]
     return chain(generate, chord(group(header, app=app), aggregate, app=app), app=app)
 
 
@@ -140,7 +126,9 @@ def _shown(name: str, context: TurnContext, run: RunConfig, *, args: str = "()")
 
 def task_member(kwargs: dict[str, Any], committee: Committee) -> str | None:
     """The member whose queue a task goes to, from its kwargs; None for the default queue."""
-    member = kwargs.get("member") or kwargs.get("reviewer") or kwargs.get("judge")
-    if member is None and "run" in kwargs and RunConfig.from_json(kwargs["run"]).fuses:
-        member = committee.aggregator
+    member = kwargs.get("member")  # a generate task
+    for key in QUEUE_KWARGS:  # a review stage's task
+        member = member or kwargs.get(key)
+    if member is None and "run" in kwargs:  # a turn's aggregate task
+        member = fusion.aggregate_member(committee, fuses=RunConfig.from_json(kwargs["run"]).fuses)
     return member

@@ -36,7 +36,7 @@ from pipeline.conversation import Conversation, Limits, conversation_from_json
 from pipeline.errors import BlendError, InputError, ServiceUnavailable, TurnTimeout
 from pipeline.live import LiveConversation
 from pipeline.outcomes import OUTCOME_FIELDS, ConversationState, StoredConversation, StoredTurn, TurnOutcome
-from pipeline.plan import RunConfig, check_run, check_run_name
+from pipeline.plan import DEFAULT_METHOD, RunConfig, check_run, check_run_name
 from pipeline.policy import PolicyStore, check_policy
 from pipeline.records import TurnContext
 
@@ -94,7 +94,7 @@ class BlendClient:
         self,
         conversation: Conversation | dict[str, Any] | list[Any],
         *,
-        method: str = "peer",
+        method: str = DEFAULT_METHOD,
         policy: str = "full",
         top_k: int | None = None,
         run: str | None = None,
@@ -164,7 +164,7 @@ class BlendClient:
         passage: str | None = None,
         history: Sequence[tuple[str, str]] = (),
         system: str | None = None,
-        method: str = "peer",
+        method: str = DEFAULT_METHOD,
         policy: str = "full",
         top_k: int | None = None,
         run: str | None = None,

@@ -1,13 +1,13 @@
 """What a turn will do: its method, who answers, who reviews, how the answer is chosen.
 
-Methods:
-- ``peer``: the committee reviews itself; Borda count over the ballots.
-- ``pairwise``: the LLM-Blender baseline; a judge compares every ordered pair of
-  candidates (N(N-1) judgements) and "max logits" ranks them.
-- ``single:<member>``: one member answers alone (a baseline; no review).
+Methods, each declared in its own module (``pipeline.method.Method``) and registered here:
+- ``peer`` (pipeline/peer.py): the committee reviews itself; Borda count over the ballots.
+- ``pairwise`` (pipeline/pairwise.py): the LLM-Blender baseline; a judge compares every
+  ordered pair of candidates (N(N-1) judgements) and "max logits" ranks them.
+- ``single:<member>`` (pipeline/single.py): one member answers alone (a baseline; no review).
 
 ``top_k`` = 1 takes the best candidate; ``top_k`` > 1 has the committee's
-aggregator fuse the best ``top_k`` (fewer if fewer are usable).
+aggregator fuse the best ``top_k`` (fewer if fewer are usable): pipeline/fusion.py.
 """
 
 from __future__ import annotations
@@ -17,13 +17,30 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from pipeline.aggregate import review_groups
+from pipeline import fusion
 from pipeline.committee import Committee
 from pipeline.errors import InputError
+from pipeline.method import Method
+from pipeline.pairwise import PAIRWISE
+from pipeline.peer import PEER
 from pipeline.policy import Policy, TurnDecision, check_policy
 from pipeline.records import TurnContext
+from pipeline.single import SINGLE
 
-METHODS = ("peer", "pairwise", "single:<member>")
+# The registry of methods: the only place that lists them. Their order is also the order in which
+# the router looks for a review task's member (``Method.queue_kwarg``).
+VARIANTS: dict[str, Method] = {m.name: m for m in (PEER, PAIRWISE, SINGLE)}
+METHODS = tuple(m.shown for m in VARIANTS.values())
+DEFAULT_METHOD = PEER.name
+
+
+def method_named(method: str) -> Method | None:
+    """The variant a method name runs ("peer", "single:<member>", ...); None for an unknown name."""
+    name, colon, _ = method.partition(":")
+    found = VARIANTS.get(name)
+    return found if found is not None and bool(colon) == found.takes_member else None
+
+
 MAX_RUN_NAME = 100
 
 
@@ -60,7 +77,7 @@ def check_run_name(run: object) -> str | None:
 class RunConfig:
     """How every turn of a conversation is run, fixed at submit time."""
 
-    method: str = "peer"
+    method: str = DEFAULT_METHOD
     policy: Policy = "full"
     top_k: int = 1
     live: bool = False  # a live conversation: its length is unknown, each question is sent as asked
@@ -78,18 +95,21 @@ class RunConfig:
         )
 
     @property
-    def single(self) -> str | None:
-        """The member of a ``single:<member>`` run, else None."""
-        return self.method.partition(":")[2] if self.method.startswith("single:") else None
+    def variant(self) -> Method:
+        """Its method, which the layers ask what to run, decide and store (``pipeline.method``)."""
+        found = method_named(self.method)
+        if found is None:
+            raise InputError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
+        return found
 
     @property
     def fuses(self) -> bool:
-        return self.top_k > 1 and self.single is None
+        return self.top_k > 1 and self.variant.fusable
 
     @property
     def keeps_state(self) -> bool:
         """Whether its turns are decided from stored policy state (p1, p2, p3; not one member alone)."""
-        return self.single is None and self.policy != "full"
+        return self.variant.keeps_state and self.policy != "full"
 
 
 def check_run(committee: Committee, *, method: object, policy: object, top_k: object) -> RunConfig:
@@ -109,22 +129,12 @@ def check_run(committee: Committee, *, method: object, policy: object, top_k: ob
     k = committee.top_k if request.top_k is None else request.top_k
     if k > len(committee.generators):
         raise InputError(f"top_k={k} is more than the committee's {len(committee.generators)} generators")
-    run = RunConfig(method=request.method, policy=checked, top_k=k)
-    if run.single is not None:
-        if run.single not in committee.generators:
-            raise InputError(
-                f"method {method!r}: {run.single!r} is not a generator of committee {committee.name!r}"
-            )
-        if checked != "full":
-            raise InputError(
-                f"method {method!r} answers with one member; policy {request.policy!r} does not apply"
-            )
-    elif method not in ("peer", "pairwise"):
+    variant = method_named(method)
+    if variant is None:
         raise InputError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
-    if run.fuses and committee.aggregator is None:
-        raise InputError(f"top_k={k} fuses candidates, but committee {committee.name!r} names no aggregator")
-    if method == "pairwise" and committee.judge is None:
-        raise InputError(f"method 'pairwise' needs a judge; committee {committee.name!r} has no reviewer")
+    run = RunConfig(method=method, policy=checked, top_k=k)
+    fusion.check(committee, top_k=k, fuses=run.fuses)
+    variant.check(committee, method, checked)
     return run
 
 
@@ -153,18 +163,5 @@ class TurnPlan:
 
 
 def plan_turn(committee: Committee, context: TurnContext, run: RunConfig, decision: TurnDecision) -> TurnPlan:
-    """The turn to send: each judgement reviewed once (``Committee.one_review_per_voter``)."""
-    if not committee.one_review_per_voter or run.method == "pairwise":
-        return TurnPlan(context, run, decision)
-    return TurnPlan(context, run, decision, review_groups(decision.reviewers, committee))
-
-
-def single_decision(member: str) -> TurnDecision:
-    return TurnDecision((member,), (), f"single member {member}")
-
-
-def pairwise_decision(committee: Committee, decision: TurnDecision) -> TurnDecision:
-    """The policy's generators, judged by the committee's judge instead of peer review."""
-    if not decision.reviewers:
-        return decision
-    return TurnDecision(decision.generators, (committee.judge or "",), decision.reason, decision.excluded)
+    """The turn to send, its reviewers grouped as its method asks (``Method.review_groups``)."""
+    return TurnPlan(context, run, decision, run.variant.review_groups(committee, decision.reviewers))

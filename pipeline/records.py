@@ -8,7 +8,7 @@ mapping is explicit in every record; nothing is inferred from completion order.
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from pipeline.context import Exchange
@@ -119,6 +119,34 @@ class ReviewRecord:
                 "voters": tuple(data.get("voters") or ()),
             }
         )
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """A pairwise judge's confidence that ``first`` beats ``second`` (shown in that order):
+    the record of one task of the pairwise method's stage (``pipeline.pairwise``)."""
+
+    judge: str
+    first: str
+    second: str
+    p_first: float | None = None  # None when the pair could not be judged
+    error: str | None = None
+    seconds: float = 0.0
+    finished_at: float = 0.0
+    candidates: tuple[CandidateRecord, ...] = field(default_factory=tuple)
+    prompt_tokens: int = 0  # what its model calls read and wrote (pipeline.usage)
+    completion_tokens: int = 0
+    tokens_counted: str = "estimate"  # or "tokenizer": the member's own
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["candidates"] = [c.to_json() for c in self.candidates]
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Judgement:
+        candidates = tuple(CandidateRecord.from_json(c) for c in data.get("candidates", ()))
+        return cls(**{**data, "candidates": candidates})
 
 
 def candidate_from_row(stored: Mapping[str, Any]) -> CandidateRecord:

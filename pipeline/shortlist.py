@@ -15,7 +15,7 @@ from typing import Any
 
 from pipeline.committee import Committee
 from pipeline.errors import InputError
-from pipeline.plan import RunConfig, pairwise_decision, single_decision
+from pipeline.plan import RunConfig
 from pipeline.policy import (
     PolicyState,
     PolicyStore,
@@ -36,13 +36,14 @@ def _q(run: RunConfig, n_turns: int) -> int | None:
 
 
 def _for_method(committee: Committee, run: RunConfig, decision: TurnDecision) -> TurnDecision:
-    return pairwise_decision(committee, decision) if run.method == "pairwise" else decision
+    return run.variant.who_works(committee, decision)
 
 
 def _fixed(committee: Committee, run: RunConfig, n_turns: int) -> TurnDecision | None:
-    """The decision of a run that keeps no state (single member, or full ranking); else None."""
-    if run.single is not None:
-        return single_decision(run.single)
+    """The decision of a run that keeps no state (its method fixes it, or full ranking); else None."""
+    fixed = run.variant.fixed(run.method)
+    if fixed is not None:
+        return fixed
     if run.policy == "full":
         return _for_method(committee, run, who_works("full", committee, PolicyState(), 0, n_turns))
     return None
@@ -107,7 +108,7 @@ def advance(
     if fixed is not None:
         return None if last else fixed
     store = _required(store, run)
-    contribution = turn_scores(scores, ballots, decision.generators, signed=run.method == "pairwise")
+    contribution = turn_scores(scores, ballots, decision.generators, signed=run.variant.signed_scores)
 
     def fold(value: dict[str, Any] | None) -> dict[str, Any]:
         # Pure in its input: the store may call it again after a lost race.

@@ -1,4 +1,7 @@
-"""The three model stages of a turn, over any ``Backend``: answer, review, fuse.
+"""The model stages every method shares, over any ``Backend``: answer and review.
+
+The stages of one variant live with it: the pairwise judge in ``pipeline.pairwise``, the
+aggregator's fusion in ``pipeline.fusion``.
 
 Each stage returns a record and never raises: a failure becomes an error record
 (a chord header task that raises would leave the turn pending forever).
@@ -14,7 +17,7 @@ from statistics import fmean
 from typing import cast
 
 from pipeline.aggregate import usable
-from pipeline.backend import Backend, Capability, PairJudge, Prompt, ScoreRequest, WritesBallots
+from pipeline.backend import Backend, Capability, Prompt, ScoreRequest, WritesBallots
 from pipeline.ballot import (
     ParseStatus,
     label_map,
@@ -27,14 +30,11 @@ from pipeline.ballot_grammar import BallotPath
 from pipeline.committee import Committee, Member
 from pipeline.context import Exchange, fit_history, fit_passage
 from pipeline.evaluation.metrics import token_f1
-from pipeline.pairwise import Judgement, preference
 from pipeline.prompts import (
     VERIFY_NO,
     VERIFY_YES,
-    fusion_prompt,
     generator_prompt,
     likelihood_prompts,
-    pairwise_prompt,
     ranking_prompt,
     verification_prompts,
 )
@@ -43,18 +43,19 @@ from pipeline.records import CandidateRecord, ReviewRecord, TurnContext
 log = logging.getLogger(__name__)
 
 
-def _describe(error: BaseException) -> str:
+def describe_error(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}"[:500]
 
 
-def _fitted(committee: Committee, context: TurnContext) -> tuple[list[Exchange], str | None]:
+def fitted(committee: Committee, context: TurnContext) -> tuple[list[Exchange], str | None]:
+    """The turn's history and passage as fitted to the committee's token budgets (every stage's view)."""
     history = fit_history(context.history, committee.context_budget_tokens)
     return history, fit_passage(context.passage, committee.passage_budget_tokens)
 
 
 def _answer_prompt(member: Member, committee: Committee, context: TurnContext) -> Prompt:
     """The prompt ``member`` answers the turn's question from (its style, few-shot, length)."""
-    history, passage = _fitted(committee, context)
+    history, passage = fitted(committee, context)
     settings = member.generation
     prompt = generator_prompt(
         context.question,
@@ -92,9 +93,12 @@ def answer(backend: Backend, member: Member, committee: Committee, context: Turn
     try:
         (text,) = backend.generate([prompt])
     except Exception as error:  # noqa: BLE001 - any failure excludes the member, recorded
-        log.warning("member %s failed to answer: %s", member.name, _describe(error))
+        log.warning("member %s failed to answer: %s", member.name, describe_error(error))
         return CandidateRecord(
-            member.name, error=_describe(error), seconds=time.perf_counter() - start, finished_at=time.time()
+            member.name,
+            error=describe_error(error),
+            seconds=time.perf_counter() - start,
+            finished_at=time.time(),
         )
     text = cut_at_stops(text, context.stop).strip()
     return CandidateRecord(
@@ -143,8 +147,8 @@ def review(
             total = reviewer.review_method == "likelihood-total"
             status, ranking, raw = _rank_by_likelihood(backend, committee, context, pool, shown, total=total)
     except Exception as error:  # noqa: BLE001 - a failed reviewer gives no ballot, recorded
-        log.warning("reviewer %s failed: %s", reviewer.name, _describe(error))
-        status, ranking, raw, failure = "error", (), "", _describe(error)
+        log.warning("reviewer %s failed: %s", reviewer.name, describe_error(error))
+        status, ranking, raw, failure = "error", (), "", describe_error(error)
     return replace(
         record,
         status=status,
@@ -173,7 +177,7 @@ def _rank_by_text(
     (``Prompt.ballot``: constrained decoding, or the server's structured outputs), and
     says afterwards whether it wrote one that way (``_ballot_status``, ``_noted``).
     """
-    history, passage = _fitted(committee, context)
+    history, passage = fitted(committee, context)
     labels = label_map(shown)
     text_of = {c.member: c.text for c in pool}
     prompt = ranking_prompt(
@@ -221,7 +225,7 @@ def _rank_by_likelihood(
     """PMI per token of each candidate (``likelihood_prompts``); with ``total``, times its length
     in words (``answer_length``): the evidence of the whole answer, so a one-word reply no longer
     wins on its per-token average alone."""
-    history, passage = _fitted(committee, context)
+    history, passage = fitted(committee, context)
     conditional, content_free = likelihood_prompts(context.question, history, passage=passage)
     text_of = {c.member: c.text for c in pool}
     requests = [ScoreRequest(p, text_of[m]) for m in shown for p in (conditional, content_free)]
@@ -282,7 +286,7 @@ def _rank_by_verification(
 ) -> _Ballot:
     """Each candidate scores log P(yes) − log P(no) on its verification prompt, minus the same
     under the content-free question (``verification_prompts``); the ballot is that order."""
-    history, passage = _fitted(committee, context)
+    history, passage = fitted(committee, context)
     text_of = {c.member: c.text for c in pool}
     requests = []
     for member in shown:
@@ -297,62 +301,3 @@ def _rank_by_verification(
     }
     raw = " ".join(f"{m}={v:.4f}" for m, v in scores.items())
     return ParseStatus.SCORED.value, ranking_from_scores(scores, shown), raw
-
-
-def fuse(
-    backend: Backend, aggregator: Member, committee: Committee, context: TurnContext, texts: Sequence[str]
-) -> str:
-    """The aggregator's answer written from the top-ranked texts; raises on failure."""
-    history, passage = _fitted(committee, context)
-    prompt = fusion_prompt(
-        context.question,
-        history,
-        texts,
-        style=aggregator.generation.style,
-        passage=passage,
-        max_new_tokens=aggregator.generation.max_new_tokens,
-    )
-    (text,) = backend.generate([bounded(prompt, context)])
-    return cut_at_stops(text, context.stop).strip()
-
-
-def judge(
-    backend: Backend,
-    judge_member: Member,
-    committee: Committee,
-    context: TurnContext,
-    candidates: Sequence[CandidateRecord],
-    pair: tuple[str, str],
-) -> Judgement:
-    """The judge's confidence that ``pair[0]``'s answer beats ``pair[1]``'s (shown first).
-
-    An LLM judge is scored on answering " A" or " B" to a comparison prompt; a
-    backend declared with ``Capability.COMPARE`` (a cross-encoder) is asked directly.
-    """
-    first, second = pair
-    text_of = {c.member: c.text for c in usable(candidates)}
-    base = Judgement(judge_member.name, first, second, candidates=tuple(candidates), finished_at=time.time())
-    if first not in text_of or second not in text_of:
-        return replace(base, error="a candidate of this pair failed")
-    history, passage = _fitted(committee, context)
-    start = time.perf_counter()
-    try:
-        if Capability.COMPARE in judge_member.capabilities:
-            conversation = "\n".join([*(f"{e.question}\n{e.answer}" for e in history), context.question])
-            judged = cast(PairJudge, backend).compare(conversation, text_of[first], text_of[second])
-            p_first = float(judged)
-            return replace(
-                base, p_first=p_first, seconds=time.perf_counter() - start, finished_at=time.time()
-            )
-        prompt = pairwise_prompt(context.question, history, text_of[first], text_of[second], passage=passage)
-        logprob_a, logprob_b = backend.score([ScoreRequest(prompt, " A"), ScoreRequest(prompt, " B")])
-    except Exception as error:  # noqa: BLE001 - an unjudged pair counts for nothing, recorded
-        return replace(
-            base, error=_describe(error), seconds=time.perf_counter() - start, finished_at=time.time()
-        )
-    return replace(
-        base,
-        p_first=preference(logprob_a, logprob_b),
-        seconds=time.perf_counter() - start,
-        finished_at=time.time(),
-    )

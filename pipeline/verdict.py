@@ -1,10 +1,12 @@
 """The decision of a turn, as pure code: from candidates and ballots to the answer.
 
-``decide_turn`` takes a turn's ``TurnInputs`` and ranks the usable candidates (Borda over the reviews, or "max
-logits" over the pairwise judgements), picks the best, or names the texts the
-aggregator should fuse, and builds everything the turn stores: status, ranking,
-scores, timings and the decision record. The worker then fuses through a backend
-if asked (``with_fusion``), stores the verdict, and advances the policy.
+``decide_turn`` takes a turn's ``TurnInputs`` and ranks the usable candidates as the run's
+method ranks a reviewed turn (``Method.rank``: Borda over the reviews, the learned decision,
+or "max logits" over the pairwise judgements; a turn without a review keeps the policy's
+order), picks the best, or names the texts the aggregator should fuse (``pipeline.fusion``),
+and builds everything the turn stores: status, ranking, scores, timings and the decision
+record. The worker then fuses through a backend if asked (``with_fusion``), stores the
+verdict, and advances the policy.
 
 Statuses: those of ``pipeline.aggregate.Decision`` ("ok", "single", "no_ballots",
 "no_candidates", "unranked"), "learned" and "prior" (the learned decision ranked, or left
@@ -19,12 +21,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from pipeline.aggregate import Decision, MemberPrior, decide, decide_pairwise, top_k_texts
-from pipeline.learned import LearnedModel, decide_learned
-from pipeline.pairwise import Judgement
+from pipeline import fusion
+from pipeline.aggregate import Decision, MemberPrior, top_k_texts
+from pipeline.learned import LearnedModel
+from pipeline.method import Rules, by_borda
 from pipeline.plan import RunConfig
 from pipeline.policy import TurnDecision
-from pipeline.records import CandidateRecord, ReviewRecord, TurnContext
+from pipeline.records import CandidateRecord, Judgement, ReviewRecord, TurnContext
 from pipeline.weights import ReviewerWeights
 
 
@@ -82,7 +85,8 @@ def decide_turn(
     """
     decision, run, candidates = inputs.decision, inputs.run, inputs.candidates
     order = [*decision.preference, *(m for m in committee_order if m not in decision.preference)]
-    ranked, rule = _rank(inputs, order, weights, exclude_self, voters, prior, learned)
+    rules = Rules(order, weights, exclude_self, voters, prior, learned, inputs.context.passage)
+    ranked, rule = _rank(inputs, rules)
     record = {
         **decision.to_json(),
         "top_k": run.top_k,
@@ -93,12 +97,12 @@ def decide_turn(
         "weights": dict(weights.weights or {}),
         "weights_note": weights.note,
         **voter_record(ranked, prior),
-        "decided_by": rule.get("decided_by") or decided_by(ranked, weights, prior, decision, run),
+        "decided_by": rule.get("decided_by") or decided_by(ranked, rules, decision, run),
         **{k: v for k, v in rule.items() if k != "decided_by"},
     }
     timings = stage_timings(inputs.context, candidates, [*inputs.reviews, *inputs.judgements], now)
     best = top_k_texts(ranked, candidates, 1)
-    to_fuse = tuple(top_k_texts(ranked, candidates, run.top_k)) if run.fuses and best else ()
+    to_fuse = fusion.texts_to_fuse(ranked, candidates, top_k=run.top_k, fuses=run.fuses)
     return Verdict(
         ranked=ranked,
         answer=best[0] if best else "",
@@ -110,43 +114,16 @@ def decide_turn(
     )
 
 
-def _rank(
-    inputs: TurnInputs,
-    order: Sequence[str],
-    weights: ReviewerWeights,
-    exclude_self: bool,
-    voters: Mapping[str, str] | None,
-    prior: MemberPrior | None,
-    learned: LearnedModel | None,
-) -> tuple[Decision, dict[str, Any]]:
-    """The ranking (max logits, the learned decision, or Borda) and the rule's own record fields."""
-    decision, run = inputs.decision, inputs.run
-    if run.method == "pairwise" and decision.ranked:
-        return decide_pairwise(inputs.candidates, inputs.judgements, committee_order=order), {}
-    if learned is not None and decision.ranked and run.method == "peer":
-        passage = inputs.context.passage
-        return decide_learned(
-            inputs.candidates, inputs.reviews, learned, committee_order=order, passage=passage
-        )
-    ranked = decide(
-        inputs.candidates,
-        inputs.reviews,
-        committee_order=order,
-        weights=weights.weights,
-        exclude_self=exclude_self,
-        voters=voters,
-        prior=prior,
-    )
-    return ranked, {}
+def _rank(inputs: TurnInputs, rules: Rules) -> tuple[Decision, dict[str, Any]]:
+    """The ranking (the method's for a reviewed turn; else the given order) and the rule's own
+    record fields."""
+    if not inputs.decision.ranked:
+        return by_borda(inputs.candidates, inputs.reviews, rules), {}
+    method = inputs.run.variant
+    return method.rank(inputs.candidates, inputs.reviews, inputs.judgements, rules)
 
 
-def decided_by(
-    ranked: Decision,
-    weights: ReviewerWeights,
-    prior: MemberPrior | None,
-    decision: TurnDecision,
-    run: RunConfig,
-) -> str:
+def decided_by(ranked: Decision, rules: Rules, decision: TurnDecision, run: RunConfig) -> str:
     """One sentence: the rule that decided the turn (the learned decision says its own)."""
     if ranked.status == "no_candidates":
         return "nothing: every member failed"
@@ -156,18 +133,7 @@ def decided_by(
         )
     if ranked.status == "single":
         return "the only usable answer"
-    if run.method == "pairwise":
-        return f"pairwise judgements, max logits ({ranked.ballots_used} judged pairs)"
-    with_prior = " + the member prior" if prior is not None and prior.weight > 0 else ""
-    if ranked.status == "no_ballots":
-        return "no ballot counted: " + ("the member prior" if with_prior else "committee order")
-    if weights.weights is not None and not any(weights.weights.values()):
-        return (
-            "the member prior: the reviewers weigh 0 here"
-            if with_prior
-            else "committee order: the reviewers weigh 0"
-        )
-    return f"Borda count of {len(ranked.voters)} voter(s), {weights.note}{with_prior}"
+    return run.variant.decided_by(ranked, rules)
 
 
 def voter_record(ranked: Decision, prior: MemberPrior | None) -> dict[str, Any]:

@@ -20,9 +20,9 @@ from pipeline.backend import (
 )
 from pipeline.committee import Committee, Member, committee_from_dict, load_committee
 from pipeline.errors import ConfigError
+from pipeline.pairwise import judge
 from pipeline.records import CandidateRecord, TurnContext
 from pipeline.settings import Settings
-from pipeline.stages import judge
 from tests.conftest import scripted_committee
 from workers.backends.base import BackendSpec, create_backend
 from workers.backends.scripted import ScriptedBackend

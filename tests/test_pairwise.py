@@ -10,13 +10,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline.aggregate import decide_pairwise
 from pipeline.backend import ScoreRequest
 from pipeline.committee import Committee, Member
-from pipeline.pairwise import Judgement, max_logits, pairwise_ranking, preference
+from pipeline.pairwise import decide_pairwise, judge, max_logits, pairwise_ranking, preference
 from pipeline.prompts import PAIRWISE_PREFIX
-from pipeline.records import CandidateRecord, TurnContext
-from pipeline.stages import judge
+from pipeline.records import CandidateRecord, Judgement, TurnContext
 
 
 def judged(first: str, second: str, p_first: float | None) -> Judgement:

@@ -12,9 +12,10 @@ from pipeline.backend import Prompt, ScoreRequest
 from pipeline.ballot_grammar import BallotPath
 from pipeline.committee import Committee, Member
 from pipeline.context import Exchange
+from pipeline.fusion import fuse
 from pipeline.prompts import CONTENT_FREE_QUESTION, RANKING_PREFIX
 from pipeline.records import CandidateRecord, ReviewRecord, TurnContext
-from pipeline.stages import answer, fuse, review
+from pipeline.stages import answer, review
 
 Reply = str | Callable[[Prompt], str]
 

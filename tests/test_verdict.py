@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.pairwise import Judgement
 from pipeline.plan import RunConfig
 from pipeline.policy import TurnDecision
-from pipeline.records import CandidateRecord, ReviewRecord, TurnContext
+from pipeline.records import CandidateRecord, Judgement, ReviewRecord, TurnContext
 from pipeline.verdict import TurnInputs, decide_turn, finish_timings, with_fusion
 from pipeline.weights import UNIFORM, ReviewerWeights, select_weights
 

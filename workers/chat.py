@@ -17,6 +17,7 @@ from pipeline.context import Exchange
 from pipeline.conversation import Limits
 from pipeline.errors import InputError
 from pipeline.live import checked_question
+from pipeline.plan import DEFAULT_METHOD, VARIANTS, method_named
 from pipeline.policy import POLICIES
 
 # The ids ``start`` gives live conversations are uuid4 hex; this admits any plain token.
@@ -204,13 +205,15 @@ def conversation_id_of(body: str | None, header: str | None) -> str | None:
 
 
 def model_ids(committee: Committee) -> list[str]:
-    """The committee's model ids: the plain blend, each policy, pairwise, each member alone."""
+    """The committee's model ids: the plain blend (the default method), each policy, then each other
+    method (one id per generator for a method of one member: each member alone)."""
     name = committee.name
+    others = [m for m in VARIANTS.values() if m.name != DEFAULT_METHOD]
     return [
         name,
         *(f"{name}:{policy}" for policy in POLICIES if policy != "full"),
-        f"{name}:pairwise",
-        *(f"{name}:single:{member}" for member in committee.generators),
+        *(f"{name}:{m.name}" for m in others if not m.takes_member),
+        *(f"{name}:{m.name}:{member}" for m in others if m.takes_member for member in committee.generators),
     ]
 
 
@@ -226,10 +229,10 @@ def parse_model(model: str, committee: Committee) -> tuple[str, str]:
         )
     variant = model.removeprefix(committee.name).removeprefix(":")
     if variant in POLICIES:
-        return "peer", variant
-    if variant == "pairwise" or variant.startswith("single:"):
+        return DEFAULT_METHOD, variant
+    if method_named(variant) is not None:  # a method: its default policy
         return variant, "full"
-    return "peer", "full"
+    return DEFAULT_METHOD, "full"
 
 
 def conversation_of(messages: list[ChatMessage]) -> tuple[str | None, list[Exchange], str]:

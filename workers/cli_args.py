@@ -7,6 +7,7 @@ from typing import Any
 
 from rich.console import Console
 
+from pipeline.plan import DEFAULT_METHOD, METHODS
 from pipeline.settings import Settings
 
 console = Console()
@@ -14,7 +15,9 @@ errors = Console(stderr=True)
 
 
 def run_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--method", default="peer", help="peer (default), pairwise or single:<member>")
+    parser.add_argument(
+        "--method", default=DEFAULT_METHOD, help=f"{', '.join(METHODS)} (default: {DEFAULT_METHOD})"
+    )
     parser.add_argument("--policy", default="full", help="full (default), p1, p2, p3 or learned-route")
     parser.add_argument(
         "--top-k",

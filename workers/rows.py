@@ -5,13 +5,12 @@ In workers/, where the method's records meet the tables: db/ imports nothing fro
 
 from __future__ import annotations
 
-import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from db.models import Candidate, Review, TurnResultBase
-from pipeline.pairwise import Judgement
 from pipeline.plan import RunConfig
-from pipeline.records import CandidateRecord, ReviewRecord, TurnContext
+from pipeline.records import CandidateRecord, TurnContext
 from pipeline.verdict import Verdict
 
 
@@ -29,45 +28,10 @@ def candidate_rows(context: TurnContext, candidates: Sequence[CandidateRecord]) 
     ]
 
 
-def review_rows(context: TurnContext, reviews: Sequence[ReviewRecord]) -> list[Review]:
+def review_rows(context: TurnContext, stored: Sequence[Mapping[str, Any]]) -> list[Review]:
+    """The turn's review rows, from the fields its method stores (``Method.stored_reviews``)."""
     return [
-        Review(
-            conversation_id=context.conversation_id,
-            turn_index=context.turn_index,
-            reviewer=r.reviewer,
-            method=r.method,
-            status=r.status,
-            ranking=list(r.ranking),
-            shown_order=list(r.shown_order),
-            seed=r.seed,
-            raw=r.raw,
-            error=r.error,
-            seconds=r.seconds,
-            voters=list(r.voters),
-        )
-        for r in reviews
-    ]
-
-
-def judgement_rows(context: TurnContext, judgements: Sequence[Judgement]) -> list[Review]:
-    """All of a turn's pairwise judgements as one review row of the judge (raw: the matrix)."""
-    if not judgements:
-        return []
-    matrix = [
-        {"first": j.first, "second": j.second, "p_first": j.p_first, "error": j.error} for j in judgements
-    ]
-    judged = [j for j in judgements if j.p_first is not None]
-    return [
-        Review(
-            conversation_id=context.conversation_id,
-            turn_index=context.turn_index,
-            reviewer=judgements[0].judge,
-            method="pairwise",
-            status="scored" if judged else "error",
-            raw=json.dumps(matrix),
-            seconds=sum(j.seconds for j in judgements),
-            error=None if judged else "no pair could be judged",
-        )
+        Review(conversation_id=context.conversation_id, turn_index=context.turn_index, **s) for s in stored
     ]
 
 

@@ -14,12 +14,12 @@ from typing import Any
 
 from celery import Celery, Task, shared_task
 
-from pipeline.pairwise import Judgement
+from pipeline.method import StageRecords, candidates_from
+from pipeline.pairwise import judge as stage_judge
 from pipeline.plan import RunConfig
 from pipeline.policy import TurnDecision
-from pipeline.records import CandidateRecord, ReviewRecord, TurnContext
+from pipeline.records import CandidateRecord, Judgement, ReviewRecord, TurnContext
 from pipeline.stages import answer, review
-from pipeline.stages import judge as stage_judge
 from pipeline.usage import Metered, metered_record
 from pipeline.verdict import TurnInputs
 from workers.deadline import Timeout, call_with_deadline
@@ -33,10 +33,19 @@ from workers.turn import finish_turn
 SHOWN_RESULT = 200
 
 
-def _candidates_from(results: Any) -> list[CandidateRecord]:
+def _items(results: Any) -> list[dict[str, Any]]:
     # A one-task group is unrolled by Celery into a plain task: one dict, not a list.
-    items = [results] if isinstance(results, dict) else list(results or [])
-    return [CandidateRecord.from_json(item) for item in items]
+    return [results] if isinstance(results, dict) else list(results or [])
+
+
+def _candidates_from(results: Any) -> list[CandidateRecord]:
+    return candidates_from(_items(results))
+
+
+def _read_results(items: list[dict[str, Any]], run: RunConfig, decision: TurnDecision) -> StageRecords:
+    """What the stage before the aggregate returned: a reviewed turn's review stage, as its method
+    reads it (``Method.read``), or else the candidates."""
+    return run.variant.read(items) if decision.ranked else (candidates_from(items), [], [])
 
 
 @shared_task(name="workers.start_turn", bind=True, ignore_result=True)
@@ -153,23 +162,10 @@ def judge_task(
 def aggregate(
     self: Task, results: Any, *, turn: dict[str, Any], run: dict[str, Any], decision: dict[str, Any]
 ) -> dict[str, Any]:
-    items = [results] if isinstance(results, dict) else list(results or [])
-    reviews: list[ReviewRecord] = []
-    judgements: list[Judgement] = []
-    if items and "reviewer" in items[0]:
-        reviews = [ReviewRecord.from_json(item) for item in items]
-        candidates = list(reviews[0].candidates)
-    elif items and "judge" in items[0]:
-        judgements = [Judgement.from_json(item) for item in items]
-        candidates = list(judgements[0].candidates)
-    else:
-        candidates = _candidates_from(items)
-    inputs = TurnInputs(
+    context, config, who = (
         TurnContext.from_json(turn),
         RunConfig.from_json(run),
         TurnDecision.from_json(decision),
-        candidates,
-        reviews,
-        judgements,
     )
-    return finish_turn(self.app, inputs)
+    candidates, reviews, judgements = _read_results(_items(results), config, who)
+    return finish_turn(self.app, TurnInputs(context, config, who, candidates, reviews, judgements))

@@ -15,18 +15,18 @@ from db.engine import get_engine
 from db.retry import with_retries
 from pipeline.aggregate import judgement_keys
 from pipeline.context import Exchange
+from pipeline.fusion import fuse
 from pipeline.learned import stored_learned
 from pipeline.live import fingerprint
 from pipeline.outcomes import OUTCOME_FIELDS
 from pipeline.plan import RunConfig
 from pipeline.records import TurnContext, per_reviewer
 from pipeline.shortlist import advance
-from pipeline.stages import fuse
 from pipeline.usage import Metered, Usage, turn_usage
 from pipeline.verdict import TurnInputs, Verdict, decide_turn, finish_timings, with_fusion
 from pipeline.weights import learn_trust, stored_prior, stored_weights
 from workers.dispatch import send_next_turn
-from workers.rows import candidate_rows, judgement_rows, result_row, review_rows
+from workers.rows import candidate_rows, result_row, review_rows
 from workers.runtime import Runtime, runtime_of
 
 log = logging.getLogger(__name__)
@@ -51,7 +51,7 @@ def finish_turn(app: Celery, inputs: TurnInputs) -> dict[str, Any]:
         context, verdict, run, timings=finish_timings(verdict.timings, ranked_at=ranked_at, now=time.time())
     )
     result.decision = {**result.decision, "usage": turn_usage(inputs.calls, fusion)}
-    rows = [*review_rows(context, inputs.reviews), *judgement_rows(context, inputs.judgements)]
+    rows = review_rows(context, run.variant.stored_reviews(inputs.reviews, inputs.judgements))
 
     def store_and_send() -> Any:
         with Session(get_engine(runtime.settings.database), expire_on_commit=False) as session:

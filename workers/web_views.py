@@ -13,6 +13,7 @@ from pipeline.canvas import final_task_id
 from pipeline.client import BlendClient, StoredConversation, StoredTurn
 from pipeline.errors import InputError
 from pipeline.explain import explain_turn, live_label
+from pipeline.plan import method_named
 
 STAGES = (("generation_s", "generate"), ("review_s", "review"), ("aggregate_s", "aggregate"))
 LABELS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -54,7 +55,8 @@ def turn_view(
     result = turn.result or {}
     decision = result.get("decision") or {}
     ranked = bool(decision.get("ranked", bool(decision.get("reviewers"))))
-    single = conversation.method.startswith("single:")
+    variant = method_named(conversation.method)
+    one_member = variant is not None and variant.takes_member  # a baseline of one member: never reviewed
     flower = None
     if flower_url:
         task = final_task_id(conversation.id, turn.turn_index, max(attempt, 1))
@@ -71,7 +73,7 @@ def turn_view(
         "result": turn.result,
         "decision": decision,
         "ranked": ranked,
-        "unranked": "not ranked (single member)" if single else "not ranked (reused)",
+        "unranked": "not ranked (single member)" if one_member else "not ranked (reused)",
         "candidates": candidate_cards(turn, result),
         "ballots": [ballot_view(review, decision) for review in turn.reviews],
         "scores": score_bars(result) if ranked else [],

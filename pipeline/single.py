@@ -1,0 +1,40 @@
+"""The single-member baseline, ``single:<member>``: one member answers every turn alone.
+
+No review stage, no policy (only ``full`` applies) and no fusion: the member's answer is the
+turn's answer, and nothing is stored but the candidate.
+"""
+
+from __future__ import annotations
+
+from pipeline.committee import Committee
+from pipeline.errors import InputError
+from pipeline.method import Method
+from pipeline.policy import TurnDecision
+
+
+class Single(Method):
+    name = "single"
+    takes_member = True
+    fusable = False
+    keeps_state = False
+
+    @staticmethod
+    def member(method: str) -> str:
+        """The member of ``single:<member>``."""
+        return method.partition(":")[2]
+
+    def check(self, committee: Committee, method: str, policy: str) -> None:
+        member = self.member(method)
+        if member not in committee.generators:
+            raise InputError(
+                f"method {method!r}: {member!r} is not a generator of committee {committee.name!r}"
+            )
+        if policy != "full":
+            raise InputError(f"method {method!r} answers with one member; policy {policy!r} does not apply")
+
+    def fixed(self, method: str) -> TurnDecision:
+        member = self.member(method)
+        return TurnDecision((member,), (), f"single member {member}")
+
+
+SINGLE = Single()
