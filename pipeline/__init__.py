@@ -17,12 +17,15 @@ Where each rule of the method lives (one file each):
   groups, voter_groups, used by weights.py and evaluation/reviewers.py too; one review per voter
   group; the member prior)
 - who wins a turn (rank, select or fuse, status) .... verdict.py (decide_turn, from a turn's TurnInputs)
+- three words kept apart ............................. TurnRoles (who works on a turn: policy.py),
+  Standings (a turn's candidates ranked: aggregate.py), decision (only the record a turn stores;
+  "the learned decision" names a rule, learned.py)
 - reviewer weights (uniform / online / calibrated) ... weights.py (and the stored member prior)
 - every key of the policy store ...................... store_keys.py (p3's cycle of three: policy.P3_CYCLE)
 - the learned decision (signals -> a model per bucket) learned.py (a turn's signals: signals.py;
   fitted by evaluation/learning.py)
-- shortlist policies (full, p1, p2, p3, learned-route) policy.py (pure rules: who_works on a turn, the
-  PolicyState), shortlist.py (applied to a store)
+- shortlist policies (full, p1, p2, p3, learned-route) policy.py (pure rules: who_works on a turn, its
+  TurnRoles, the PolicyState), shortlist.py (applied to a store)
 - the Celery canvas of a turn (by task name) ......... canvas.py
 
 Around the method: client.py (submit, wait, fetch, resume), live.py (live

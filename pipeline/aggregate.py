@@ -58,8 +58,9 @@ class MemberPrior:
 
 
 @dataclass(frozen=True)
-class Decision:
-    """The outcome of ranking a turn's candidates.
+class Standings:
+    """The outcome of ranking a turn's candidates (``Verdict.ranked``). Not a "decision": that word
+    names only the record a turn stores (``Verdict.record``, the result row's ``decision``).
 
     ``ranking``: usable candidates (member names) best first. ``status``:
     "ok" (ranked by ballots), "single" (one usable candidate, nothing to rank),
@@ -160,7 +161,7 @@ def decide(
     exclude_self: bool = False,
     voters: Mapping[str, str] | None = None,
     prior: MemberPrior | None = None,
-) -> Decision:
+) -> Standings:
     """Rank the usable candidates by the Borda count of the reviews' ballots.
 
     Ballots are taken only from reviews that produced one; a ballot's members
@@ -174,12 +175,12 @@ def decide(
     pool = sorted((c.member for c in usable(candidates)), key=lambda m: order.get(m, len(order)))
     dropped = excluded(candidates)
     if not pool:
-        return Decision((), {}, "no_candidates", 0, dropped)
+        return Standings((), {}, "no_candidates", 0, dropped)
     ballots = [Ballot(r.reviewer, r.ranking, r.voters) for r in reviews if r.ranking]
     if len(pool) == 1:
-        return Decision(tuple(pool), {pool[0]: 0.0}, "single", len(ballots), dropped)
+        return Standings(tuple(pool), {pool[0]: 0.0}, "single", len(ballots), dropped)
     if not reviews:
-        return Decision(tuple(pool), dict.fromkeys(pool, 0.0), "unranked", 0, dropped)
+        return Standings(tuple(pool), dict.fromkeys(pool, 0.0), "unranked", 0, dropped)
     groups = voter_groups([v for b in ballots for v in b.selves], voters)
     counted = ballot_weights(ballots, groups, weights)
     status = "ok" if ballots else "no_ballots"
@@ -190,35 +191,35 @@ def decide(
     firsts = first_places(ballots, pool, weights=counted, exclude_self=exclude_self)
     ranking = borda_order(pool, scores, firsts)
     used = len(ballots) - (prior is not None)
-    return Decision(tuple(ranking), scores, status, used, dropped, groups, counted)
+    return Standings(tuple(ranking), scores, status, used, dropped, groups, counted)
 
 
 def decide_by_prior(
     candidates: Sequence[CandidateRecord], prior: MemberPrior, *, committee_order: Sequence[str]
-) -> Decision:
+) -> Standings:
     """Rank the usable candidates by the member prior alone (status "prior"); ties keep committee order."""
     order = {name: i for i, name in enumerate(committee_order)}
     pool = sorted((c.member for c in usable(candidates)), key=lambda m: order.get(m, len(order)))
     dropped = excluded(candidates)
     if len(pool) < 2:
-        return Decision(
+        return Standings(
             tuple(pool), dict.fromkeys(pool, 0.0), "single" if pool else "no_candidates", 0, dropped
         )
     ballot = prior.ballot(pool)
     ranking = [*ballot.ranking, *(m for m in pool if m not in ballot.ranking)]
     scores = {m: float(prior.quality.get(m, 0.0)) for m in pool}
-    return Decision(tuple(ranking), scores, "prior", 0, dropped)
+    return Standings(tuple(ranking), scores, "prior", 0, dropped)
 
 
-def decide_single(candidates: Sequence[CandidateRecord], member: str) -> Decision:
+def decide_single(candidates: Sequence[CandidateRecord], member: str) -> Standings:
     """``member``'s answer, as a single-model run gives it (status "single"; none if it failed)."""
     dropped = excluded(candidates)
     if member not in {c.member for c in usable(candidates)}:
-        return Decision((), {}, "no_candidates", 0, dropped)
-    return Decision((member,), {member: 0.0}, "single", 0, dropped)
+        return Standings((), {}, "no_candidates", 0, dropped)
+    return Standings((member,), {member: 0.0}, "single", 0, dropped)
 
 
-def top_k_texts(decision: Decision, candidates: Sequence[CandidateRecord], k: int) -> list[str]:
+def top_k_texts(decision: Standings, candidates: Sequence[CandidateRecord], k: int) -> list[str]:
     """The texts of the best ``k`` usable candidates (fewer if fewer exist), best first."""
     by_member = {c.member: c.text for c in usable(candidates)}
     return [by_member[m] for m in decision.ranking[:k]]

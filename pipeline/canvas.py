@@ -86,7 +86,8 @@ def turn_signature(plan: TurnPlan, *, app: Any) -> Signature:
         ],
         app=app,
     )
-    aggregate_kwargs = {"turn": context, "run": plan.run.to_json(), "decision": plan.decision.to_json()}
+    # "decision" on the wire is the turn's roles: the name is kept for messages already queued.
+    aggregate_kwargs = {"turn": context, "run": plan.run.to_json(), "decision": plan.roles.to_json()}
     received = "ballots" if plan.reviewers else "candidates"
     aggregate = signature(
         AGGREGATE,

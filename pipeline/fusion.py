@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from pipeline.aggregate import Decision, top_k_texts
+from pipeline.aggregate import Standings, top_k_texts
 from pipeline.backend import Backend
 from pipeline.committee import Committee, Member
 from pipeline.errors import InputError
@@ -35,7 +35,7 @@ def aggregate_member(committee: Committee, *, fuses: bool) -> str | None:
 
 
 def texts_to_fuse(
-    ranked: Decision, candidates: Sequence[CandidateRecord], *, top_k: int, fuses: bool
+    ranked: Standings, candidates: Sequence[CandidateRecord], *, top_k: int, fuses: bool
 ) -> tuple[str, ...]:
     """The texts the aggregator fuses, best first (fewer if fewer are usable; none: no fusion)."""
     return tuple(top_k_texts(ranked, candidates, top_k)) if fuses else ()

@@ -22,7 +22,7 @@ from functools import cache
 from importlib.resources import files
 from typing import Any, Literal
 
-from pipeline.aggregate import Decision, excluded, review_groups
+from pipeline.aggregate import Standings, excluded, review_groups
 from pipeline.committee import Committee
 from pipeline.policy import PolicyStore
 from pipeline.records import CandidateRecord, ReviewRecord
@@ -188,7 +188,7 @@ def decide_learned(
     *,
     committee_order: Sequence[str],
     passage: str | None,
-) -> tuple[Decision, dict[str, Any]]:
+) -> tuple[Standings, dict[str, Any]]:
     """Rank the usable candidates by the learned model of the turn's bucket, and the record fields.
 
     Status "learned" (the model scored them) or "prior" (the bucket's rule is the prior);
@@ -205,13 +205,13 @@ def decide_learned(
     if len(signals.members) < 2 or fitted is None:
         status = "single" if signals.members else "no_candidates"
         why = f"no learned model for {bucket} questions" if fitted is None else "nothing to decide"
-        decision = Decision(signals.members, dict.fromkeys(signals.members, 0.0), status, ballots, dropped)
+        decision = Standings(signals.members, dict.fromkeys(signals.members, 0.0), status, ballots, dropped)
         return decision, {"decided_by": why, "learned_version": model.version}
     scores = score(signals, fitted, model.own)
     ranking = sorted(signals.members, key=lambda m: (-round(scores[m], 9), signals.members.index(m)))
     status = "learned" if fitted.decides == "learned" else "prior"
     counted = ballots if fitted.decides == "learned" else 0
-    decision = Decision(tuple(ranking), scores, status, counted, dropped)
+    decision = Standings(tuple(ranking), scores, status, counted, dropped)
     record = {"decided_by": fitted.why(bucket), "learned_version": model.version, "learned_bucket": bucket}
     return decision, record
 

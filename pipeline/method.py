@@ -26,10 +26,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from pipeline.aggregate import Decision, MemberPrior, decide
+from pipeline.aggregate import MemberPrior, Standings, decide
 from pipeline.committee import Committee
 from pipeline.learned import LearnedModel
-from pipeline.policy import TurnDecision
+from pipeline.policy import TurnRoles
 from pipeline.records import CandidateRecord, Judgement, ReviewRecord
 from pipeline.weights import ReviewerWeights
 
@@ -70,7 +70,7 @@ def candidates_from(items: Sequence[Mapping[str, Any]]) -> list[CandidateRecord]
 
 def by_borda(
     candidates: Sequence[CandidateRecord], reviews: Sequence[ReviewRecord], rules: Rules
-) -> Decision:
+) -> Standings:
     """The Borda count of ``reviews`` under ``rules`` (no review: the order, "unranked")."""
     return decide(
         candidates,
@@ -101,13 +101,13 @@ class Method:
     def check(self, committee: Committee, method: str, policy: str) -> None:
         """Refuse a run of ``method`` (this variant's name as given) this committee cannot run."""
 
-    def fixed(self, method: str) -> TurnDecision | None:
-        """Every turn's decision when the method fixes it (no policy applies); else None."""
+    def fixed(self, method: str) -> TurnRoles | None:
+        """Every turn's roles when the method fixes them (no policy applies); else None."""
         return None
 
-    def who_works(self, committee: Committee, decision: TurnDecision) -> TurnDecision:
-        """The policy's turn, as this method runs it."""
-        return decision
+    def who_works(self, committee: Committee, roles: TurnRoles) -> TurnRoles:
+        """The roles the policy chose, as this method runs them."""
+        return roles
 
     def review_groups(self, committee: Committee, reviewers: Sequence[str]) -> ReviewGroups:
         """The turn's reviewers grouped one task each; empty: one task per reviewer."""
@@ -127,11 +127,11 @@ class Method:
         reviews: Sequence[ReviewRecord],
         judgements: Sequence[Judgement],
         rules: Rules,
-    ) -> tuple[Decision, dict[str, Any]]:
+    ) -> tuple[Standings, dict[str, Any]]:
         """A reviewed turn's ranking, and the rule's own fields for the verdict's record."""
         return by_borda(candidates, reviews, rules), {}
 
-    def decided_by(self, ranked: Decision, rules: Rules) -> str:
+    def decided_by(self, ranked: Standings, rules: Rules) -> str:
         """One sentence for a reviewed turn with at least two usable candidates."""
         raise NotImplementedError(f"method {self.name!r} has no review stage")
 

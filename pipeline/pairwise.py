@@ -21,12 +21,12 @@ from dataclasses import replace
 from itertools import permutations
 from typing import Any, cast
 
-from pipeline.aggregate import Decision, excluded, usable
+from pipeline.aggregate import Standings, excluded, usable
 from pipeline.backend import Backend, Capability, PairJudge, ScoreRequest
 from pipeline.committee import Committee, Member
 from pipeline.errors import InputError
 from pipeline.method import Method, ReviewGroups, Rules, StageRecords, StageTask
-from pipeline.policy import TurnDecision
+from pipeline.policy import TurnRoles
 from pipeline.prompts import pairwise_prompt
 from pipeline.records import CandidateRecord, Judgement, ReviewRecord, TurnContext
 from pipeline.stages import describe_error, fitted
@@ -60,18 +60,18 @@ def pairwise_ranking(scores: dict[str, float], order: Sequence[str]) -> list[str
 
 def decide_pairwise(
     candidates: Sequence[CandidateRecord], judgements: Sequence[Judgement], *, committee_order: Sequence[str]
-) -> Decision:
+) -> Standings:
     """Rank the usable candidates by "max logits" over the judged pairs."""
     order = {name: i for i, name in enumerate(committee_order)}
     pool = sorted((c.member for c in usable(candidates)), key=lambda m: order.get(m, len(order)))
     dropped = excluded(candidates)
     if len(pool) < 2:
         status = "single" if pool else "no_candidates"
-        return Decision(tuple(pool), dict.fromkeys(pool, 0.0), status, 0, dropped)
+        return Standings(tuple(pool), dict.fromkeys(pool, 0.0), status, 0, dropped)
     judged = [j for j in judgements if j.p_first is not None]
     scores = max_logits(judged, pool)
     ranking = pairwise_ranking(scores, pool)
-    return Decision(tuple(ranking), scores, "ok" if judged else "no_ballots", len(judged), dropped)
+    return Standings(tuple(ranking), scores, "ok" if judged else "no_ballots", len(judged), dropped)
 
 
 def judge(
@@ -125,11 +125,11 @@ class Pairwise(Method):
         if committee.judge is None:
             raise InputError(f"method 'pairwise' needs a judge; committee {committee.name!r} has no reviewer")
 
-    def who_works(self, committee: Committee, decision: TurnDecision) -> TurnDecision:
+    def who_works(self, committee: Committee, roles: TurnRoles) -> TurnRoles:
         """The policy's generators, judged by the committee's judge instead of peer review."""
-        if not decision.reviewers:
-            return decision
-        return TurnDecision(decision.generators, (committee.judge or "",), decision.reason, decision.excluded)
+        if not roles.reviewers:
+            return roles
+        return TurnRoles(roles.generators, (committee.judge or "",), roles.reason, roles.excluded)
 
     def review_tasks(self, generators: Sequence[str], reviews: ReviewGroups) -> list[StageTask]:
         (judge_name,) = [r for group in reviews for r in group]  # who_works names one judge
@@ -148,10 +148,10 @@ class Pairwise(Method):
         reviews: Sequence[ReviewRecord],
         judgements: Sequence[Judgement],
         rules: Rules,
-    ) -> tuple[Decision, dict[str, Any]]:
+    ) -> tuple[Standings, dict[str, Any]]:
         return decide_pairwise(candidates, judgements, committee_order=rules.order), {}
 
-    def decided_by(self, ranked: Decision, rules: Rules) -> str:
+    def decided_by(self, ranked: Standings, rules: Rules) -> str:
         return f"pairwise judgements, max logits ({ranked.ballots_used} judged pairs)"
 
     def stored_reviews(

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from pipeline.aggregate import Decision, review_groups
+from pipeline.aggregate import Standings, review_groups
 from pipeline.committee import Committee
 from pipeline.learned import decide_learned
 from pipeline.method import Method, ReviewGroups, Rules, StageRecords, StageTask, by_borda
@@ -46,14 +46,14 @@ class Peer(Method):
         reviews: Sequence[ReviewRecord],
         judgements: Sequence[Judgement],
         rules: Rules,
-    ) -> tuple[Decision, dict[str, Any]]:
+    ) -> tuple[Standings, dict[str, Any]]:
         if rules.learned is not None:
             return decide_learned(
                 candidates, reviews, rules.learned, committee_order=rules.order, passage=rules.passage
             )
         return by_borda(candidates, reviews, rules), {}
 
-    def decided_by(self, ranked: Decision, rules: Rules) -> str:
+    def decided_by(self, ranked: Standings, rules: Rules) -> str:
         prior, weights = rules.prior, rules.weights
         with_prior = " + the member prior" if prior is not None and prior.weight > 0 else ""
         if ranked.status == "no_ballots":

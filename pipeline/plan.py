@@ -23,7 +23,7 @@ from pipeline.errors import InputError
 from pipeline.method import Method
 from pipeline.pairwise import PAIRWISE
 from pipeline.peer import PEER
-from pipeline.policy import Policy, TurnDecision, check_policy
+from pipeline.policy import Policy, TurnRoles, check_policy
 from pipeline.records import TurnContext
 from pipeline.single import SINGLE
 
@@ -145,16 +145,16 @@ class TurnPlan:
 
     context: TurnContext
     run: RunConfig
-    decision: TurnDecision
+    roles: TurnRoles
     review_groups: tuple[tuple[str, ...], ...] = ()
 
     @property
     def generators(self) -> tuple[str, ...]:
-        return self.decision.generators
+        return self.roles.generators
 
     @property
     def reviewers(self) -> tuple[str, ...]:
-        return self.decision.reviewers
+        return self.roles.reviewers
 
     @property
     def reviews(self) -> tuple[tuple[str, ...], ...]:
@@ -162,6 +162,6 @@ class TurnPlan:
         return self.review_groups or tuple((r,) for r in self.reviewers)
 
 
-def plan_turn(committee: Committee, context: TurnContext, run: RunConfig, decision: TurnDecision) -> TurnPlan:
+def plan_turn(committee: Committee, context: TurnContext, run: RunConfig, roles: TurnRoles) -> TurnPlan:
     """The turn to send, its reviewers grouped as its method asks (``Method.review_groups``)."""
-    return TurnPlan(context, run, decision, run.variant.review_groups(committee, decision.reviewers))
+    return TurnPlan(context, run, roles, run.variant.review_groups(committee, roles.reviewers))

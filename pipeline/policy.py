@@ -96,8 +96,9 @@ class PolicyState:
 
 
 @dataclass(frozen=True)
-class TurnDecision:
-    """What a turn does. ``reviewers`` empty means no review stage (the ranking is reused)."""
+class TurnRoles:
+    """Who works on a turn, as the policy chose (``who_works``): who answers, who reviews, and why.
+    ``reviewers`` empty means no review stage (the ranking is reused)."""
 
     generators: tuple[str, ...]
     reviewers: tuple[str, ...]
@@ -113,7 +114,7 @@ class TurnDecision:
         return {**asdict(self), "ranked": self.ranked}
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> TurnDecision:
+    def from_json(cls, data: Mapping[str, Any]) -> TurnRoles:
         return cls(
             generators=tuple(data["generators"]),
             reviewers=tuple(data["reviewers"]),
@@ -189,7 +190,7 @@ def who_works(
     n_turns: int | None,
     *,
     top_k: int | None = None,
-) -> TurnDecision:
+) -> TurnRoles:
     """Who works on turn ``turn_index`` (0-based) of an ``n_turns`` conversation (None: live,
     open-ended): which members answer and which review. Who *wins* the turn is
     ``pipeline.verdict.decide_turn``'s.
@@ -197,14 +198,14 @@ def who_works(
     ``top_k``: the run's (default: the committee's).
     """
     top_k = top_k or committee.top_k
-    everyone = TurnDecision(tuple(committee.generators), tuple(committee.reviewers), "full ranking")
+    everyone = TurnRoles(tuple(committee.generators), tuple(committee.reviewers), "full ranking")
     if policy == "full":
         return everyone
     if policy == "learned-route":
         if not state.routed:
             return replace(everyone, reason=state.note or "learned-route: ranked")
         rest = tuple(m for m in committee.generators if m not in state.routed)
-        return TurnDecision(state.routed, (), state.note, rest, state.routed)
+        return TurnRoles(state.routed, (), state.note, rest, state.routed)
     if policy == "p2":
         if turn_index % 2 == 0:
             return replace(everyone, reason="p2: odd turn, ranked")
@@ -212,7 +213,7 @@ def who_works(
         if not top:
             return replace(everyone, reason="p2: even turn, but the previous turn ranked no one; ranked")
         rest = tuple(m for m in committee.generators if m not in top)
-        return TurnDecision(
+        return TurnRoles(
             top, (), f"p2: even turn, reusing the previous top {len(top)}", rest, state.last_ranking
         )
     if policy == "p1" and turn_index < p1_ranked_turns(committee, n_turns):
@@ -223,7 +224,7 @@ def who_works(
     return _without(committee, state.excluded, state.note or f"{policy}: bottom half excluded")
 
 
-def _without(committee: Committee, excluded: Sequence[str], reason: str) -> TurnDecision:
+def _without(committee: Committee, excluded: Sequence[str], reason: str) -> TurnRoles:
     generators = tuple(m for m in committee.generators if m not in excluded)
     reviewers = [m for m in committee.reviewers if m not in excluded]
     for member in excluded:  # keep two reviewers: bring back the best excluded ones
@@ -231,14 +232,14 @@ def _without(committee: Committee, excluded: Sequence[str], reason: str) -> Turn
             break
         if member in committee.reviewers:
             reviewers.append(member)
-    return TurnDecision(generators, tuple(reviewers), reason, tuple(excluded))
+    return TurnRoles(generators, tuple(reviewers), reason, tuple(excluded))
 
 
 def after_turn(
     policy: Policy,
     committee: Committee,
     state: PolicyState,
-    decision: TurnDecision,
+    decision: TurnRoles,
     *,
     turn_index: int,
     n_turns: int | None,

@@ -19,7 +19,7 @@ from pipeline.plan import RunConfig
 from pipeline.policy import (
     PolicyState,
     PolicyStore,
-    TurnDecision,
+    TurnRoles,
     add_scores,
     after_turn,
     p3_ranks,
@@ -35,11 +35,11 @@ def _q(run: RunConfig, n_turns: int) -> int | None:
     return None if run.live else n_turns
 
 
-def _for_method(committee: Committee, run: RunConfig, decision: TurnDecision) -> TurnDecision:
+def _for_method(committee: Committee, run: RunConfig, decision: TurnRoles) -> TurnRoles:
     return run.variant.who_works(committee, decision)
 
 
-def _fixed(committee: Committee, run: RunConfig, n_turns: int) -> TurnDecision | None:
+def _fixed(committee: Committee, run: RunConfig, n_turns: int) -> TurnRoles | None:
     """The decision of a run that keeps no state (its method fixes it, or full ranking); else None."""
     fixed = run.variant.fixed(run.method)
     if fixed is not None:
@@ -63,7 +63,7 @@ def begin(
     conversation_id: str,
     n_turns: int,
     routed: Sequence[str] = (),
-) -> TurnDecision:
+) -> TurnRoles:
     """Open a conversation's policy state; the decision for its first turn. ``routed``: for
     learned-route, the members that answer alone (``pipeline.learned.route``)."""
     fixed = _fixed(committee, run, n_turns)
@@ -90,7 +90,7 @@ def advance(
     store: PolicyStore | None,
     committee: Committee,
     run: RunConfig,
-    decision: TurnDecision,
+    decision: TurnRoles,
     *,
     conversation_id: str,
     turn_index: int,
@@ -98,7 +98,7 @@ def advance(
     ranking: Sequence[str],
     scores: Mapping[str, float],
     ballots: int,
-) -> TurnDecision | None:
+) -> TurnRoles | None:
     """Fold a finished turn into the state; the next turn's decision (None after the last).
 
     A redelivered turn (already folded in) changes nothing.
@@ -157,7 +157,7 @@ class StoredOutcome:
     """What a stored turn contributes to its conversation's policy state."""
 
     turn_index: int
-    decision: Mapping[str, Any]  # the stored decision record (TurnDecision fields, ballots used)
+    decision: Mapping[str, Any]  # the stored decision record (TurnRoles fields, ballots used)
     ranking: Sequence[str]
     scores: Mapping[str, float]
 
@@ -172,7 +172,7 @@ def resume(
     n_turns: int,
     stored: Sequence[StoredOutcome] = (),
     routed: Sequence[str] = (),
-) -> TurnDecision:
+) -> TurnRoles:
     """The decision for a turn sent by a client: a new conversation's first turn, a live
     conversation's next question, or a turn that was never run (a replay interrupted
     before it, a lost message).
@@ -191,7 +191,7 @@ def resume(
             store,
             committee,
             run,
-            TurnDecision.from_json(done.decision),
+            TurnRoles.from_json(done.decision),
             conversation_id=conversation_id,
             turn_index=done.turn_index,
             n_turns=n_turns,

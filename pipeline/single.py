@@ -9,7 +9,7 @@ from __future__ import annotations
 from pipeline.committee import Committee
 from pipeline.errors import InputError
 from pipeline.method import Method
-from pipeline.policy import TurnDecision
+from pipeline.policy import TurnRoles
 
 
 class Single(Method):
@@ -32,9 +32,9 @@ class Single(Method):
         if policy != "full":
             raise InputError(f"method {method!r} answers with one member; policy {policy!r} does not apply")
 
-    def fixed(self, method: str) -> TurnDecision:
+    def fixed(self, method: str) -> TurnRoles:
         member = self.member(method)
-        return TurnDecision((member,), (), f"single member {member}")
+        return TurnRoles((member,), (), f"single member {member}")
 
 
 SINGLE = Single()

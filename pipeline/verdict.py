@@ -1,4 +1,8 @@
-"""The decision of a turn, as pure code: from candidates and ballots to the answer.
+"""The verdict of a turn, as pure code: from candidates and ballots to the answer.
+
+Words: a turn's ``TurnRoles`` say who works on it (the policy's choice), its ``Standings`` are
+the ranking of its candidates, and its *decision* is only the record it stores
+(``Verdict.record``, the result row's ``decision`` column).
 
 ``decide_turn`` takes a turn's ``TurnInputs`` and ranks the usable candidates as the run's
 method ranks a reviewed turn (``Method.rank``: Borda over the reviews, the learned decision,
@@ -8,7 +12,7 @@ and builds everything the turn stores: status, ranking, scores, timings and the 
 record. The worker then fuses through a backend if asked (``with_fusion``), stores the
 verdict, and advances the policy.
 
-Statuses: those of ``pipeline.aggregate.Decision`` ("ok", "single", "no_ballots",
+Statuses: those of ``pipeline.aggregate.Standings`` ("ok", "single", "no_ballots",
 "no_candidates", "unranked"), "learned" and "prior" (the learned decision ranked, or left
 the turn's question bucket to the member prior: ``pipeline.learned``), plus "fused" (the
 aggregator's answer) and "fusion_failed" (the aggregator failed: the best candidate, with
@@ -22,11 +26,11 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pipeline import fusion
-from pipeline.aggregate import Decision, MemberPrior, top_k_texts
+from pipeline.aggregate import MemberPrior, Standings, top_k_texts
 from pipeline.learned import LearnedModel
 from pipeline.method import Rules, by_borda
 from pipeline.plan import RunConfig
-from pipeline.policy import TurnDecision
+from pipeline.policy import TurnRoles
 from pipeline.records import CandidateRecord, Judgement, ReviewRecord, TurnContext
 from pipeline.weights import ReviewerWeights
 
@@ -35,7 +39,7 @@ from pipeline.weights import ReviewerWeights
 class Verdict:
     """What a turn decided. ``to_fuse``: the texts for the aggregator, best first (empty: no fusion)."""
 
-    ranked: Decision
+    ranked: Standings
     answer: str
     chosen: str | None
     status: str
@@ -52,7 +56,7 @@ class TurnInputs:
 
     context: TurnContext
     run: RunConfig
-    decision: TurnDecision  # who worked this turn (``pipeline.policy.who_works``)
+    roles: TurnRoles  # who worked this turn (``pipeline.policy.who_works``)
     candidates: Sequence[CandidateRecord]
     reviews: Sequence[ReviewRecord] = ()
     judgements: Sequence[Judgement] = ()
@@ -83,12 +87,12 @@ def decide_turn(
     peer turn instead of the Borda count.
     ``now``: epoch seconds at the end of ranking (timings are measured up to it).
     """
-    decision, run, candidates = inputs.decision, inputs.run, inputs.candidates
-    order = [*decision.preference, *(m for m in committee_order if m not in decision.preference)]
+    roles, run, candidates = inputs.roles, inputs.run, inputs.candidates
+    order = [*roles.preference, *(m for m in committee_order if m not in roles.preference)]
     rules = Rules(order, weights, exclude_self, voters, prior, learned, inputs.context.passage)
     ranked, rule = _rank(inputs, rules)
     record = {
-        **decision.to_json(),
+        **roles.to_json(),  # the record starts with who worked (``shortlist`` reads them back)
         "top_k": run.top_k,
         "excluded_failed": ranked.excluded,
         "ballots": ranked.ballots_used,
@@ -97,7 +101,7 @@ def decide_turn(
         "weights": dict(weights.weights or {}),
         "weights_note": weights.note,
         **voter_record(ranked, prior),
-        "decided_by": rule.get("decided_by") or decided_by(ranked, rules, decision, run),
+        "decided_by": rule.get("decided_by") or decided_by(ranked, rules, roles, run),
         **{k: v for k, v in rule.items() if k != "decided_by"},
     }
     timings = stage_timings(inputs.context, candidates, [*inputs.reviews, *inputs.judgements], now)
@@ -114,21 +118,21 @@ def decide_turn(
     )
 
 
-def _rank(inputs: TurnInputs, rules: Rules) -> tuple[Decision, dict[str, Any]]:
+def _rank(inputs: TurnInputs, rules: Rules) -> tuple[Standings, dict[str, Any]]:
     """The ranking (the method's for a reviewed turn; else the given order) and the rule's own
     record fields."""
-    if not inputs.decision.ranked:
+    if not inputs.roles.ranked:
         return by_borda(inputs.candidates, inputs.reviews, rules), {}
     method = inputs.run.variant
     return method.rank(inputs.candidates, inputs.reviews, inputs.judgements, rules)
 
 
-def decided_by(ranked: Decision, rules: Rules, decision: TurnDecision, run: RunConfig) -> str:
+def decided_by(ranked: Standings, rules: Rules, roles: TurnRoles, run: RunConfig) -> str:
     """One sentence: the rule that decided the turn (the learned decision says its own)."""
     if ranked.status == "no_candidates":
         return "nothing: every member failed"
-    if not decision.ranked:
-        return f"no review this turn ({decision.reason}): " + (
+    if not roles.ranked:
+        return f"no review this turn ({roles.reason}): " + (
             "its one answer" if ranked.status == "single" else "the policy's order"
         )
     if ranked.status == "single":
@@ -136,7 +140,7 @@ def decided_by(ranked: Decision, rules: Rules, decision: TurnDecision, run: RunC
     return run.variant.decided_by(ranked, rules)
 
 
-def voter_record(ranked: Decision, prior: MemberPrior | None) -> dict[str, Any]:
+def voter_record(ranked: Standings, prior: MemberPrior | None) -> dict[str, Any]:
     """Who voted as whom, what each ballot weighed, and the member prior, for the decision record."""
     record: dict[str, Any] = {
         "voters": [list(group) for group in ranked.voters],

@@ -289,7 +289,7 @@ def test_a_worker_that_launches_a_turn_drops_the_subscriptions_building_its_canv
     # Given: an app on the real Redis, as in a worker, with queues no worker consumes
     from pipeline.canvas import turn_signature
     from pipeline.plan import TurnPlan
-    from pipeline.policy import TurnDecision
+    from pipeline.policy import TurnRoles
     from workers.dispatch import launch
 
     tag = uuid.uuid4().hex[:8]
@@ -303,7 +303,7 @@ def test_a_worker_that_launches_a_turn_drops_the_subscriptions_building_its_canv
     app = create_app(settings, committee)
     members = tuple(committee.generators)
     plans = [
-        TurnPlan(TurnContext(f"c{i}", 0, "q?"), RunConfig(), TurnDecision(members, members, "full"))
+        TurnPlan(TurnContext(f"c{i}", 0, "q?"), RunConfig(), TurnRoles(members, members, "full"))
         for i in range(2)
     ]
     try:

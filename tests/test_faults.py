@@ -33,7 +33,7 @@ from sqlalchemy.exc import OperationalError
 
 from pipeline.canvas import AGGREGATE, final_task_id
 from pipeline.plan import RunConfig
-from pipeline.policy import TurnDecision
+from pipeline.policy import TurnRoles
 from pipeline.records import CandidateRecord, ReviewRecord, TurnContext
 from pipeline.store_keys import conversation_key
 from tests.faults_support import (
@@ -426,7 +426,7 @@ def _deliver_aggregate_again(d: Deployment, conversation: str) -> str:
         kwargs={
             "turn": context.to_json(),
             "run": run.to_json(),
-            "decision": TurnDecision.from_json(turn.result["decision"]).to_json(),
+            "decision": TurnRoles.from_json(turn.result["decision"]).to_json(),
         },
         task_id=task_id,
         shadow="aggregate",

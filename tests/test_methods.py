@@ -8,7 +8,7 @@ from db.models import Review
 from pipeline.canvas import task_member
 from pipeline.committee import default_committee
 from pipeline.plan import METHODS, VARIANTS, RunConfig, method_named
-from pipeline.policy import TurnDecision
+from pipeline.policy import TurnRoles
 from pipeline.records import CandidateRecord, Judgement, ReviewRecord
 
 
@@ -35,7 +35,7 @@ def test_each_review_task_goes_to_the_queue_of_the_member_its_method_names(name:
     committee = default_committee()
     variant = VARIANTS[name]
     decision = variant.who_works(
-        committee, TurnDecision(tuple(committee.generators), tuple(committee.reviewers), "full")
+        committee, TurnRoles(tuple(committee.generators), tuple(committee.reviewers), "full")
     )
     reviews = variant.review_groups(committee, decision.reviewers) or tuple((r,) for r in decision.reviewers)
     # When its review stage is laid out

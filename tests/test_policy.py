@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from pipeline import store_keys
 from pipeline.committee import Committee, Member
 from pipeline.plan import RunConfig, check_run
-from pipeline.policy import PolicyState, TurnDecision, turn_scores, worst_half
+from pipeline.policy import PolicyState, TurnRoles, turn_scores, worst_half
 from pipeline.shortlist import advance, begin
 from pipeline.store_keys import conversation_key, counter_key, cycle_key
 
@@ -80,7 +80,7 @@ def walk(
     turns: Sequence[Mapping[str, float] | None],
     *,
     conversation_id: str = "conv",
-) -> list[TurnDecision]:
+) -> list[TurnRoles]:
     """Run a conversation of ``len(turns)`` turns through ``begin`` and ``advance``; each turn's decision.
 
     ``turns[t]``: the Borda points of turn t's candidates when it is ranked (a generator
@@ -89,9 +89,7 @@ def walk(
     unranked one keeps its preference order, as ``pipeline.aggregate.decide`` does.
     """
     n_turns = len(turns)
-    decision: TurnDecision | None = begin(
-        store, members, run, conversation_id=conversation_id, n_turns=n_turns
-    )
+    decision: TurnRoles | None = begin(store, members, run, conversation_id=conversation_id, n_turns=n_turns)
     seen = []
     for t, turn_points in enumerate(turns):
         assert decision is not None, f"no decision for turn {t}"
@@ -114,7 +112,7 @@ def walk(
 
 
 def _outcome(
-    members: Committee, decision: TurnDecision, turn_points: Mapping[str, float] | None
+    members: Committee, decision: TurnRoles, turn_points: Mapping[str, float] | None
 ) -> tuple[list[str], dict[str, float], int]:
     if turn_points is None:
         return [], {}, 0
@@ -594,7 +592,7 @@ def test_conversation_state_round_trips_through_json(state):
 
 @given(
     st.builds(
-        TurnDecision,
+        TurnRoles,
         generators=_names,
         reviewers=_names,
         reason=st.text(max_size=40),
@@ -606,7 +604,7 @@ def test_turn_decision_round_trips_through_json(decision):
     data = json.loads(json.dumps(decision.to_json()))
 
     assert data["ranked"] is bool(decision.reviewers)
-    assert TurnDecision.from_json(data) == decision
+    assert TurnRoles.from_json(data) == decision
 
 
 def test_conversation_state_from_empty_json_is_the_initial_state():

@@ -301,7 +301,7 @@ def _generations_of(question: str) -> list:
 
 def _rerun_aggregate(client, conversation_id: str) -> None:
     from pipeline.plan import RunConfig
-    from pipeline.policy import TurnDecision
+    from pipeline.policy import TurnRoles
     from pipeline.records import CandidateRecord, ReviewRecord, TurnContext
 
     stored = client.fetch(conversation_id).turns[0]
@@ -321,7 +321,7 @@ def _rerun_aggregate(client, conversation_id: str) -> None:
         kwargs={
             "turn": context,
             "run": RunConfig().to_json(),
-            "decision": TurnDecision(members, members, "full ranking").to_json(),
+            "decision": TurnRoles(members, members, "full ranking").to_json(),
         },
     ).get()
 

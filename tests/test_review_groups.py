@@ -23,7 +23,7 @@ from pipeline.committee import Committee, Generation, Member, default_committee
 from pipeline.evaluation.rerank import Calibrated, Rule, rerank
 from pipeline.evaluation.reviewers import reviewer_stats
 from pipeline.plan import RunConfig, plan_turn
-from pipeline.policy import TurnDecision
+from pipeline.policy import TurnRoles
 from pipeline.records import CandidateRecord, ReviewRecord, TurnContext, per_reviewer
 from tests.conftest import clear_scripted_calls, scripted_calls
 from workers.report import print_turn
@@ -315,7 +315,7 @@ def test_the_canvas_has_one_review_task_per_group_on_its_first_members_queue() -
     committee = default_committee()
     everyone = tuple(m.name for m in committee.members)
     reviewers = tuple(committee.reviewers)
-    context, decision = TurnContext("c", 0, "q?"), TurnDecision(everyone, reviewers, "full ranking")
+    context, decision = TurnContext("c", 0, "q?"), TurnRoles(everyone, reviewers, "full ranking")
     app = Celery("canvas-test", set_as_current=False)
 
     grouped = turn_signature(plan_turn(committee, context, RunConfig(), decision), app=app)

@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import pytest
 
-from pipeline.aggregate import Decision, decide, top_k_texts
+from pipeline.aggregate import Standings, decide, top_k_texts
 from pipeline.backend import Prompt, ScoreRequest
 from pipeline.ballot_grammar import BallotPath
 from pipeline.committee import Committee, Member
@@ -521,7 +521,7 @@ def test_decide_weights_and_exclude_self() -> None:
 
 def test_top_k_texts_k_larger_than_available() -> None:
     candidates = [*_candidates(), CandidateRecord("delta", error="boom")]
-    decision = Decision(("gamma", "alpha", "beta"), {}, "ok", 1)
+    decision = Standings(("gamma", "alpha", "beta"), {}, "ok", 1)
 
     assert top_k_texts(decision, candidates, 1) == ["Foundation"]
     assert top_k_texts(decision, candidates, 3) == ["Foundation", "Dune Messiah", "Children of Dune"]

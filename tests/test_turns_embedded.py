@@ -170,10 +170,10 @@ def test_a_redelivered_aggregate_stores_nothing_twice(embedded):
     reviews = [dict(r) for r in stored.reviews]
     task = client.app.tasks["workers.aggregate"]
     from pipeline.plan import RunConfig
-    from pipeline.policy import TurnDecision
+    from pipeline.policy import TurnRoles
     from pipeline.records import CandidateRecord, ReviewRecord, TurnContext
 
-    decision = TurnDecision(("m0", "m1", "m2"), ("m0", "m1", "m2"), "full ranking")
+    decision = TurnRoles(("m0", "m1", "m2"), ("m0", "m1", "m2"), "full ranking")
 
     candidates = tuple(
         CandidateRecord(c["member"], c["text"], c["error"], c["seconds"]) for c in stored.candidates

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pipeline.plan import RunConfig
-from pipeline.policy import TurnDecision
+from pipeline.policy import TurnRoles
 from pipeline.records import CandidateRecord, Judgement, ReviewRecord, TurnContext
 from pipeline.verdict import TurnInputs, decide_turn, finish_timings, with_fusion
 from pipeline.weights import UNIFORM, ReviewerWeights, select_weights
@@ -17,7 +17,7 @@ CANDIDATES = [
     CandidateRecord("m1", "Frank Herbert", seconds=2.0, finished_at=102.0),
     CandidateRecord("m2", "Asimov", seconds=0.5, finished_at=100.5),
 ]
-EVERYONE = TurnDecision(tuple(MEMBERS), tuple(MEMBERS), "full ranking")
+EVERYONE = TurnRoles(tuple(MEMBERS), tuple(MEMBERS), "full ranking")
 
 
 def _review(reviewer: str, *ranking: str) -> ReviewRecord:
@@ -69,7 +69,7 @@ def test_pairwise_ranks_by_max_logits():
         for b in MEMBERS
         if a != b
     ]
-    decision = TurnDecision(tuple(MEMBERS), ("j",), "full ranking")
+    decision = TurnRoles(tuple(MEMBERS), ("j",), "full ranking")
 
     verdict = _decide(judgements=judgements, run=RunConfig(method="pairwise"), decision=decision)
 
@@ -78,7 +78,7 @@ def test_pairwise_ranks_by_max_logits():
 
 
 def test_a_single_member_run_takes_its_answer_unranked():
-    decision = TurnDecision(("m1",), (), "single member m1")
+    decision = TurnRoles(("m1",), (), "single member m1")
 
     verdict = _decide(run=RunConfig(method="single:m1"), decision=decision, candidates=CANDIDATES[1:2])
 
@@ -87,7 +87,7 @@ def test_a_single_member_run_takes_its_answer_unranked():
 
 def test_a_reuse_turn_follows_the_policy_preference():
     # Given: no review stage; the previous turn preferred m2 then m0
-    decision = TurnDecision(("m2", "m0"), (), "p2 reuse", preference=("m2", "m0"))
+    decision = TurnRoles(("m2", "m0"), (), "p2 reuse", preference=("m2", "m0"))
 
     verdict = _decide(decision=decision, candidates=[CANDIDATES[0], CANDIDATES[2]])
 

@@ -13,7 +13,7 @@ from pipeline.aggregate import decide, judgement_key, judgement_keys, voter_grou
 from pipeline.borda import Ballot
 from pipeline.committee import Committee, Generation, Member
 from pipeline.plan import RunConfig
-from pipeline.policy import TurnDecision
+from pipeline.policy import TurnRoles
 from pipeline.records import CandidateRecord, ReviewRecord, TurnContext
 from pipeline.verdict import TurnInputs, decide_turn
 from pipeline.weights import UNIFORM, consensus_agreement
@@ -131,7 +131,7 @@ def test_online_agreement_does_not_count_a_clone_as_another_voter() -> None:
 
 def test_the_turn_records_its_voters_and_show_prints_them() -> None:
     reviews = [_review("a1", "x", "y", "z"), _review("a2", "x", "y", "z"), _review("b", "y", "z", "x")]
-    everyone = TurnDecision(tuple(POOL), ("a1", "a2", "b"), "full ranking")
+    everyone = TurnRoles(tuple(POOL), ("a1", "a2", "b"), "full ranking")
     verdict = decide_turn(
         TurnInputs(TurnContext("c", 0, "q?"), RunConfig(), everyone, CANDIDATES, reviews),
         committee_order=POOL,

@@ -16,7 +16,7 @@ from pipeline.canvas import turn_signature
 from pipeline.context import Exchange
 from pipeline.learned import route, stored_learned
 from pipeline.plan import RunConfig, TurnPlan, plan_turn
-from pipeline.policy import TurnDecision
+from pipeline.policy import TurnRoles
 from pipeline.records import TurnContext
 from pipeline.shortlist import StoredOutcome, resume
 from workers.results import sending_only
@@ -90,7 +90,7 @@ def send_next_turn(
     session: Session,
     context: TurnContext,
     answer: str,
-    decision: TurnDecision,
+    decision: TurnRoles,
     *,
     run: RunConfig,
 ) -> None:

@@ -17,7 +17,7 @@ from celery import Celery, Task, shared_task
 from pipeline.method import StageRecords, candidates_from
 from pipeline.pairwise import judge as stage_judge
 from pipeline.plan import RunConfig
-from pipeline.policy import TurnDecision
+from pipeline.policy import TurnRoles
 from pipeline.records import CandidateRecord, Judgement, ReviewRecord, TurnContext
 from pipeline.stages import answer, review
 from pipeline.usage import Metered, metered_record
@@ -42,10 +42,10 @@ def _candidates_from(results: Any) -> list[CandidateRecord]:
     return candidates_from(_items(results))
 
 
-def _read_results(items: list[dict[str, Any]], run: RunConfig, decision: TurnDecision) -> StageRecords:
+def _read_results(items: list[dict[str, Any]], run: RunConfig, roles: TurnRoles) -> StageRecords:
     """What the stage before the aggregate returned: a reviewed turn's review stage, as its method
     reads it (``Method.read``), or else the candidates."""
-    return run.variant.read(items) if decision.ranked else (candidates_from(items), [], [])
+    return run.variant.read(items) if roles.ranked else (candidates_from(items), [], [])
 
 
 @shared_task(name="workers.start_turn", bind=True, ignore_result=True)
@@ -162,10 +162,12 @@ def judge_task(
 def aggregate(
     self: Task, results: Any, *, turn: dict[str, Any], run: dict[str, Any], decision: dict[str, Any]
 ) -> dict[str, Any]:
-    context, config, who = (
+    """The turn's verdict and its storing; ``decision``: the turn's roles (its wire name, kept for
+    messages already queued)."""
+    context, config, roles = (
         TurnContext.from_json(turn),
         RunConfig.from_json(run),
-        TurnDecision.from_json(decision),
+        TurnRoles.from_json(decision),
     )
-    candidates, reviews, judgements = _read_results(_items(results), config, who)
-    return finish_turn(self.app, TurnInputs(context, config, who, candidates, reviews, judgements))
+    candidates, reviews, judgements = _read_results(_items(results), config, roles)
+    return finish_turn(self.app, TurnInputs(context, config, roles, candidates, reviews, judgements))

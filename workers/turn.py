@@ -69,7 +69,7 @@ def finish_turn(app: Celery, inputs: TurnInputs) -> dict[str, Any]:
                 runtime.policy_store,
                 committee,
                 run,
-                inputs.decision,
+                inputs.roles,
                 conversation_id=context.conversation_id,
                 turn_index=context.turn_index,
                 n_turns=context.n_turns,

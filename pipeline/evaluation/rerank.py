@@ -36,7 +36,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
-from pipeline.aggregate import Decision, MemberPrior, decide, decide_by_prior, decide_single, judgement_keys
+from pipeline.aggregate import MemberPrior, Standings, decide, decide_by_prior, decide_single, judgement_keys
 from pipeline.borda import Ballot
 from pipeline.committee import Committee
 from pipeline.errors import InputError
@@ -151,7 +151,7 @@ class Calibrated:
 
 def rerank(
     rows: Sequence[Mapping[str, Any]], rule: Rule, committee: Committee, calibrated: Calibrated
-) -> list[tuple[Decision, dict[str, Any]]]:
+) -> list[tuple[Standings, dict[str, Any]]]:
     """A decision and its decision-record fields for each row of ``db.crud.run_records``, in order."""
     rule.check(committee)
     if rule.uses_prior:
@@ -174,7 +174,7 @@ class _Replay:
     trust: dict[str, list[float]] = field(default_factory=dict)  # online weights' statistics so far
     last_ranking: dict[str, tuple[str, ...]] = field(default_factory=dict)  # conversation -> previous (p2)
 
-    def turn(self, row: Mapping[str, Any]) -> tuple[Decision, dict[str, Any]]:
+    def turn(self, row: Mapping[str, Any]) -> tuple[Standings, dict[str, Any]]:
         """One stored turn's decision under the rule, and its decision-record fields."""
         rule = self.rule
         candidates, reused, extra = self._shortlist(row)
@@ -214,7 +214,7 @@ class _Replay:
         reused: tuple[str, ...],
         reviews: Sequence[ReviewRecord],
         prior: MemberPrior | None,
-    ) -> tuple[Decision, ReviewerWeights, int, dict[str, Any]]:
+    ) -> tuple[Standings, ReviewerWeights, int, dict[str, Any]]:
         """The decision, the weights it used, the model calls the rule needs on this turn (answers,
         then reviews where it reads them), and the rule's own record fields."""
         rule, order = self.rule, _order(row, self.committee)
@@ -324,7 +324,7 @@ def _weights(
     return select_weights(rule.weights, reviewers, trust=trust, calibrated=stored)
 
 
-def _record(decision: Decision, weights: ReviewerWeights, prior: MemberPrior | None) -> dict[str, Any]:
+def _record(decision: Standings, weights: ReviewerWeights, prior: MemberPrior | None) -> dict[str, Any]:
     return {
         "ballots": decision.ballots_used,
         "ranking_status": decision.status,

@@ -19,7 +19,7 @@ from sqlmodel import Session
 from db import crud
 from db.engine import get_engine
 from db.models import Candidate, Conversation, Review, Turn, TurnResult, TurnResultBase
-from pipeline.aggregate import Decision
+from pipeline.aggregate import Standings
 from pipeline.committee import Committee
 from pipeline.errors import InputError
 from pipeline.evaluation.rerank import Calibrated, Rule, rerank
@@ -106,7 +106,7 @@ def _timings(record: Mapping[str, Any], fields: Mapping[str, Any], rule: Rule) -
     return timings
 
 
-def _answer(record: Mapping[str, Any], decision: Decision) -> str:
+def _answer(record: Mapping[str, Any], decision: Standings) -> str:
     texts = {c["member"]: c["text"] for c in record["candidates"]}
     return texts.get(decision.chosen or "", "").strip()
 
@@ -144,7 +144,7 @@ def _report_row(
 def _store(
     settings: Settings,
     records: Sequence[Mapping[str, Any]],
-    decided: Sequence[tuple[Decision, dict[str, Any]]],
+    decided: Sequence[tuple[Standings, dict[str, Any]]],
     rule: Rule,
     *,
     run: str,
@@ -175,7 +175,7 @@ def _store(
 
 def _turn_rows(
     record: Mapping[str, Any],
-    decided: tuple[Decision, dict[str, Any]],
+    decided: tuple[Standings, dict[str, Any]],
     conversation_id: str,
     rule: Rule,
     *,
