@@ -393,6 +393,31 @@ def test_after_running_out_of_memory_the_limit_stays_low_for_a_while(freed: list
     assert batcher.limit == 4
 
 
+def test_a_prompt_that_runs_out_of_memory_alone_fails_alone(freed: list[int]) -> None:
+    import torch
+
+    inner = Cramped(fits=8)
+    batcher = BatchingBackend(inner, max_batch=4, window_s=5.0)
+    calls = [lambda t=t: batcher.generate([_prompt(t)]) for t in ("a", "huge", "c", "d")]
+
+    results = _all_at_once(calls)
+
+    # Then the others got their answers, and only its caller got the error
+    assert results[0] == ["a"] and results[2:] == [["c"], ["d"]]
+    assert isinstance(results[1], torch.OutOfMemoryError)
+    assert len(freed) == 3  # the batch of 4, its half of 2, and the prompt alone
+
+
+def test_other_errors_are_not_retried_in_halves() -> None:
+    inner = Recorder()
+    batcher = BatchingBackend(inner, max_batch=4, window_s=5.0)
+
+    results = _all_at_once([lambda t=t: batcher.generate([_prompt(t)]) for t in ("a", "boom", "c", "d")])
+
+    assert inner.sizes["generate"] == [4] and batcher.limit == 4
+    assert all(isinstance(r, BackendError) for r in results)
+
+
 # --- abandoned items, deadlines per item, lengths apart (issue 22 item 5) -----------------------------
 
 
@@ -474,3 +499,27 @@ def test_long_and_short_generations_are_not_forced_into_one_batch() -> None:
     assert results == [[f"p{n}"[::-1]] for n in limits]
     # Within a batch the longest limit is at most 4x the shortest (limits under 16 count as 16)
     assert sorted(inner.sizes["generate"]) == [2, 4]
+
+
+def test_a_cancelled_item_past_its_deadline_is_dropped_and_the_batcher_goes_on() -> None:
+    from concurrent.futures import Future
+
+    from workers.batching import _Item
+
+    inner = Gated()
+    batcher = BatchingBackend(inner, max_batch=1, window_s=0.0)
+    with ThreadPoolExecutor(1) as pool:
+        first = pool.submit(batcher.generate, [_prompt("first")])
+        assert inner.started.wait(30)
+        # Given an item queued behind it whose caller left (cancelled) and whose deadline passed
+        gone: Future[Any] = Future()
+        gone.cancel()
+        batcher._queue.put(_Item("generate", _prompt("gone"), gone, time.monotonic(), time.monotonic()))
+        thread = batcher._thread
+        inner.gate.set()
+        assert first.result(30) == ["tsrif"]
+
+    # Then it never ran, and the same batch thread serves the next call (it did not die)
+    assert batcher.generate([_prompt("next")]) == ["txen"]
+    assert inner.ran == ["first", "next"]
+    assert batcher._thread is thread

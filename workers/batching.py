@@ -216,9 +216,11 @@ class BatchingBackend:
         now = time.monotonic()
         live = []
         for item in items:
+            if not item.future.set_running_or_notify_cancel():
+                continue  # cancelled: its caller left while waiting
             if item.deadline is not None and now >= item.deadline:
                 item.future.set_exception(BackendError("timeout: the call stopped waiting before its turn"))
-            elif item.future.set_running_or_notify_cancel():
+            else:
                 live.append(item)
         if len(live) < len(items):
             self._count(items[0].kind, expired=len(items) - len(live))
