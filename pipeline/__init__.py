@@ -28,13 +28,14 @@ Where each rule of the method lives (one file each):
   TurnRoles, the PolicyState), shortlist.py (applied to a store)
 - the Celery canvas of a turn (by task name) ......... canvas.py
 
-Around the method: client.py (submit, wait, fetch, resume), live.py (live
-conversations: ask one question at a time), conversation.py (the input shape and
-its limits), settings.py (environment, read at the edges only), errors.py (the
-error tree); live.py names what it needs of the client (``LiveClient``) instead of
-importing it. No module here imports workers/, none of db/ imports here, and no two
-modules import each other (tests/test_imports.py). Evaluation lives apart:
-evaluation/ here (dataset loaders, token F1 and exact match, report statistics and
-tables, calibration, re-ranking stored runs) and workers/evaluation/ (replay,
-BERTScore, plots, the rerank and calibrate commands).
+Around the method: client.py (submit, wait, fetch, resume; a chat answer's stored
+details, turn_details), live.py (live conversations: ask one question at a time, from
+the state start/live just read or wrote: one read of the conversation per question),
+conversation.py (the input shape and its limits), settings.py (environment, read at the
+edges only), errors.py (the error tree); live.py names what it needs of the client
+(``LiveClient``) instead of importing it. No module here imports workers/, none of db/
+imports here, and no two modules import each other (tests/test_imports.py). Evaluation
+lives apart: evaluation/ here (dataset loaders, token F1 and exact match, report
+statistics and tables, calibration, re-ranking stored runs) and workers/evaluation/
+(replay, BERTScore, plots, the rerank and calibrate commands).
 """

@@ -194,7 +194,8 @@ class BlendClient:
         )
         with Session(self.engine, expire_on_commit=False) as session:
             crud.create_conversation(session=session, conversation=row, turns=[])
-        return LiveConversation(self, row.id)
+        # What was just written is what its first question would read back: it is handed on.
+        return LiveConversation(self, row.id, _state_of(row, (), {}))
 
     def check_queues(self) -> None:
         """Raise ServiceUnavailable if a queue of the committee has no worker (distributed mode)."""
@@ -211,16 +212,7 @@ class BlendClient:
                 return None
             turns = crud.list_turns(session=session, conversation_id=conversation_id)
             results = crud.list_results(session=session, conversation_id=conversation_id)
-        return ConversationState(
-            id=row.id,
-            committee=row.committee,
-            run=RunConfig(method=row.method, policy=check_policy(row.policy), top_k=row.top_k, live=row.live),
-            passage=row.passage,
-            system=row.system,
-            history=tuple(Exchange(q, a) for q, a in row.history),
-            questions=tuple(t.question for t in turns),
-            answers={r.turn_index: r.answer for r in results},
-        )
+        return _state_of(row, [t.question for t in turns], {r.turn_index: r.answer for r in results})
 
     def add_live_turn(
         self,
@@ -279,12 +271,12 @@ class BlendClient:
             return live_store.find_conversation(session=session, fingerprint=fingerprint)
 
     def live(self, conversation_id: str) -> LiveConversation:
-        """Re-attach to a live conversation started earlier (by any client)."""
-        with Session(self.engine) as session:
-            row = crud.get_conversation(session=session, conversation_id=conversation_id)
-        if row is None or not row.live:
+        """Re-attach to a live conversation started earlier (by any client); the state read here
+        is the one its next question is asked from (one read per question)."""
+        state = self.conversation_state(conversation_id)
+        if state is None or not state.run.live:
             raise InputError(f"no live conversation with id {conversation_id!r}")
-        return LiveConversation(self, conversation_id)
+        return LiveConversation(self, conversation_id, state)
 
     def resume(self, conversation_id: str) -> BlendHandle:
         """Send the first unfinished turn of a stored conversation again, as a new attempt.
@@ -448,6 +440,19 @@ class BlendClient:
             return attempt
         return TurnOutcome.from_json(stored.model_dump(include=set(OUTCOME_FIELDS)))
 
+    def turn_details(
+        self, conversation_id: str, turn_index: int
+    ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        """A stored turn's candidates (member, text, error) and its decision record ({} while it
+        runs): what a chat answer shows besides the outcome, read in one session."""
+        with Session(self.engine) as session:
+            candidates = crud.turn_candidates(
+                session=session, conversation_id=conversation_id, turn_index=turn_index
+            )
+            stored = crud.get_result(session=session, conversation_id=conversation_id, turn_index=turn_index)
+        shown = [{"member": c.member, "text": c.text, "error": c.error} for c in candidates]
+        return shown, (stored.decision if stored is not None else {})
+
     def fetch(self, conversation_id: str) -> StoredConversation:
         """Everything stored about a conversation: questions, candidates, reviews, results."""
         with Session(self.engine) as session:
@@ -484,6 +489,20 @@ class BlendClient:
                 run=row.run,
                 turns=turns,
             )
+
+
+def _state_of(row: ConversationRow, questions: Sequence[str], answers: dict[int, str]) -> ConversationState:
+    """A stored conversation, its questions and its blended answers, as a live turn is asked from them."""
+    return ConversationState(
+        id=row.id,
+        committee=row.committee,
+        run=RunConfig(method=row.method, policy=check_policy(row.policy), top_k=row.top_k, live=row.live),
+        passage=row.passage,
+        system=row.system,
+        history=tuple(Exchange(q, a) for q, a in row.history),
+        questions=tuple(questions),
+        answers=dict(answers),
+    )
 
 
 def _checked_history(history: object) -> tuple[Exchange, ...]:

@@ -106,11 +106,25 @@ class LiveClient(Protocol):
 
 
 class LiveConversation:
-    """A stored, open-ended conversation of ``client``; ``ask`` one question at a time."""
+    """A stored, open-ended conversation of ``client``; ``ask`` one question at a time.
 
-    def __init__(self, client: LiveClient, conversation_id: str) -> None:
+    ``known``: the conversation as its caller has just read or written it (``BlendClient.start``
+    and ``BlendClient.live`` hand it on), so the next ``send`` does not read it again; used once,
+    since the turn that send stores makes it stale. A conversation asked twice at once is still
+    refused: storing the turn is the check (``add_live_turn``), not this read.
+    """
+
+    def __init__(
+        self, client: LiveClient, conversation_id: str, known: ConversationState | None = None
+    ) -> None:
         self.client = client
         self.conversation_id = conversation_id
+        self._known = known
+
+    def _state(self) -> ConversationState | None:
+        """The conversation now: what the caller handed on (once), else read."""
+        known, self._known = self._known, None
+        return known if known is not None else self.client.conversation_state(self.conversation_id)
 
     def ask(self, question: str, *, timeout: float | None = None) -> TurnOutcome:
         """Blend the answer to ``question`` (the turn sees every earlier blended answer)."""
@@ -152,7 +166,7 @@ class LiveConversation:
         client = self.client
         question = checked_question(client.limits, question)
         client.check_queues()
-        state = client.conversation_state(self.conversation_id)
+        state = self._state()
         if state is None or not state.run.live:
             raise InputError(f"no live conversation with id {self.conversation_id!r}")
         if state.running:

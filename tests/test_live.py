@@ -6,6 +6,7 @@ import asyncio
 
 import pytest
 
+from pipeline.context import Exchange
 from pipeline.errors import InputError
 from pipeline.live import LiveConversation
 from tests.conftest import scripted_calls, scripted_committee
@@ -137,3 +138,45 @@ def test_a_live_conversation_can_be_reattached_by_id(embedded):
     assert again.ask("When?", timeout=30).turn_index == 1
     with pytest.raises(InputError, match="no live conversation"):
         client.live("nope")
+
+
+def _conversation_reads(client) -> list[str]:
+    """Every read of a conversation's row by its id on ``client``'s engine from now on (a listener;
+    looking a conversation up by its fingerprint is not a read of it)."""
+    from sqlalchemy import event
+
+    seen: list[str] = []
+
+    def count(_conn, _cursor, statement, *_rest) -> None:
+        if statement.lstrip().upper().startswith("SELECT") and "WHERE conversation.id =" in statement:
+            seen.append(statement)
+
+    event.listen(client.engine, "before_cursor_execute", count)
+    return seen
+
+
+def test_a_chat_request_reads_its_conversation_once_before_its_turn(embedded):
+    from workers.serve import _Ask, _completion, _send, _wait
+
+    client = embedded()
+    run = client.live(client.start().conversation_id)  # any live conversation's settings will do
+    settings = client.conversation_state(run.conversation_id).run
+    reads = _conversation_reads(client)
+
+    # Given a first question: the conversation is created, not read back
+    chat, index = _send(_Ask(client, settings, None, [], "Who wrote Dune?", None, None, (None, ())))
+    assert reads == []
+    outcome = _wait(chat, index, 30)
+    first = _completion(client, outcome, "m", "id", "Who wrote Dune?")
+
+    # When the next request repeats that exchange and asks on
+    reads.clear()
+    exchanges = [Exchange("Who wrote Dune?", first["choices"][0]["message"]["content"])]
+    again, index = _send(_Ask(client, settings, None, exchanges, "When?", None, None, (None, ())))
+
+    # Then it continued the same conversation, reading it once (it used to be read twice)
+    assert (again.conversation_id, index) == (chat.conversation_id, 1)
+    assert len(reads) == 1
+    # and its answer shows the stored candidates and the decision record
+    done = _completion(client, _wait(again, index, 30), "m", "id", "When?")
+    assert done["peerblend"]["candidates"] and done["peerblend"]["decision"]["decided_by"]

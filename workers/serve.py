@@ -30,10 +30,8 @@ from typing import Any
 
 from fastapi import Depends, FastAPI, Header, Request
 from fastapi.responses import Response, StreamingResponse
-from sqlmodel import Session
 from starlette.exceptions import HTTPException
 
-from db import crud
 from pipeline.client import BlendClient, TurnOutcome
 from pipeline.context import Exchange, estimate_tokens
 from pipeline.errors import BlendError, InputError, ServiceUnavailable, TurnInProgress, TurnTimeout
@@ -170,21 +168,26 @@ def _chat_routes(api: FastAPI, client: BlendClient, options: ServerOptions, keye
         if not body.stream:  # one thread does it all: each hop to a thread and back costs latency
 
             def answer() -> dict[str, Any]:
-                chat, turn_index = _send(client, run, system, exchanges, question, explicit, key, bounds)
+                chat, turn_index = _send(
+                    _Ask(client, run, system, exchanges, question, explicit, key, bounds)
+                )
                 request.state.turn = (chat.conversation_id, turn_index)  # for the access log
                 outcome = _wait(chat, turn_index, options.turn_timeout_s)
                 return _completion(client, outcome, body.model, completion_id, question)
 
             return await off_loop(answer)
         # Streaming: the turn is sent before the response starts (its errors are HTTP errors).
-        chat, turn_index = await off_loop(
-            lambda: _send(client, run, system, exchanges, question, explicit, key, bounds)
-        )
+        ask = _Ask(client, run, system, exchanges, question, explicit, key, bounds)
+        chat, turn_index = await off_loop(lambda: _send(ask))
         request.state.turn = (chat.conversation_id, turn_index)
-        ask = asyncio.ensure_future(off_loop(lambda: _wait(chat, turn_index, options.turn_timeout_s)))
+        waiting = asyncio.ensure_future(off_loop(lambda: _wait(chat, turn_index, options.turn_timeout_s)))
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         stream = _stream(
-            client, ask, (chat.conversation_id, turn_index), _chunks(body.model, completion_id), include_usage
+            client,
+            waiting,
+            (chat.conversation_id, turn_index),
+            _chunks(body.model, completion_id),
+            include_usage,
         )
         return StreamingResponse(stream, media_type="text/event-stream")
 
@@ -203,16 +206,7 @@ def _run_of(client: BlendClient, model: str) -> RunConfig:
         raise ChatError(400, str(error), "invalid_request_error", param="model") from None
 
 
-def _send(
-    client: BlendClient,
-    run: RunConfig,
-    system: str | None,
-    exchanges: list[Exchange],
-    question: str,
-    explicit: str | None,
-    request_key: str | None = None,
-    bounds: tuple[int | None, tuple[str, ...]] = (None, ()),
-) -> tuple[LiveConversation, int]:
+def _send(ask: _Ask) -> tuple[LiveConversation, int]:
     """The turn this request asks: (its conversation, its index). Blocking: run on a thread.
 
     A request asks at most once: one that repeats a turn already asked (same Idempotency-Key,
@@ -220,9 +214,9 @@ def _send(
     Otherwise the question is sent as the next turn of the conversation the request continues:
     the one named explicitly; else a stored live conversation whose exchanges so far equal the
     request's earlier messages (if it is busy with another request's turn, a new one with that
-    history); else a new one.
+    history); else a new one. The conversation is read once before its turn is stored
+    (``BlendClient.live`` hands its state on; a new one is not read at all).
     """
-    ask = _Ask(client, run, system, exchanges, question, explicit, request_key, bounds)
     try:
         return ask.send()
     except BlendError as error:
@@ -411,13 +405,9 @@ def _usage(extension: dict[str, Any], outcome: TurnOutcome, question: str = "") 
 
 
 def _extension(client: BlendClient, outcome: TurnOutcome) -> dict[str, Any]:
-    """What the blend did: every candidate, the ranking and scores, the timings."""
-    with Session(client.engine) as session:
-        conversation_id, turn_index = outcome.conversation_id, outcome.turn_index
-        candidates = crud.turn_candidates(
-            session=session, conversation_id=conversation_id, turn_index=turn_index
-        )
-        stored = crud.get_result(session=session, conversation_id=conversation_id, turn_index=turn_index)
+    """What the blend did: every candidate, the ranking and scores, the timings (one read of the
+    stored turn, after it finished)."""
+    candidates, decision = client.turn_details(outcome.conversation_id, outcome.turn_index)
     return {
         "conversation_id": outcome.conversation_id,
         "turn_index": outcome.turn_index,
@@ -425,11 +415,11 @@ def _extension(client: BlendClient, outcome: TurnOutcome) -> dict[str, Any]:
         "chosen": outcome.chosen,
         "ranking": outcome.ranking,
         "scores": outcome.scores,
-        "candidates": [{"member": c.member, "text": c.text, "error": c.error} for c in candidates],
+        "candidates": candidates,
         "timings": outcome.timings,
-        "decided_by": (stored.decision if stored is not None else {}).get("decided_by"),
-        "usage": (stored.decision if stored is not None else {}).get("usage", {}).get("members", {}),
-        "decision": stored.decision if stored is not None else {},
+        "decided_by": decision.get("decided_by"),
+        "usage": decision.get("usage", {}).get("members", {}),
+        "decision": decision,
     }
 
 
