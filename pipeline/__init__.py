@@ -15,12 +15,13 @@ Where each rule of the method lives (one file each):
 - Borda count and its tie-break ...................... borda.py (borda_order: production's order too)
 - ranking a turn's candidates by Borda ............... aggregate.py (also: honest voters and their
   groups, voter_groups, used by weights.py and evaluation/reviewers.py too; one review per voter
-  group; the member prior)
+  group)
 - who wins a turn (rank, select or fuse, status) .... verdict.py (decide_turn, from a turn's TurnInputs)
 - three words kept apart ............................. TurnRoles (who works on a turn: policy.py),
   Standings (a turn's candidates ranked: aggregate.py), decision (only the record a turn stores;
   "the learned decision" names a rule, learned.py)
-- reviewer weights (uniform / online / calibrated) ... weights.py (and the stored member prior)
+- reviewer weights (uniform / online / calibrated) ... weights.py (rank correlation: correlation.py)
+- the member prior (fitted, stored, read, its ballot) prior.py (the Borda count adds its ballot)
 - every key of the policy store ...................... store_keys.py (p3's cycle of three: policy.P3_CYCLE)
 - the learned decision (signals -> a model per bucket) learned.py (a turn's signals: signals.py;
   fitted by evaluation/learning.py)

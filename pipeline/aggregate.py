@@ -38,23 +38,8 @@ from dataclasses import dataclass, field
 
 from pipeline.borda import Ballot, borda_order, borda_scores, first_places
 from pipeline.committee import Committee, Member
+from pipeline.prior import PRIOR_VOTER, MemberPrior
 from pipeline.records import CandidateRecord, ReviewRecord
-
-PRIOR_VOTER = "(member prior)"  # the prior's ballot; no member can have this name
-
-
-@dataclass(frozen=True)
-class MemberPrior:
-    """How good each member's answers are (higher is better), and the weight of the prior's ballot."""
-
-    quality: dict[str, float]
-    weight: float = 1.0
-    note: str = ""
-
-    def ballot(self, pool: Sequence[str]) -> Ballot:
-        """The members of ``pool`` the prior knows, best first (ties keep ``pool`` order)."""
-        known = [m for m in pool if m in self.quality]
-        return Ballot(PRIOR_VOTER, tuple(sorted(known, key=lambda m: -self.quality[m])))
 
 
 @dataclass(frozen=True)

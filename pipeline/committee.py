@@ -38,6 +38,10 @@ Role = Literal["generator", "reviewer", "aggregator", "judge"]  # judge: pairwis
 AnswerStyle = Literal["concise", "terse"]
 
 
+# Reviewer-weight modes fitted on a calibration split (their weights, and the member prior's, come from it).
+CALIBRATED_MODES = ("calibrated", "calibrated-passage")
+
+
 class FewShot(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     question: str

@@ -26,10 +26,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from pipeline.aggregate import MemberPrior, Standings, decide
+from pipeline.aggregate import Standings, decide
 from pipeline.committee import Committee
 from pipeline.learned import LearnedModel
 from pipeline.policy import TurnRoles
+from pipeline.prior import MemberPrior
 from pipeline.records import CandidateRecord, Judgement, ReviewRecord
 from pipeline.weights import ReviewerWeights
 

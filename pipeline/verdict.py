@@ -26,11 +26,12 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pipeline import fusion
-from pipeline.aggregate import MemberPrior, Standings, top_k_texts
+from pipeline.aggregate import Standings, top_k_texts
 from pipeline.learned import LearnedModel
 from pipeline.method import Rules, by_borda
 from pipeline.plan import RunConfig
 from pipeline.policy import TurnRoles
+from pipeline.prior import MemberPrior, prior_record
 from pipeline.records import CandidateRecord, Judgement, ReviewRecord, TurnContext
 from pipeline.weights import ReviewerWeights
 
@@ -147,12 +148,7 @@ def voter_record(ranked: Standings, prior: MemberPrior | None) -> dict[str, Any]
         "independent_voters": len(ranked.voters),
         "ballot_weights": {r: round(w, 6) for r, w in ranked.ballot_weights.items()},
     }
-    if prior is not None:
-        pool = set(ranked.ranking)
-        record["prior"] = {m: round(q, 6) for m, q in prior.quality.items() if m in pool}
-        record["prior_weight"] = prior.weight
-        record["prior_note"] = prior.note
-    return record
+    return {**record, **prior_record(ranked.ranking, prior)}
 
 
 def with_fusion(verdict: Verdict, fused: str | None, *, error: str | None = None) -> Verdict:

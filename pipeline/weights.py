@@ -13,30 +13,26 @@
   judges known to be blind outvote the prior exactly where they are blind.
 - Honest voters: reviewers of one judgement key (``pipeline.aggregate``) do not
   count as each other's "others" in online agreement (they would agree by construction).
-- Member prior (committee ``member_prior = true``): each member's mean quality on the
-  calibration split (``fit_prior``), per question feature ("passage": the turn has a
-  grounding passage, "no_passage"; "all" pooled). Its ballot's weight is its own
-  calibrated trust (the mean Spearman correlation of the prior's order with the
-  candidates' quality, floored at 0) when reviewer weights are calibrated, else 1:
-  one voter. Stored per committee under ``prior_key``.
+- The member prior, the Borda count's one more ballot, is ``pipeline.prior``'s.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
-from pipeline.aggregate import MemberPrior, voter_groups
+from pipeline.aggregate import voter_groups
 from pipeline.borda import Ballot, borda_scores
 from pipeline.committee import Committee
+from pipeline.correlation import ballot_correlation
 from pipeline.policy import PolicyStore
+from pipeline.prior import prior_bucket
 from pipeline.records import ReviewRecord
-from pipeline.store_keys import calibration_key, feature_weights_key, prior_key, trust_key
+from pipeline.store_keys import calibration_key, feature_weights_key, trust_key
 
 # "calibrated-passage": calibrated weights fitted apart for turns with and without a passage
 WeightMode = Literal["uniform", "online", "calibrated", "calibrated-passage"]
-CALIBRATED_MODES = ("calibrated", "calibrated-passage")
 
 
 @dataclass(frozen=True)
@@ -87,41 +83,6 @@ def select_weights(
     if not any(chosen.values()):
         return ReviewerWeights(dict.fromkeys(chosen, 0.0), f"{note}: {BLIND}")
     return ReviewerWeights(chosen, note)
-
-
-def _ranks(values: Sequence[float]) -> list[float]:
-    """Average ranks (1 = smallest), ties sharing their mean rank."""
-    order = sorted(range(len(values)), key=lambda i: values[i])
-    ranks = [0.0] * len(values)
-    i = 0
-    while i < len(order):
-        j = i
-        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
-            j += 1
-        for k in range(i, j + 1):
-            ranks[order[k]] = (i + j) / 2 + 1
-        i = j + 1
-    return ranks
-
-
-def spearman(xs: Sequence[float], ys: Sequence[float]) -> float | None:
-    """Spearman's rank correlation; None when undefined (fewer than 3 items or a constant side)."""
-    if len(xs) != len(ys) or len(xs) < 3:
-        return None
-    rx, ry = _ranks(xs), _ranks(ys)
-    mx, my = sum(rx) / len(rx), sum(ry) / len(ry)
-    cov = sum((a - mx) * (b - my) for a, b in zip(rx, ry, strict=True))
-    vx = sum((a - mx) ** 2 for a in rx)
-    vy = sum((b - my) ** 2 for b in ry)
-    if vx == 0 or vy == 0:
-        return None
-    return cov / (vx * vy) ** 0.5
-
-
-def ballot_correlation(ranking: Sequence[str], values: Mapping[str, float]) -> float | None:
-    """How well a ballot (best first) agrees with ``values`` (higher is better) on the members it ranked."""
-    ranked = [m for m in ranking if m in values]
-    return spearman([-float(i) for i in range(len(ranked))], [values[m] for m in ranked])
 
 
 def consensus_agreement(
@@ -218,68 +179,3 @@ def learn_trust(
     agreement = consensus_agreement(ballots, list(pool), voters)
     if agreement:
         store.update(trust_key(committee_name), lambda v: add_agreement(v or {}, agreement))
-
-
-# --- the member prior -------------------------------------------------------------------------
-
-PRIOR_BUCKETS = ("passage", "no_passage")
-POOLED = "all"
-
-
-def prior_bucket(has_passage: bool) -> str:
-    """The question feature the prior is fitted and read by."""
-    return PRIOR_BUCKETS[0] if has_passage else PRIOR_BUCKETS[1]
-
-
-def fit_prior(turns: Sequence[tuple[str, Mapping[str, float]]]) -> dict[str, dict[str, Any]]:
-    """Per bucket (and ``all``): each member's mean quality, the prior's calibrated weight, the turn count.
-
-    ``turns``: (bucket, quality per usable candidate, higher is better) of gold-annotated turns.
-    """
-    fitted: dict[str, dict[str, Any]] = {}
-    for bucket in (*PRIOR_BUCKETS, POOLED):
-        mine = [quality for b, quality in turns if bucket in (b, POOLED)]  # POOLED takes every turn
-        if not mine:
-            continue
-        sums: dict[str, list[float]] = {}
-        for quality in mine:
-            for member, value in quality.items():
-                total, count = sums.get(member, [0.0, 0.0])
-                sums[member] = [total + value, count + 1]
-        prior = MemberPrior({m: total / count for m, (total, count) in sums.items()})
-        agreement = [ballot_correlation(prior.ballot(list(q)).ranking, q) for q in mine]
-        measured = [a for a in agreement if a is not None]
-        weight = max(0.0, sum(measured) / len(measured)) if measured else 0.0
-        fitted[bucket] = {"quality": prior.quality, "weight": weight, "turns": len(mine)}
-    return fitted
-
-
-def select_prior(
-    stored: Mapping[str, object] | None, *, has_passage: bool, calibrated_weight: bool
-) -> MemberPrior | None:
-    """The prior for a turn from a stored ``fit_prior`` value: its feature's bucket, else the pooled one."""
-    buckets = dict(stored or {})
-    bucket = prior_bucket(has_passage)
-    chosen = buckets.get(bucket) or buckets.get(POOLED)
-    if not isinstance(chosen, Mapping):
-        return None
-    used = bucket if bucket in buckets else POOLED
-    quality = {str(m): float(q) for m, q in dict(chosen["quality"]).items()}
-    weight = float(chosen["weight"]) if calibrated_weight else 1.0
-    how = "calibrated weight" if calibrated_weight else "weight 1 (one voter)"
-    return MemberPrior(quality, weight, f"member prior ({used}, {chosen['turns']} turns), {how}")
-
-
-def stored_prior(store: PolicyStore, committee: Committee, *, has_passage: bool) -> MemberPrior | None:
-    """This turn's member prior, when the committee asks for one and a calibration stored it."""
-    if not committee.member_prior:
-        return None
-    stored = store.get(prior_key(committee.name)) or {}
-    prior = select_prior(
-        stored.get("buckets"),
-        has_passage=has_passage,
-        calibrated_weight=committee.reviewer_weights in CALIBRATED_MODES,
-    )
-    if prior is None:
-        return MemberPrior({}, 0.0, "member prior requested but none stored (run `peerblend calibrate`)")
-    return prior

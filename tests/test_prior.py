@@ -7,18 +7,12 @@ import io
 import pytest
 from rich.console import Console
 
-from pipeline.aggregate import PRIOR_VOTER, MemberPrior, decide, decide_by_prior
+from pipeline.aggregate import decide, decide_by_prior
 from pipeline.evaluation.calibration import fit_calibration
+from pipeline.prior import PRIOR_VOTER, MemberPrior, fit_prior, select_prior, stored_prior
 from pipeline.records import CandidateRecord, ReviewRecord
 from pipeline.store_keys import calibration_key, feature_weights_key, prior_key
-from pipeline.weights import (
-    feature_weights,
-    fit_prior,
-    select_prior,
-    select_weights,
-    stored_prior,
-    stored_weights,
-)
+from pipeline.weights import feature_weights, select_weights, stored_weights
 from tests.conftest import scripted_committee
 from tests.test_policy import MemoryStore
 from workers.report import print_voters

@@ -7,15 +7,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pipeline.borda import Ballot
+from pipeline.correlation import ballot_correlation, spearman
 from pipeline.store_keys import calibration_key, trust_key
-from pipeline.weights import (
-    add_agreement,
-    ballot_correlation,
-    calibrate,
-    consensus_agreement,
-    spearman,
-    trust_weights,
-)
+from pipeline.weights import add_agreement, calibrate, consensus_agreement, trust_weights
 from tests.conftest import scripted_committee
 
 CANDIDATES = ["a", "b", "c", "d"]

@@ -20,11 +20,12 @@ from pipeline.learned import stored_learned
 from pipeline.live import fingerprint
 from pipeline.outcomes import OUTCOME_FIELDS
 from pipeline.plan import RunConfig
+from pipeline.prior import stored_prior
 from pipeline.records import TurnContext, per_reviewer
 from pipeline.shortlist import advance
 from pipeline.usage import Metered, Usage, turn_usage
 from pipeline.verdict import TurnInputs, Verdict, decide_turn, finish_timings, with_fusion
-from pipeline.weights import learn_trust, stored_prior, stored_weights
+from pipeline.weights import learn_trust, stored_weights
 from workers.dispatch import send_next_turn
 from workers.rows import candidate_rows, result_row, review_rows
 from workers.runtime import Runtime, runtime_of

@@ -8,7 +8,7 @@ Questions without a scorable gold (none, or CANNOTANSWER by QuAC's rule) are lef
 - Reviewer weights (``pipeline.weights.calibrate``): turns with 3+ usable candidates
   and at least one ballot (Spearman needs three items); pooled, and per question
   feature bucket (passage / no passage) for ``calibrated-passage``.
-- Member prior (``pipeline.weights.fit_prior``): every turn with a usable candidate;
+- Member prior (``pipeline.prior.fit_prior``): every turn with a usable candidate;
   a member's quality is the mean over the turns it answered, so calibrate on a
   full-policy run (reduced policies leave members out of later turns).
 """
@@ -22,7 +22,8 @@ from typing import Any
 from pipeline.borda import Ballot
 from pipeline.evaluation.datasets import answerable
 from pipeline.evaluation.metrics import best_f1
-from pipeline.weights import calibrate, fit_prior, prior_bucket
+from pipeline.prior import fit_prior, prior_bucket
+from pipeline.weights import calibrate
 
 Quality = Callable[[str, Sequence[str]], float]
 

@@ -36,12 +36,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
-from pipeline.aggregate import MemberPrior, Standings, decide, decide_by_prior, decide_single, judgement_keys
+from pipeline.aggregate import Standings, decide, decide_by_prior, decide_single, judgement_keys
 from pipeline.borda import Ballot
-from pipeline.committee import Committee
+from pipeline.committee import CALIBRATED_MODES, Committee
 from pipeline.errors import InputError
 from pipeline.learned import LearnedModel, decide_learned, route
 from pipeline.policy import PolicyState, who_works
+from pipeline.prior import MemberPrior, select_prior
 from pipeline.records import (
     CandidateRecord,
     ReviewRecord,
@@ -52,13 +53,11 @@ from pipeline.records import (
 )
 from pipeline.verdict import voter_record
 from pipeline.weights import (
-    CALIBRATED_MODES,
     ReviewerWeights,
     WeightMode,
     add_agreement,
     consensus_agreement,
     feature_weights,
-    select_prior,
     select_weights,
 )
 

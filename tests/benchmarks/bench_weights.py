@@ -36,8 +36,9 @@ from db import crud  # noqa: E402
 from db.engine import get_engine  # noqa: E402
 from pipeline.borda import Ballot, borda_ranking  # noqa: E402
 from pipeline.committee import load_committee  # noqa: E402
+from pipeline.correlation import ballot_correlation  # noqa: E402
 from pipeline.evaluation.datasets import answerable  # noqa: E402
-from pipeline.weights import add_agreement, ballot_correlation, calibrate, consensus_agreement, trust_weights  # noqa: E402
+from pipeline.weights import add_agreement, calibrate, consensus_agreement, trust_weights  # noqa: E402
 from workers.evaluation.scoring import BertScorer  # noqa: E402
 
 
