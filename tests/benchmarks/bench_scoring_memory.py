@@ -14,9 +14,13 @@ nor the allocator's own slack (on CPU that is malloc's). On a GPU the same code 
 the same tensors there. Peak RSS would mostly measure glibc's reuse of freed blocks; Python's
 tracemalloc does not see torch's allocations at all.
 
-    .venv/bin/python tests/benchmarks/bench_scoring_memory.py [--before REV] [--history 300]
+    .venv/bin/python tests/benchmarks/bench_scoring_memory.py [--before REV] [--history 12] [--reviews 1]
 
 Cold: the prompts' keys/values are computed in the call; warm: they are in the prefix cache.
+
+``--cpu-seconds``: instead, the CPU seconds of scoring one review (prompts cached) and of
+generating 8 short answers, both codes' calls alternated in one process (one torch thread):
+a check for a slowdown that a shared machine's wall-clock noise would hide.
 """
 
 from __future__ import annotations
@@ -24,9 +28,11 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
@@ -106,37 +112,67 @@ def measure(backend: Any, requests: list[ScoreRequest]) -> dict[str, Any]:
     return {"cold": cold, "warm": warm, "scores": scores, "prompt_tokens": len(prompt_ids)}
 
 
+ANSWERED = ["Who wrote Dune?", "What is the capital of France?", "Name a large planet.", "Who painted the Mona Lisa?",
+            "When did World War II end?", "What is 2 + 2?", "Who wrote Hamlet?", "What is the largest ocean?"]  # fmt: skip
+
+
+def cpu_seconds(backends: dict[str, Any], requests: list[ScoreRequest], repeats: int) -> None:
+    """Median CPU seconds of each code's score and generate calls, alternated; outputs must agree."""
+    prompts = [Prompt((Message("user", q),), max_new_tokens=24, stop=("\n",)) for q in ANSWERED]
+    calls = {"score": lambda b: b.score(requests), "generate": lambda b: b.generate(prompts)}
+    for what, call in calls.items():
+        seconds: dict[str, list[float]] = {label: [] for label in backends}
+        outputs = {label: call(backend) for label, backend in backends.items()}  # warm-up, prompts cached
+        assert outputs["before"] == outputs["after"], what
+        for repeat in range(repeats):
+            for label in sorted(backends, reverse=repeat % 2 == 1):
+                started = time.process_time()
+                call(backends[label])
+                seconds[label].append(time.process_time() - started)
+        before, after = (statistics.median(seconds[label]) for label in ("before", "after"))
+        print(f"  {what:9s} before {before:.3f} s  after {after:.3f} s  after/before {after / before:.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--before", default="e2abdf3", help="git revision of the code before")
     parser.add_argument("--history", type=int, default=12, help="earlier turns in the prompt")
     parser.add_argument("--reviews", type=int, default=1, help="reviews scored in one call (batched)")
     parser.add_argument("--models", default="smollm2-135m,gemma3-270m")
+    parser.add_argument("--cpu-seconds", action="store_true", help="time the calls instead (CPU seconds)")
+    parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     torch.set_num_threads(1)
     before = module_at(args.before, "workers/backends/hf.py", "hf_before")
     from workers.backends import hf as after
 
     requests = review_requests(args.history)
-    # More reviews in one call: other conversations' candidates under their own prompts.
+    # More reviews in one call: more candidates under the same two prompts (16 rows for four).
     for extra in range(1, args.reviews):
         requests += [ScoreRequest(r.prompt, f"{r.continuation} (review {extra})") for r in requests[:8]]
-    print(
-        f"one call: {len(requests)} score requests ({args.reviews} review(s) of 4 candidates), torch {torch.__version__}"
-    )
-    print("model           code    prompt tokens   cold peak MiB   warm peak MiB   max |score diff|")
+    print(f"one call: {len(requests)} score requests ({args.reviews} review(s) of 4 candidates)")
     for model in args.models.split(","):
-        rows = {}
-        for label, module in (("before", before), ("after", after)):
-            backend = module.TransformersBackend(BackendSpec(model=model))
-            rows[label] = measure(backend, requests)
-            del backend
-        diff = max(abs(a - b) for a, b in zip(rows["before"]["scores"], rows["after"]["scores"], strict=True))
-        for label, row in rows.items():
-            print(
-                f"{model:15s} {label:7s} {row['prompt_tokens']:>13d} {row['cold'] / 2**20:>15.1f} "
-                f"{row['warm'] / 2**20:>15.1f}   {diff if label == 'after' else 0:.2e}"
-            )
+        backends = {
+            label: module.TransformersBackend(BackendSpec(model=model))
+            for label, module in (("before", before), ("after", after))
+        }
+        if args.cpu_seconds:
+            print(f"{model}, CPU seconds, medians of {args.repeats}, calls alternated:")
+            cpu_seconds(backends, requests, args.repeats)
+        else:
+            memory_rows(model, backends, requests)
+
+
+def memory_rows(model: str, backends: dict[str, Any], requests: list[ScoreRequest]) -> None:
+    """One line per code: prompt tokens, cold and warm peak MiB, and how far its scores differ."""
+    rows = {label: measure(backend, requests) for label, backend in backends.items()}
+    diff = max(abs(a - b) for a, b in zip(rows["before"]["scores"], rows["after"]["scores"], strict=True))
+    print("model           code    prompt tokens   cold peak MiB   warm peak MiB   max |score diff|")
+    for label, row in rows.items():
+        print(
+            f"{model:15s} {label:7s} {row['prompt_tokens']:>13d} {row['cold'] / 2**20:>15.1f} "
+            f"{row['warm'] / 2**20:>15.1f}   {diff if label == 'after' else 0:.2e}"
+        )
 
 
 if __name__ == "__main__":
