@@ -163,10 +163,30 @@ class LiveConversation:
         ``max_new_tokens`` and ``stop`` bound this turn's answers (a chat request's own bounds;
         a turn resent by recovery runs without them).
         """
+        question = checked_question(self.client.limits, question)
+        self.client.check_queues()
+        handed_on = self._known is not None
+        bounds = (request_key, max_new_tokens, tuple(stop))
+        try:
+            return self._store_and_send(self._state(), question, *bounds)
+        except TurnInProgress:
+            if not handed_on:
+                raise
+            # The state handed on may have aged (a conversation held open while others asked on):
+            # refused by it, the question is tried once more against the conversation as it is now.
+            return self._store_and_send(self._state(), question, *bounds)
+
+    def _store_and_send(
+        self,
+        state: ConversationState | None,
+        question: str,
+        request_key: str | None,
+        max_new_tokens: int | None,
+        stop: tuple[str, ...],
+    ) -> int:
+        """Store ``question`` as the turn after ``state`` (refused if one runs or another question
+        took its place: TurnInProgress) and send it; its turn index."""
         client = self.client
-        question = checked_question(client.limits, question)
-        client.check_queues()
-        state = self._state()
         if state is None or not state.run.live:
             raise InputError(f"no live conversation with id {self.conversation_id!r}")
         if state.running:
@@ -194,7 +214,7 @@ class LiveConversation:
             enqueued_at=time.time(),
             system=state.system,
             max_new_tokens=max_new_tokens,
-            stop=tuple(stop),
+            stop=stop,
         )
         client.send_turn(context, state.run)  # a worker decides it under the conversation's policy state
         return index

@@ -180,3 +180,13 @@ def test_a_chat_request_reads_its_conversation_once_before_its_turn(embedded):
     # and its answer shows the stored candidates and the decision record
     done = _completion(client, _wait(again, index, 30), "m", "id", "When?")
     assert done["peerblend"]["candidates"] and done["peerblend"]["decision"]["decided_by"]
+
+
+def test_a_conversation_held_open_while_another_client_asks_on_asks_the_turn_after(embedded):
+    client = embedded()
+    chat = client.start()
+    held = client.live(chat.conversation_id)  # its state, handed on: no turn yet
+
+    chat.ask("Who wrote Dune?", timeout=30)  # meanwhile the first question is asked elsewhere
+
+    assert held.ask("When?", timeout=30).turn_index == 1  # the aged state is read again, not trusted
