@@ -112,7 +112,13 @@ def test_a_bad_option_value_names_the_key_and_the_backend(
 def test_valid_options_keep_the_defaults_of_the_others() -> None:
     options = backend_info("transformers").parse_options({"batch_size": 4})
 
-    assert options.model_dump() == {"device_map": None, "batch_size": 4, "prefix_cache": 8, "cache_dir": None}
+    assert options.model_dump() == {
+        "device_map": None,
+        "batch_size": 4,
+        "prefix_cache": 8,
+        "prefix_cache_mb": 256,
+        "cache_dir": None,
+    }
 
 
 def test_the_worker_cache_dir_is_given_to_the_backend_not_mixed_into_its_options(tmp_path: Path) -> None:

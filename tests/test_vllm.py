@@ -202,6 +202,14 @@ def test_each_vllm_server_has_its_own_gpu_the_official_image_and_a_health_check(
         assert "http://127.0.0.1:8000/health" in " ".join(server["healthcheck"]["test"])
 
 
+def _flags(command: list[str]) -> dict[str, str]:
+    """A server's command line as {flag: value}; a flag without a value (--enable-prefix-caching) is ""."""
+    return dict(
+        (arg.removeprefix("--").split("=", 1) + [""])[:2]  # type: ignore[misc]
+        for arg in command
+    )
+
+
 def test_every_vllm_member_calls_a_server_that_serves_it_from_a_cpu_worker_that_waits_for_it(
     vllm_config: dict[str, Any],
 ) -> None:
@@ -209,7 +217,7 @@ def test_every_vllm_member_calls_a_server_that_serves_it_from_a_cpu_worker_that_
     committee = load_committee(ROOT / VLLM_COMMITTEE)
     services = vllm_config["services"]
     served = {
-        name: dict(arg.removeprefix("--").split("=", 1) for arg in s["command"])["served-model-name"]
+        name: _flags(s["command"])["served-model-name"]
         for name, s in services.items()
         if name.startswith("vllm-")
     }
