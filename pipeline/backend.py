@@ -97,6 +97,15 @@ def render_transcript(prompt: Prompt) -> str:
     return "\n".join(lines + [prefix])
 
 
+def cut_at_stop(text: str, stop: Sequence[str]) -> str:
+    """``text`` before its first stop string that follows the leading whitespace, stripped (a
+    model may write a stop string at once, before its answer; a backend may return the stop
+    string, or run past it)."""
+    text = text.lstrip()
+    cut = min((i for s in stop if s and (i := text.find(s)) >= 0), default=len(text))
+    return text[:cut].strip()
+
+
 class Backend(Protocol):
     """What the pipeline needs of a model; ``workers.backends`` implements it."""
 

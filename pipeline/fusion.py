@@ -13,12 +13,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from pipeline.aggregate import Standings, top_k_texts
-from pipeline.backend import Backend
+from pipeline.backend import Backend, cut_at_stop
 from pipeline.committee import Committee, Member
 from pipeline.errors import InputError
 from pipeline.prompts import fusion_prompt
 from pipeline.records import CandidateRecord, TurnContext
-from pipeline.stages import bounded, cut_at_stops, fitted
+from pipeline.stages import bounded, fitted
 
 
 def check(committee: Committee, *, top_k: int, fuses: bool) -> None:
@@ -55,4 +55,4 @@ def fuse(
         max_new_tokens=aggregator.generation.max_new_tokens,
     )
     (text,) = backend.generate([bounded(prompt, context)])
-    return cut_at_stops(text, context.stop).strip()
+    return cut_at_stop(text, context.stop)

@@ -17,7 +17,7 @@ from statistics import fmean
 from typing import cast
 
 from pipeline.aggregate import usable
-from pipeline.backend import Backend, Capability, Prompt, ScoreRequest, WritesBallots
+from pipeline.backend import Backend, Capability, Prompt, ScoreRequest, WritesBallots, cut_at_stop
 from pipeline.ballot import (
     ParseStatus,
     label_map,
@@ -79,13 +79,6 @@ def bounded(prompt: Prompt, context: TurnContext) -> Prompt:
     )
 
 
-def cut_at_stops(text: str, stops: Sequence[str]) -> str:
-    """``text`` up to the first of ``stops`` (a backend may return the stop string, or run past it)."""
-    for stop in stops:
-        text = text.split(stop, 1)[0]
-    return text
-
-
 def answer(backend: Backend, member: Member, committee: Committee, context: TurnContext) -> CandidateRecord:
     """``member``'s answer to the turn's question, or the error that prevented it."""
     prompt = _answer_prompt(member, committee, context)
@@ -100,7 +93,7 @@ def answer(backend: Backend, member: Member, committee: Committee, context: Turn
             seconds=time.perf_counter() - start,
             finished_at=time.time(),
         )
-    text = cut_at_stops(text, context.stop).strip()
+    text = cut_at_stop(text, context.stop)
     return CandidateRecord(
         member.name,
         text=text,

@@ -40,6 +40,7 @@ from pipeline.backend import (
     Prompt,
     ScoreRequest,
     TransformersOptions,
+    cut_at_stop,
     parse_options,
     render_transcript,
 )
@@ -320,7 +321,7 @@ class TransformersBackend:
             str(self.tokenizer.decode(new[row, :limit], skip_special_tokens=True))
             for row, limit in enumerate(limits)
         ]
-        return [_cut_at_stop(text, stop) for text, stop in zip(texts, stops, strict=True)]
+        return [cut_at_stop(text, stop) for text, stop in zip(texts, stops, strict=True)]
 
     def score(self, requests: Sequence[ScoreRequest]) -> list[float]:
         """Mean log-probability per continuation token (natural log, <= 0).
@@ -644,10 +645,3 @@ class _RowStops(StoppingCriteria):
             # Every token before the tail is whitespace: the leading whitespace skipped is in it.
             tail = tail.lstrip()
         return any(s and s in tail for s in self.stops[row])
-
-
-def _cut_at_stop(text: str, stop: tuple[str, ...]) -> str:
-    """Text before the first stop string that follows the leading whitespace, stripped."""
-    text = text.lstrip()
-    cut = min((i for s in stop if s and (i := text.find(s)) >= 0), default=len(text))
-    return text[:cut].strip()

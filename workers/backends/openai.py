@@ -62,7 +62,15 @@ from typing import Any, Literal, TypeVar
 import httpx
 import openai
 
-from pipeline.backend import Message, OpenAIOptions, Prompt, ScoreRequest, parse_options, render_transcript
+from pipeline.backend import (
+    Message,
+    OpenAIOptions,
+    Prompt,
+    ScoreRequest,
+    cut_at_stop,
+    parse_options,
+    render_transcript,
+)
 from pipeline.ballot_grammar import MAX_BALLOT_CHOICES, BallotPath, complete_ballots
 from pipeline.errors import BackendError, ConfigError
 from workers.backends.base import BackendSpec
@@ -123,13 +131,6 @@ def _strip_prefill(text: str, prefill: str) -> str:
     if head and text.lstrip().startswith(head):
         return text.lstrip()[len(head) :]
     return text
-
-
-def _cut_at_stop(text: str, stop: Sequence[str]) -> str:
-    """Text before the first stop string after the leading whitespace (servers get only four)."""
-    text = text.lstrip()
-    cut = min((i for s in stop if s and (i := text.find(s)) >= 0), default=len(text))
-    return text[:cut].strip()
 
 
 def ballot_body(form: BallotForm, choices: list[str]) -> dict[str, Any]:
@@ -265,12 +266,12 @@ class OpenAIBackend:
                     # room for the longest ballot whatever the tokenizer; the reply ends with it
                     max_tokens=max(prompt.max_new_tokens, 4 * len(prompt.ballot)),
                 )
-                return _cut_at_stop(ballot_reply(form, text), prompt.stop)
+                return cut_at_stop(ballot_reply(form, text), prompt.stop)
             except _Refused as error:  # the server stopped taking the form: free text from now on
                 self._ballot_form = None
                 logger.warning("%s; ranking reviews are free text from now on", error)
         text = self._chat(prompt, {}, max_tokens=prompt.max_new_tokens)
-        return _cut_at_stop(_strip_prefill(text, prompt.prefill), prompt.stop)
+        return cut_at_stop(_strip_prefill(text, prompt.prefill), prompt.stop)
 
     def _chat(self, prompt: Prompt, fields: dict[str, Any], *, max_tokens: int) -> str:
         """One chat completion's content; ``fields`` join the request body (before ``extra_body``)."""
