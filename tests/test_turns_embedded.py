@@ -11,6 +11,7 @@ from rich.console import Console
 from sqlmodel import Session, func, select
 
 from db.models import Conversation, TurnResult
+from pipeline.committee import Member
 from pipeline.errors import InputError
 from tests.conftest import scripted_calls, scripted_committee
 from workers.report import print_turn
@@ -121,6 +122,30 @@ def test_fusion_writes_the_answer_with_the_aggregator(embedded):
     fusion_prompt = [p for p in _prompts_of("model2") if "best-rated first" in p.messages[-1].content][-1]
     listed = [line for line in fusion_prompt.messages[-1].content.splitlines() if line.startswith("- ")]
     assert len(listed) == 2  # top_k candidates, whatever the committee size
+
+
+def test_a_late_aggregator_leaves_the_top_candidate_recorded(embedded):
+    # Given: an aggregator (fusing only) that takes 2 s where its calls may take 0.3 s
+    base = scripted_committee(3, top_k=2)
+    slow = Member(
+        name="fuser",
+        backend="scripted",
+        model="fuser",
+        roles=("aggregator",),
+        timeout_s=0.3,
+        options={"delay_s": 2.0, "replies": ["too late"]},
+    )
+    committee = base.model_copy(update={"members": (*base.members, slow), "aggregator": "fuser"})
+    client = embedded(committee)
+
+    (outcome,) = client.submit(["Who wrote Dune?"], top_k=2).wait(timeout=30)
+
+    # Then: the turn ends with the best-ranked candidate, and says the fusion timed out
+    assert (
+        outcome.status == "fusion_failed" and outcome.answer == f"model{outcome.chosen[1:]}: Who wrote Dune?"
+    )
+    record = client.fetch(outcome.conversation_id).turns[0].result["decision"]
+    assert "Timeout" in record["fusion_error"] and "fuse[fuser]" in record["fusion_error"]
 
 
 @pytest.mark.parametrize(

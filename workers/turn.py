@@ -26,6 +26,7 @@ from pipeline.shortlist import advance
 from pipeline.usage import Metered, Usage, turn_usage
 from pipeline.verdict import TurnInputs, Verdict, decide_turn, finish_timings, with_fusion
 from pipeline.weights import learn_trust, stored_weights
+from workers.deadline import call_with_deadline
 from workers.dispatch import send_next_turn
 from workers.rows import candidate_rows, result_row, review_rows
 from workers.runtime import Runtime, runtime_of
@@ -125,7 +126,13 @@ def _fused(
     metered: Metered | None = None
     try:
         metered = Metered(runtime.backend(aggregator))
-        text = fuse(metered, aggregator, runtime.committee, context, verdict.to_fuse)
+        meter = metered
+        # Bounded like every other model call: a late aggregator leaves the top candidate.
+        text = call_with_deadline(
+            f"fuse[{aggregator.name}]",
+            runtime.timeout_s(aggregator),
+            lambda: fuse(meter, aggregator, runtime.committee, context, verdict.to_fuse),
+        )
     except Exception as error:  # noqa: BLE001 - fall back to the top candidate, recorded
         log.warning("fusion by %s failed: %s", aggregator.name, error)
         fallback = with_fusion(verdict, None, error=f"{type(error).__name__}: {error}")
