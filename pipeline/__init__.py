@@ -28,6 +28,7 @@ Where each rule of the method lives (one file each):
 - shortlist policies (full, p1, p2, p3, learned-route) policy.py (pure rules: who_works on a turn, its
   TurnRoles, the PolicyState), shortlist.py (applied to a store)
 - the Celery canvas of a turn (by task name) ......... canvas.py
+- a turn's token usage (every model call, metered) ... usage.py (Metered wraps the backend a task calls)
 
 Around the method: client.py (submit, wait, fetch, resume; a chat answer's stored
 details, turn_details), live.py (live conversations: ask one question at a time, from
