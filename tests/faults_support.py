@@ -39,6 +39,7 @@ from pipeline.client import BlendClient
 from pipeline.committee import Committee, Member
 from pipeline.settings import Settings
 from workers.app import create_app
+from workers.runtime import runtime_of
 
 ROOT = Path(__file__).resolve().parents[1]
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
@@ -346,7 +347,7 @@ class Deployment:
         self.app = create_app(self.settings, committee)
         self.engine: Engine = get_engine(self.settings.database)
         self.client = BlendClient(
-            self.app, self.engine, committee, policy_store=self.app.peerblend.policy_store
+            self.app, self.engine, committee, policy_store=runtime_of(self.app).policy_store
         )
         self.workers: list[Worker] = []
         self._processes: list[subprocess.Popen[Any]] = []

@@ -31,6 +31,7 @@ from pipeline.records import TurnContext
 from pipeline.settings import Settings
 from tests.conftest import REDIS_URL, scripted_committee
 from workers.app import create_app
+from workers.runtime import runtime_of
 
 pytestmark = pytest.mark.services
 ROOT = Path(__file__).resolve().parents[1]
@@ -96,7 +97,7 @@ def cluster(postgres_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
     app = create_app(settings, committee)
     _wait_until_ready(app, [f"{name}-{tag}@" for name in workers], home)
     client = BlendClient(
-        app, get_engine(settings.database), committee, policy_store=app.peerblend.policy_store
+        app, get_engine(settings.database), committee, policy_store=runtime_of(app).policy_store
     )
     client.worker_logs = {name: home / f"{name}.log" for name in workers}  # type: ignore[attr-defined]
     yield client

@@ -30,6 +30,7 @@ from pipeline.records import TurnContext
 from tests.conftest import scripted_calls, scripted_committee
 from workers.deadline import Timeout, call_with_deadline
 from workers.recovery import recover
+from workers.runtime import runtime_of
 
 # --- deadlines -------------------------------------------------------------------------------------
 
@@ -145,7 +146,7 @@ def test_a_turn_waits_out_a_database_blink_while_reading_its_reviewer_weights(em
     # database that is unreachable for the first two reads of the policy store
     committee = scripted_committee(3, name="blink-weights").model_copy(update={"reviewer_weights": "online"})
     client = embedded(committee)
-    runtime = client.app.peerblend
+    runtime = runtime_of(client.app)
     real = runtime.policy_store
     failures = [_unreachable(), _unreachable()]
     reads: list[str] = []

@@ -17,14 +17,14 @@ from db.engine import reset_engines
 from pipeline.canvas import task_member
 from pipeline.committee import Committee, Member
 from pipeline.settings import Settings
-from workers.runtime import Runtime, committee_from_settings
+from workers.runtime import Runtime, attach_runtime, committee_from_settings
 
 log = logging.getLogger(__name__)
 
 
 def create_app(settings: Settings, committee: Committee) -> Celery:
     app = Celery("peerblend", set_as_current=False)
-    app.peerblend = Runtime(settings=settings, committee=committee)  # type: ignore[attr-defined]
+    attach_runtime(app, Runtime(settings=settings, committee=committee))
     bound = task_bound_s(settings, committee)
     visibility = settings.visibility_timeout_s or int(bound + 300)
     app.conf.update(

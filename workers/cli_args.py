@@ -9,6 +9,7 @@ from rich.console import Console
 
 from pipeline.plan import DEFAULT_METHOD, METHODS
 from pipeline.settings import Settings
+from workers.runtime import runtime_of
 
 console = Console()
 errors = Console(stderr=True)
@@ -78,4 +79,4 @@ def preload_if_embedded(client: Any, settings: Settings) -> None:
     """In embedded mode, load the models before the first turn so its timings are not loading time."""
     if settings.embedded:
         with console.status("loading the committee's models (the first run converts them: ~1 min)"):
-            client.app.peerblend.preload()
+            runtime_of(client.app).preload()

@@ -21,7 +21,7 @@ from pipeline.settings import Settings
 from workers.app import create_app
 from workers.broker_watch import broker_watch
 from workers.consumers import QueueCheck
-from workers.runtime import committee_from_settings
+from workers.runtime import committee_from_settings, runtime_of
 from workers.services import check_services
 
 
@@ -35,6 +35,11 @@ def connect(settings: Settings | None = None, committee: Committee | None = None
     with ExitStack() as stack:
         if settings.embedded:
             queues = sorted({settings.default_queue, *committee.queues})
+            # Celery's in-process worker (celery.contrib.testing.worker): a WorkController on a
+            # thread of this process, started and stopped as a context. ``app.Worker().start()``,
+            # the command's own path, takes over the main thread and installs signal handlers,
+            # which a library call (a notebook, a server's process) must not do; this helper is
+            # the one public API Celery gives for running a worker beside other code.
             stack.enter_context(
                 start_worker(
                     app,
@@ -46,7 +51,7 @@ def connect(settings: Settings | None = None, committee: Committee | None = None
                     loglevel="WARNING",
                 )
             )
-        runtime = app.peerblend  # type: ignore[attr-defined]
+        runtime = runtime_of(app)
         limits = Limits(settings.max_question_chars, settings.max_passage_chars, settings.max_turns)
         check = None if settings.embedded else QueueCheck(app, committee).check
         watch = broker_watch(settings.broker_url)

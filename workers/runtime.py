@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import weakref
 from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, cast
@@ -176,6 +177,21 @@ def committee_from_settings(settings: Settings) -> Committee:
     return load_committee(settings.committee_file, test_backends=settings.test_backends)
 
 
+# The runtime of each Celery app this process made, kept beside the app instead of set on it as an
+# attribute Celery does not declare; a task finds its own through ``self.app``. Weak keys: an app
+# that is gone (a test's, a benchmark's) takes its runtime with it.
+_runtimes: weakref.WeakKeyDictionary[Celery, Runtime] = weakref.WeakKeyDictionary()
+
+
+def attach_runtime(app: Celery, runtime: Runtime) -> None:
+    _runtimes[app] = runtime
+
+
 def runtime_of(app: Celery) -> Runtime:
-    runtime: Runtime = app.peerblend  # type: ignore[attr-defined]
-    return runtime
+    """The runtime ``workers.app.create_app`` made for ``app``."""
+    try:
+        return _runtimes[app]
+    except KeyError:
+        raise RuntimeError(
+            f"Celery app {app.main!r} has no peerblend runtime: make it with workers.app.create_app"
+        ) from None

@@ -28,6 +28,7 @@ from pipeline.conversation import Conversation  # noqa: E402
 from pipeline.evaluation.datasets import load_conversations  # noqa: E402
 from pipeline.settings import Settings  # noqa: E402
 from workers.embedded import connect  # noqa: E402
+from workers.runtime import runtime_of  # noqa: E402
 
 DATA = Path(os.environ.get("PEERBLEND_SHARED_DATA", ROOT.parent / "shared" / "data")) / "convqa"
 CONFIGS = [  # (label, method, policy, top_k)
@@ -51,7 +52,7 @@ def main() -> None:
     latency: dict[str, list[float]] = defaultdict(list)
     calls: dict[str, list[float]] = defaultdict(list)
     with connect(Settings(home=Path(tempfile.mkdtemp(prefix="peerblend-policies-")))) as client:
-        client.app.peerblend.preload()  # type: ignore[attr-defined]
+        runtime_of(client.app).preload()
         for conversation in picked:
             short = Conversation(conversation.questions[: args.turns], id=conversation.id)
             for label, method, policy, top_k in CONFIGS:

@@ -45,6 +45,7 @@ from pipeline.conversation import Conversation  # noqa: E402
 from pipeline.evaluation.datasets import load_conversations  # noqa: E402
 from pipeline.settings import Settings  # noqa: E402
 from workers.embedded import connect  # noqa: E402
+from workers.runtime import runtime_of  # noqa: E402
 
 DATA = Path(os.environ.get("PEERBLEND_SHARED_DATA", ROOT.parent / "shared" / "data")) / "convqa"
 SIDES = ("before", "after")
@@ -66,7 +67,7 @@ def blend(
     with connect(Settings(home=home), committee_of(side, weights)) as client:
         if preload:
             started = time.perf_counter()
-            client.app.peerblend.preload()
+            runtime_of(client.app).preload()
             print(f"models loaded in {time.perf_counter() - started:.1f} s")
         cpu = time.process_time()
         handle = client.submit(conversation)

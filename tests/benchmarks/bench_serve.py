@@ -46,6 +46,7 @@ from pipeline.client import BlendClient  # noqa: E402
 from pipeline.committee import Committee, Member  # noqa: E402
 from pipeline.settings import Settings  # noqa: E402
 from workers.embedded import connect  # noqa: E402
+from workers.runtime import runtime_of  # noqa: E402
 from workers.serve import ServerOptions, create_api  # noqa: E402
 
 
@@ -120,7 +121,9 @@ def client_alone(settings: Settings, n: int, rounds: int = 3) -> str:
     settings = settings.model_copy(update={"default_queue": f"alone{tag}.peerblend"})
     upgrade(settings.database)
     app = create_app(settings, members)
-    client = BlendClient(app, get_engine(settings.database), members, policy_store=app.peerblend.policy_store)
+    client = BlendClient(
+        app, get_engine(settings.database), members, policy_store=runtime_of(app).policy_store
+    )
     try:
         submit_rate(client, 20, "warm-up")
         rates = [submit_rate(client, n, f"alone {k}")[0] for k in range(rounds)]

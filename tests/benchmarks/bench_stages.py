@@ -30,6 +30,7 @@ from pipeline.conversation import Conversation  # noqa: E402
 from pipeline.evaluation.datasets import load_conversations  # noqa: E402
 from pipeline.settings import Settings  # noqa: E402
 from workers.embedded import connect  # noqa: E402
+from workers.runtime import runtime_of  # noqa: E402
 
 DATA = Path(os.environ.get("PEERBLEND_SHARED_DATA", ROOT.parent / "shared" / "data")) / "convqa"
 
@@ -51,7 +52,7 @@ def main() -> None:
     alone: list[float] = []
     with connect(settings) as client:
         started = time.perf_counter()
-        client.app.peerblend.preload()
+        runtime_of(client.app).preload()
         print(f"models loaded in {time.perf_counter() - started:.1f} s (committee {client.committee.name})")
         slowest = None
         for conversation in picked:

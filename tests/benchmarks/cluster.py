@@ -20,6 +20,8 @@ from typing import Any
 
 import psutil
 
+from workers.runtime import runtime_of
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -157,7 +159,7 @@ def cluster(*, members: int = 5, pool: str = "prefork", concurrency: int = 4) ->
     }
     try:
         wait_ready(app, len(workers))
-        client = BlendClient(app, get_engine(database), committee, policy_store=app.peerblend.policy_store)
+        client = BlendClient(app, get_engine(database), committee, policy_store=runtime_of(app).policy_store)
         yield Cluster(app=app, client=client, committee=committee, raw=raw_canvas, home=home, workers=workers)
     finally:
         for worker in workers.values():
