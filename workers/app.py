@@ -17,7 +17,7 @@ from db.engine import reset_engines
 from pipeline.canvas import task_member
 from pipeline.committee import Committee, Member
 from pipeline.settings import Settings
-from workers.runtime import Runtime, attach_runtime, committee_from_settings
+from workers.runtime import Runtime, attach_runtime, committee_from_settings, runtime_if_any
 
 log = logging.getLogger(__name__)
 
@@ -105,8 +105,8 @@ def _preload_models(sender: Any = None, **_: Any) -> None:
     A prefork worker with a member on CUDA is refused first (``refuse_prefork_on_cuda``).
     """
     app = getattr(sender, "app", None)
-    runtime = getattr(app, "peerblend", None)
-    if runtime is None:
+    runtime = runtime_if_any(app)
+    if app is None or runtime is None:
         return
     consumed = app.amqp.queues.consume_from  # type: ignore[union-attr]
     queues = set(consumed) if consumed else None

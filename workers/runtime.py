@@ -187,6 +187,11 @@ def attach_runtime(app: Celery, runtime: Runtime) -> None:
     _runtimes[app] = runtime
 
 
+def runtime_if_any(app: Celery | None) -> Runtime | None:
+    """The runtime made for ``app``, or None for an app ``create_app`` did not make."""
+    return _runtimes.get(app) if app is not None else None
+
+
 def runtime_of(app: Celery) -> Runtime:
     """The runtime ``workers.app.create_app`` made for ``app``."""
     try:
