@@ -34,7 +34,7 @@ class ConversationBase(SQLModel):
     system: str | None = Field(default=None, sa_column=Column(Text))  # passed to the generators
     # Exchanges before the first blended turn, [[question, answer], ...] (a chat's earlier messages).
     history: list[list[str]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
-    # Hash of every exchange so far (pipeline.live.fingerprint): how a chat request that repeats
+    # Hash of every exchange so far (pipeline.service.live.fingerprint): how a chat request that repeats
     # a stored conversation's messages finds it.
     fingerprint: str | None = Field(default=None, index=True)
 

@@ -1,4 +1,4 @@
-"""peerblend's pure core: the rules of the method, with no Celery, torch or ORM.
+"""peerblend's core: the rules of the method, pure (no Celery, torch or ORM), and service/ around it.
 
 Where each rule of the method lives (one file each):
 
@@ -27,16 +27,16 @@ Where each rule of the method lives (one file each):
   fitted by evaluation/learning.py)
 - shortlist policies (full, p1, p2, p3, learned-route) policy.py (pure rules: who_works on a turn, its
   TurnRoles, the PolicyState), shortlist.py (applied to a store)
-- the Celery canvas of a turn (by task name) ......... canvas.py
 - a turn's token usage (every model call, metered) ... usage.py (Metered wraps the backend a task calls)
 
-Around the method: client.py (submit, wait, fetch, resume; a chat answer's stored
-details, turn_details), live.py (live conversations: ask one question at a time, from
-the state start/live just read or wrote: one read of the conversation per question),
-conversation.py (the input shape and its limits), settings.py (environment, read at the
-edges only), errors.py (the error tree); live.py names what it needs of the client
-(``LiveClient``) instead of importing it. No module here imports workers/, none of db/
-imports here, and no two modules import each other (tests/test_imports.py). Evaluation
+Around the method, in service/ (the one part of pipeline/ that touches Celery, the database
+and the environment): client.py (BlendClient: submit, wait, fetch, resume; every read and
+write of a conversation the server, the pages and the CLI make), live.py (live conversations:
+one question at a time), canvas.py (a turn's Celery canvas by task name), settings.py (the
+environment, read at the edges only). Pure, beside the method: conversation.py (the input
+shape and its limits), errors.py (the error tree). The method imports nothing from service/
+or db/, service/ may import both, nothing here imports workers/, and no two modules import
+each other (tests/test_imports.py, tests/test_purity.py). Evaluation
 lives apart: evaluation/ here (dataset loaders, token F1 and exact match, report
 statistics and tables, calibration, re-ranking stored runs) and workers/evaluation/
 (replay, BERTScore, plots, the rerank and calibrate commands).

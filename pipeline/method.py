@@ -8,7 +8,7 @@ branching on its name:
 - the policy (``pipeline.shortlist``): ``fixed`` (a turn decided without the policy),
   ``who_works`` (what the method changes in the policy's turn) and ``signed_scores`` (how its
   scores feed the policy);
-- the plan and the canvas (``pipeline.plan``, ``pipeline.canvas``): ``review_groups`` and
+- the plan and the canvas (``pipeline.plan``, ``pipeline.service.canvas``): ``review_groups`` and
   ``review_tasks`` (which tasks its review stage sends), ``queue_kwarg`` (on whose queue);
 - the aggregate task (``workers.tasks``): ``read`` (its stage's records from the chord);
 - the verdict (``pipeline.verdict``): ``rank`` and ``decided_by`` (a reviewed turn's ranking,

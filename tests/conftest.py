@@ -15,9 +15,9 @@ from typing import Any  # noqa: E402
 
 import pytest  # noqa: E402
 
-from pipeline.client import BlendClient  # noqa: E402
 from pipeline.committee import Committee, Generation, Member  # noqa: E402
-from pipeline.settings import Settings  # noqa: E402
+from pipeline.service.client import BlendClient  # noqa: E402
+from pipeline.service.settings import Settings  # noqa: E402
 from workers.backends.scripted import ScriptedBackend  # noqa: E402
 
 REDIS_URL = os.environ.get("PEERBLEND_TEST_REDIS", "redis://127.0.0.1:6379")

@@ -35,9 +35,9 @@ from sqlalchemy.engine import Engine
 
 from db.engine import get_engine
 from db.migrate import upgrade
-from pipeline.client import BlendClient
 from pipeline.committee import Committee, Member
-from pipeline.settings import Settings
+from pipeline.service.client import BlendClient
+from pipeline.service.settings import Settings
 from workers.app import create_app
 from workers.runtime import runtime_of
 

@@ -210,7 +210,7 @@ def chat_screenshots(driver: Any, base: str, out: Path) -> None:
 
 
 def main() -> None:
-    from pipeline.settings import Settings
+    from pipeline.service.settings import Settings
     from workers.embedded import connect
     from workers.serve import ServerOptions, create_api
 

@@ -53,7 +53,7 @@ def make_pair(client: Any) -> tuple[str, str]:
 def evaluate_screenshots(out: Path) -> list[Path]:
     from selenium.webdriver.common.by import By
 
-    from pipeline.settings import Settings
+    from pipeline.service.settings import Settings
     from tests.screenshots import chrome, free_port, save_page, serve_in_thread
     from workers.embedded import connect
     from workers.serve import ServerOptions, create_api

@@ -22,7 +22,7 @@ from pipeline.committee import Committee, Member, committee_from_dict, load_comm
 from pipeline.errors import ConfigError
 from pipeline.pairwise import judge
 from pipeline.records import CandidateRecord, TurnContext
-from pipeline.settings import Settings
+from pipeline.service.settings import Settings
 from tests.conftest import scripted_committee
 from workers.backends.base import BackendSpec, create_backend
 from workers.backends.scripted import ScriptedBackend

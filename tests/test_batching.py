@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from pipeline.backend import Message, Prompt, ScoreRequest
 from pipeline.errors import BackendError, ConfigError
-from pipeline.settings import Settings
+from pipeline.service.settings import Settings
 from tests.conftest import scripted_committee
 from workers.batching import BatchingBackend, SerializedBackend
 from workers.runtime import runtime_of

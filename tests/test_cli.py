@@ -172,7 +172,7 @@ def test_json_output_holds_what_fetch_holds(env, capsys):
     assert main(["show", submitted["id"], "--json"]) == 0
     shown = json.loads(capsys.readouterr().out)
 
-    from pipeline.settings import Settings
+    from pipeline.service.settings import Settings
     from workers.embedded import connect
 
     with connect(Settings()) as client:

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from pipeline.committee import Committee, load_committee
-from pipeline.settings import Settings
+from pipeline.service.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = ROOT / "compose.yaml"
@@ -144,7 +144,7 @@ def test_every_peerblend_process_gets_the_shared_settings(config: dict[str, Any]
             f"postgresql+psycopg://peerblend:{SECRETS['POSTGRES_PASSWORD']}@postgres:5432/peerblend"
         ), name
         assert env["PEERBLEND_COMMITTEE_FILE"] == COMMITTEE_TARGET, name
-        # And pipeline.settings accepts that environment as a production deployment
+        # And pipeline.service.settings accepts that environment as a production deployment
         keys = {k: v for k, v in env.items() if k.startswith("PEERBLEND_")}
         settings = Settings(**{k.removeprefix("PEERBLEND_").lower(): v for k, v in keys.items()})
         assert not settings.embedded, name

@@ -24,11 +24,11 @@ from db import crud
 from db.engine import get_engine
 from db.migrate import upgrade
 from db.models import Candidate, Conversation, Turn, TurnResult
-from pipeline.canvas import final_task_id
-from pipeline.client import BlendClient
 from pipeline.plan import RunConfig
 from pipeline.records import TurnContext
-from pipeline.settings import Settings
+from pipeline.service.canvas import final_task_id
+from pipeline.service.client import BlendClient
+from pipeline.service.settings import Settings
 from tests.conftest import REDIS_URL, scripted_committee
 from workers.app import create_app
 from workers.runtime import runtime_of
@@ -288,9 +288,9 @@ def test_a_turn_stores_only_its_aggregate_result_and_leaves_nobody_subscribed(cl
 
 def test_a_worker_that_launches_a_turn_drops_the_subscriptions_building_its_canvas_opened(tmp_path):
     # Given: an app on the real Redis, as in a worker, with queues no worker consumes
-    from pipeline.canvas import turn_signature
     from pipeline.plan import TurnPlan
     from pipeline.policy import TurnRoles
+    from pipeline.service.canvas import turn_signature
     from workers.dispatch import launch
 
     tag = uuid.uuid4().hex[:8]

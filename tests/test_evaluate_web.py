@@ -30,7 +30,7 @@ from db import judgements as store
 from db.engine import get_engine
 from db.migrate import alembic_config, upgrade
 from db.models import Conversation, HumanJudgement, Turn, TurnResult
-from pipeline.client import BlendClient
+from pipeline.service.client import BlendClient
 from tests.screenshots import STORY, browser_problem, chrome, free_port, save_page, serve_in_thread
 from tests.screenshots import story_committee as _story_committee
 from workers import judging

@@ -31,10 +31,10 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 
-from pipeline.canvas import AGGREGATE, final_task_id
 from pipeline.plan import RunConfig
 from pipeline.policy import TurnRoles
 from pipeline.records import CandidateRecord, ReviewRecord, TurnContext
+from pipeline.service.canvas import AGGREGATE, final_task_id
 from pipeline.store_keys import conversation_key
 from tests.faults_support import (
     BROKER_ERRORS,

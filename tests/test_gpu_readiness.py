@@ -26,7 +26,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 
 from pipeline.backend import Message, Prompt  # noqa: E402
 from pipeline.committee import Committee, Member  # noqa: E402
-from pipeline.settings import Settings  # noqa: E402
+from pipeline.service.settings import Settings  # noqa: E402
 from workers import runtime as runtime_module  # noqa: E402
 from workers.app import refuse_prefork_on_cuda  # noqa: E402
 from workers.backends.base import BackendSpec  # noqa: E402

@@ -21,8 +21,14 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("pipeline", "workers", "db")
-# Which top-level packages each one may import: db/ is the bottom, workers/ the top.
-ALLOWED_LAYERS = {"db": {"db"}, "pipeline": {"pipeline", "db"}, "workers": {"workers", "pipeline", "db"}}
+# Which layers each one may import: db/ is the bottom, then the pure method (pipeline/ without
+# its service/), then the service around it (pipeline/service/: Celery, the database), workers/ the top.
+ALLOWED_LAYERS = {
+    "db": {"db"},
+    "pipeline": {"pipeline"},
+    "pipeline.service": {"pipeline.service", "pipeline", "db"},
+    "workers": {"workers", "pipeline.service", "pipeline", "db"},
+}
 
 
 def _module_name(path: Path) -> str:
@@ -129,6 +135,8 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 
 def _layer(module: str) -> str:
+    if module == "pipeline.service" or module.startswith("pipeline.service."):
+        return "pipeline.service"
     return module.split(".")[0]
 
 
@@ -171,7 +179,8 @@ def test_no_import_cycle_even_through_type_only_imports() -> None:
 
 @pytest.mark.parametrize("with_type_only", [False, True])
 def test_imports_point_down_the_layers(with_type_only: bool) -> None:
-    # db/ is the bottom (it imports neither pipeline/ nor workers/); pipeline/ never imports workers/.
+    # db/ is the bottom (it imports neither pipeline/ nor workers/); the pure method imports
+    # neither db/ nor pipeline/service/; nothing in pipeline/ imports workers/.
     graph = import_graph(with_type_only=with_type_only)
 
     upward = sorted(
@@ -182,3 +191,10 @@ def test_imports_point_down_the_layers(with_type_only: bool) -> None:
     )
 
     assert upward == []
+
+
+def test_the_service_is_its_own_layer() -> None:
+    # The pure method may not reach the database through the service either.
+    assert _layer("pipeline.service.client") == "pipeline.service"
+    assert _layer("pipeline.borda") == "pipeline"
+    assert "db" not in ALLOWED_LAYERS["pipeline"] and "pipeline.service" not in ALLOWED_LAYERS["pipeline"]

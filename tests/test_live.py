@@ -8,7 +8,7 @@ import pytest
 
 from pipeline.context import Exchange
 from pipeline.errors import InputError
-from pipeline.live import LiveConversation
+from pipeline.service.live import LiveConversation
 from tests.conftest import scripted_calls, scripted_committee
 
 

@@ -18,16 +18,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlmodel import Session, func, select
 
-import pipeline.client
+import pipeline.service.client
 from db.engine import get_engine
 from db.migrate import upgrade
 from db.models import Conversation, Turn
-from pipeline.client import BlendClient
 from pipeline.committee import committee_from_dict
 from pipeline.errors import BlendError
 from pipeline.evaluation.catalog import samples_dir
 from pipeline.evaluation.datasets import load_conversations
-from pipeline.settings import Settings
+from pipeline.service.client import BlendClient
+from pipeline.service.settings import Settings
 from tests.conftest import scripted_committee
 from workers.app import create_app
 from workers.policy_store import SqlPolicyStore
@@ -94,12 +94,12 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[BlendClie
     app = create_app(settings, committee)
     engine = get_engine(settings.database)
     sends = Sends()
-    original = pipeline.client.start_signature
-    pipeline.client.start_signature = sends  # type: ignore[assignment]
+    original = pipeline.service.client.start_signature
+    pipeline.service.client.start_signature = sends  # type: ignore[assignment]
     try:
         yield BlendClient(app, engine, committee, policy_store=SqlPolicyStore(engine)), sends
     finally:
-        pipeline.client.start_signature = original
+        pipeline.service.client.start_signature = original
 
 
 def _counts(client: BlendClient) -> tuple[int, int]:

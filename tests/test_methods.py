@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 
 from db.models import Review
-from pipeline.canvas import task_member
 from pipeline.committee import default_committee
 from pipeline.plan import METHODS, VARIANTS, RunConfig, method_named
 from pipeline.policy import TurnRoles
 from pipeline.records import CandidateRecord, Judgement, ReviewRecord
+from pipeline.service.canvas import task_member
 
 
 @pytest.mark.parametrize(

@@ -27,7 +27,7 @@ from pipeline.ballot_grammar import BallotPath, complete_ballots
 from pipeline.committee import Committee, Member
 from pipeline.errors import BackendError, ConfigError
 from pipeline.records import CandidateRecord, TurnContext
-from pipeline.settings import Settings
+from pipeline.service.settings import Settings
 from pipeline.stages import review
 from workers.backends.base import BackendSpec, create_backend
 from workers.backends.openai import OpenAIBackend

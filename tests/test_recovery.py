@@ -21,12 +21,12 @@ from db.engine import get_engine
 from db.migrate import upgrade
 from db.models import Conversation, Turn, TurnResult
 from db.retry import with_retries
-from pipeline.canvas import final_task_id
 from pipeline.conversation import Conversation as UserConversation
 from pipeline.conversation import Limits, Question
 from pipeline.errors import BlendError, InputError
 from pipeline.plan import RunConfig
 from pipeline.records import TurnContext
+from pipeline.service.canvas import final_task_id
 from tests.conftest import scripted_calls, scripted_committee
 from workers.deadline import Timeout, call_with_deadline
 from workers.recovery import recover

@@ -7,10 +7,10 @@ import uuid
 
 import pytest
 
-from pipeline.client import BlendClient
 from pipeline.errors import InputError
 from pipeline.evaluation.rerank import Rule
-from pipeline.settings import Settings
+from pipeline.service.client import BlendClient
+from pipeline.service.settings import Settings
 from pipeline.store_keys import learned_key, prior_key
 from tests.conftest import scripted_committee
 from workers import cli

@@ -17,14 +17,14 @@ from sqlmodel import Session
 from db import crud
 from pipeline.aggregate import decide, review_groups
 from pipeline.borda import Ballot, borda_scores
-from pipeline.canvas import task_member, turn_signature
-from pipeline.client import BlendClient
 from pipeline.committee import Committee, Generation, Member, default_committee
 from pipeline.evaluation.rerank import Calibrated, Rule, rerank
 from pipeline.evaluation.reviewers import reviewer_stats
 from pipeline.plan import RunConfig, plan_turn
 from pipeline.policy import TurnRoles
 from pipeline.records import CandidateRecord, ReviewRecord, TurnContext, per_reviewer
+from pipeline.service.canvas import task_member, turn_signature
+from pipeline.service.client import BlendClient
 from tests.conftest import clear_scripted_calls, scripted_calls
 from workers.report import print_turn
 from workers.web import ballot_view

@@ -18,8 +18,8 @@ from sqlalchemy import func
 from sqlmodel import Session, select
 
 from db.models import Conversation, Turn
-from pipeline.client import BlendClient
 from pipeline.errors import InputError
+from pipeline.service.client import BlendClient
 from tests.conftest import scripted_committee
 from workers.serve import ServerOptions, create_api
 

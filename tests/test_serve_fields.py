@@ -13,7 +13,7 @@ import openai
 import pytest
 from fastapi.testclient import TestClient
 
-from pipeline.client import BlendClient
+from pipeline.service.client import BlendClient
 from tests.conftest import scripted_committee
 from workers.serve import ServerOptions, create_api
 

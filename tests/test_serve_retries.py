@@ -19,7 +19,7 @@ from sqlalchemy import func
 from sqlmodel import Session, select
 
 from db.models import Turn
-from pipeline.client import BlendClient
+from pipeline.service.client import BlendClient
 from tests.conftest import scripted_committee
 from tests.faults_support import wait_for
 from workers.serve import ServerOptions, create_api

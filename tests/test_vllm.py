@@ -28,9 +28,9 @@ import httpx
 import pytest
 
 from pipeline.backend import Prompt, ScoreRequest
-from pipeline.client import BlendClient
 from pipeline.committee import Committee, Generation, Member, load_committee
-from pipeline.settings import Settings
+from pipeline.service.client import BlendClient
+from pipeline.service.settings import Settings
 from tests.test_compose import ROOT, SECRETS, _compose, _gpu_devices, _services_with_queues
 from tests.vllm_support import VllmServer, VllmUnavailable, serve
 from workers.backends.base import BackendSpec

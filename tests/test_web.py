@@ -27,7 +27,7 @@ from sqlmodel import Session
 
 from db import crud
 from db.models import Conversation, Turn, TurnResultBase
-from pipeline.client import BlendClient
+from pipeline.service.client import BlendClient
 from tests.screenshots import (
     PHONE_WIDTH,
     STORY,

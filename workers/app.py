@@ -14,9 +14,9 @@ from celery import Celery
 from celery.signals import worker_init, worker_process_init
 
 from db.engine import reset_engines
-from pipeline.canvas import task_member
 from pipeline.committee import Committee, Member
-from pipeline.settings import Settings
+from pipeline.service.canvas import task_member
+from pipeline.service.settings import Settings
 from workers.runtime import Runtime, attach_runtime, committee_from_settings, runtime_if_any
 
 log = logging.getLogger(__name__)

@@ -16,9 +16,9 @@ from pipeline.committee import Committee
 from pipeline.context import Exchange
 from pipeline.conversation import Limits
 from pipeline.errors import InputError
-from pipeline.live import checked_question
 from pipeline.plan import DEFAULT_METHOD, VARIANTS, method_named
 from pipeline.policy import POLICIES
+from pipeline.service.live import checked_question
 
 # The ids ``start`` gives live conversations are uuid4 hex; this admits any plain token.
 CONVERSATION_ID = re.compile(r"[0-9A-Za-z_-]{1,64}")

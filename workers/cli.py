@@ -15,7 +15,7 @@ from typing import Any
 
 from pipeline.conversation import Conversation, conversation_from_json
 from pipeline.errors import BlendError, ConfigError, InputError, ServiceUnavailable
-from pipeline.settings import Settings
+from pipeline.service.settings import Settings
 from workers.cli_args import console, count, errors, preload_if_embedded, run_options, seconds
 from workers.cli_data import add_data_commands
 from workers.cli_evaluation import add_evaluation_commands
@@ -319,7 +319,7 @@ def _resume(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from pipeline.settings import api_keys
+    from pipeline.service.settings import api_keys
     from workers.embedded import connect
     from workers.recovery import resume_unfinished
     from workers.serve import ServerOptions, create_api

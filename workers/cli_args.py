@@ -8,7 +8,7 @@ from typing import Any
 from rich.console import Console
 
 from pipeline.plan import DEFAULT_METHOD, METHODS
-from pipeline.settings import Settings
+from pipeline.service.settings import Settings
 from workers.runtime import runtime_of
 
 console = Console()

@@ -24,7 +24,7 @@ from pipeline.evaluation.catalog import (
     parse_ref,
     sample_path,
 )
-from pipeline.settings import Settings
+from pipeline.service.settings import Settings
 from workers.cli_args import console, errors
 from workers.datasets_fetch import FetchOptions, cached_path, fetch_ref, fetch_split, fetched_info
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from pipeline.errors import InputError
 from pipeline.evaluation.rerank import METHODS, POLICIES, WEIGHTS
-from pipeline.settings import Settings
+from pipeline.service.settings import Settings
 from workers.cli_args import console, count, names, preload_if_embedded, run_options, run_pair
 from workers.cli_human import add_evaluate_command, human_section
 

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pipeline.settings import Settings
+from pipeline.service.settings import Settings
 from workers.cli_args import console
 
 

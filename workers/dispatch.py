@@ -12,12 +12,12 @@ from sqlmodel import Session
 from db import crud
 from db.engine import get_engine
 from db.retry import with_retries
-from pipeline.canvas import turn_signature
 from pipeline.context import Exchange
 from pipeline.learned import route, stored_learned
 from pipeline.plan import RunConfig, TurnPlan, plan_turn
 from pipeline.policy import TurnRoles
 from pipeline.records import TurnContext
+from pipeline.service.canvas import turn_signature
 from pipeline.shortlist import StoredOutcome, resume
 from workers.results import sending_only
 from workers.runtime import Runtime, runtime_of

@@ -14,10 +14,10 @@ from celery.contrib.testing.worker import start_worker
 
 from db.engine import get_engine
 from db.migrate import upgrade
-from pipeline.client import BlendClient
 from pipeline.committee import Committee
 from pipeline.conversation import Limits
-from pipeline.settings import Settings
+from pipeline.service.client import BlendClient
+from pipeline.service.settings import Settings
 from workers.app import create_app
 from workers.broker_watch import broker_watch
 from workers.consumers import QueueCheck

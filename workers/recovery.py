@@ -14,8 +14,8 @@ from datetime import timedelta
 from sqlmodel import Session
 
 from db import crud
-from pipeline.client import BlendClient
 from pipeline.outcomes import TurnOutcome
+from pipeline.service.client import BlendClient
 
 
 def recover(client: BlendClient, *, older_than_s: float) -> list[tuple[str, int, int]]:

@@ -8,9 +8,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from pipeline.client import StoredConversation, StoredTurn
 from pipeline.explain import explain_turn, live_label
 from pipeline.learned import LearnedModel
+from pipeline.service.client import StoredConversation, StoredTurn
 
 
 def conversation_header(stored: StoredConversation, *, live: bool) -> str:

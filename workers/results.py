@@ -9,7 +9,7 @@ and a chord's body, which Celery sends from the worker that finishes the header'
 task (``on_chord_part_return``). Inside ``sending_only()`` this backend subscribes to
 nothing; everywhere else (a client waiting on a turn) it is Celery's own.
 
-It also tells ``pipeline.canvas`` that a chord's header results need not be stored:
+It also tells ``pipeline.service.canvas`` that a chord's header results need not be stored:
 this backend hands each header result to the chord's own list as the task returns
 (``stashes_chord_results``), so the results of answers and reviews, which nobody
 fetches by task id, are not written a second time (the embedded cache backend joins a

@@ -20,7 +20,7 @@ from pipeline.committee import (
     require_enabled_backends,
 )
 from pipeline.policy import PolicyStore
-from pipeline.settings import Settings
+from pipeline.service.settings import Settings
 from workers.backends.base import BackendSpec, auto_dtype, create_backend
 from workers.batching import BatchingBackend, SerializedBackend
 from workers.policy_store import SqlPolicyStore

@@ -32,11 +32,11 @@ from fastapi import Depends, FastAPI, Header, Request
 from fastapi.responses import Response, StreamingResponse
 from starlette.exceptions import HTTPException
 
-from pipeline.client import BlendClient, TurnOutcome
 from pipeline.context import Exchange, estimate_tokens
 from pipeline.errors import BlendError, InputError, ServiceUnavailable, TurnInProgress, TurnTimeout
-from pipeline.live import LiveConversation, asked_before, find_by_messages, off_loop
 from pipeline.plan import RunConfig, check_run
+from pipeline.service.client import BlendClient, TurnOutcome
+from pipeline.service.live import LiveConversation, asked_before, find_by_messages, off_loop
 from workers.auth import KeyCheck, Refused
 from workers.chat import (
     ChatError,

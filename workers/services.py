@@ -14,7 +14,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError
 
 from db.engine import get_engine
 from pipeline.errors import ServiceUnavailable
-from pipeline.settings import Settings
+from pipeline.service.settings import Settings
 
 TIMEOUT_S = 3.0
 

@@ -17,11 +17,11 @@ from pipeline.aggregate import judgement_keys
 from pipeline.context import Exchange
 from pipeline.fusion import fuse
 from pipeline.learned import stored_learned
-from pipeline.live import fingerprint
 from pipeline.outcomes import OUTCOME_FIELDS
 from pipeline.plan import RunConfig
 from pipeline.prior import stored_prior
 from pipeline.records import TurnContext, per_reviewer
+from pipeline.service.live import fingerprint
 from pipeline.shortlist import advance
 from pipeline.usage import Metered, Usage, turn_usage
 from pipeline.verdict import TurnInputs, Verdict, decide_turn, finish_timings, with_fusion

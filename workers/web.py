@@ -31,7 +31,7 @@ from pydantic import BaseModel, Field, field_validator
 from sqlmodel import Session
 
 from db import crud
-from pipeline.client import BlendClient
+from pipeline.service.client import BlendClient
 from workers.chat import model_ids
 from workers.server_options import ServerOptions
 from workers.web_chat import chat_routes

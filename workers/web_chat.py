@@ -27,9 +27,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from pipeline.client import BlendClient
 from pipeline.errors import BlendError, InputError, ServiceUnavailable, TurnInProgress
-from pipeline.live import checked_question
+from pipeline.service.client import BlendClient
+from pipeline.service.live import checked_question
 from workers.chat import ChatError, model_ids, parse_model
 from workers.web_pages import wants_json
 

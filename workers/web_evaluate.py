@@ -30,10 +30,10 @@ from sqlmodel import Session
 
 from db import judgements as store
 from db.models import HumanJudgement
-from pipeline.client import BlendClient
 from pipeline.errors import InputError
 from pipeline.evaluation import human
 from pipeline.evaluation.human import CHOICES, TurnKey
+from pipeline.service.client import BlendClient
 from workers import judging
 from workers.web_pages import file_in
 from workers.web_runs import runs_view

@@ -16,12 +16,12 @@ from typing import Any
 from sqlmodel import Session
 
 from db import crud
-from pipeline.client import BlendClient
 from pipeline.errors import InputError
 from pipeline.evaluation import human
 from pipeline.evaluation.report import ORACLE_BOUND, RANDOM_BOUND, RunKey, build_report, label_runs
 from pipeline.evaluation.stats import ALL
 from pipeline.evaluation.tables import F1, delta_cells, metric_tables, read_csv
+from pipeline.service.client import BlendClient
 from workers import judging
 from workers.tradeoff_svg import points_of, tradeoff_svg
 

@@ -28,8 +28,8 @@ from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
 
 from db import crud
-from pipeline.client import BlendClient
 from pipeline.explain import explain_turn
+from pipeline.service.client import BlendClient
 from workers.progress import events
 
 POLL_S = 0.25  # how often a stream re-reads the database

@@ -9,11 +9,11 @@ from typing import Any
 from sqlmodel import Session
 
 from db import crud
-from pipeline.canvas import final_task_id
-from pipeline.client import BlendClient, StoredConversation, StoredTurn
 from pipeline.errors import InputError
 from pipeline.explain import explain_turn, live_label
 from pipeline.plan import method_named
+from pipeline.service.canvas import final_task_id
+from pipeline.service.client import BlendClient, StoredConversation, StoredTurn
 
 STAGES = (("generation_s", "generate"), ("review_s", "review"), ("aggregate_s", "aggregate"))
 LABELS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"

@@ -40,7 +40,7 @@ from sqlmodel import Session  # noqa: E402
 from db import crud  # noqa: E402
 from pipeline.committee import default_committee  # noqa: E402
 from pipeline.evaluation.datasets import load_conversations  # noqa: E402
-from pipeline.settings import Settings  # noqa: E402
+from pipeline.service.settings import Settings  # noqa: E402
 from workers.batching import BatchingBackend  # noqa: E402
 from workers.embedded import connect  # noqa: E402
 from workers.evaluation.replay import replay  # noqa: E402

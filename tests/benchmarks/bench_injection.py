@@ -37,7 +37,7 @@ from pipeline.committee import default_committee  # noqa: E402
 from pipeline.context import Exchange  # noqa: E402
 from pipeline.evaluation.datasets import load_conversations  # noqa: E402
 from pipeline.records import CandidateRecord, TurnContext  # noqa: E402
-from pipeline.settings import Settings  # noqa: E402
+from pipeline.service.settings import Settings  # noqa: E402
 from pipeline.stages import answer, review  # noqa: E402
 from workers.runtime import Runtime  # noqa: E402
 

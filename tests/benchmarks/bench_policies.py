@@ -26,7 +26,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from pipeline.conversation import Conversation  # noqa: E402
 from pipeline.evaluation.datasets import load_conversations  # noqa: E402
-from pipeline.settings import Settings  # noqa: E402
+from pipeline.service.settings import Settings  # noqa: E402
 from workers.embedded import connect  # noqa: E402
 from workers.runtime import runtime_of  # noqa: E402
 

@@ -43,7 +43,7 @@ from pipeline.ballot import review_seed  # noqa: E402
 from pipeline.committee import Committee, default_committee  # noqa: E402
 from pipeline.conversation import Conversation  # noqa: E402
 from pipeline.evaluation.datasets import load_conversations  # noqa: E402
-from pipeline.settings import Settings  # noqa: E402
+from pipeline.service.settings import Settings  # noqa: E402
 from workers.embedded import connect  # noqa: E402
 from workers.runtime import runtime_of  # noqa: E402
 

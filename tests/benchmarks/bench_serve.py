@@ -42,9 +42,9 @@ os.environ.setdefault("PEERBLEND_TEST_BACKENDS", "1")
 import httpx  # noqa: E402
 import uvicorn  # noqa: E402
 
-from pipeline.client import BlendClient  # noqa: E402
 from pipeline.committee import Committee, Member  # noqa: E402
-from pipeline.settings import Settings  # noqa: E402
+from pipeline.service.client import BlendClient  # noqa: E402
+from pipeline.service.settings import Settings  # noqa: E402
 from workers.embedded import connect  # noqa: E402
 from workers.runtime import runtime_of  # noqa: E402
 from workers.serve import ServerOptions, create_api  # noqa: E402

@@ -47,7 +47,7 @@ from sqlmodel import Session  # noqa: E402
 from db import crud  # noqa: E402
 from pipeline.committee import Committee, Generation, Member  # noqa: E402
 from pipeline.evaluation.datasets import load_conversations  # noqa: E402
-from pipeline.settings import Settings  # noqa: E402
+from pipeline.service.settings import Settings  # noqa: E402
 from tests.vllm_support import serve  # noqa: E402
 from workers.embedded import connect  # noqa: E402
 from workers.evaluation.replay import replay  # noqa: E402

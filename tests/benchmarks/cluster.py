@@ -114,8 +114,8 @@ def cluster(*, members: int = 5, pool: str = "prefork", concurrency: int = 4) ->
     peerblend's (``pool`` x ``concurrency`` each), stopped at the end."""
     from db.engine import get_engine
     from db.migrate import upgrade
-    from pipeline.client import BlendClient
-    from pipeline.settings import Settings
+    from pipeline.service.client import BlendClient
+    from pipeline.service.settings import Settings
     from tests.conftest import POSTGRES_URL, REDIS_URL, scripted_committee
 
     tag = uuid.uuid4().hex[:6]

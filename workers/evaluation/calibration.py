@@ -26,7 +26,7 @@ from pipeline.evaluation.calibration import Calibration, Quality, fit_calibratio
 from pipeline.evaluation.learning import Trial, examples_from_records, fit_learned
 from pipeline.evaluation.metrics import best_f1
 from pipeline.learned import LearnedModel
-from pipeline.settings import Settings
+from pipeline.service.settings import Settings
 from pipeline.store_keys import calibration_key, feature_weights_key, learned_key, prior_key
 from workers.runtime import Runtime
 

@@ -19,12 +19,12 @@ from sqlalchemy.exc import OperationalError
 from sqlmodel import Session
 
 from db import crud
-from pipeline.canvas import final_task_id
-from pipeline.client import BlendClient, BlendHandle
 from pipeline.conversation import Conversation
 from pipeline.errors import InputError
 from pipeline.evaluation.datasets import dataset_of, load_conversations
 from pipeline.plan import RunConfig, check_run, check_run_name
+from pipeline.service.canvas import final_task_id
+from pipeline.service.client import BlendClient, BlendHandle
 from workers.services import reason
 
 

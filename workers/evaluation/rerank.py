@@ -24,7 +24,7 @@ from pipeline.committee import Committee
 from pipeline.errors import InputError
 from pipeline.evaluation.rerank import Calibrated, Rule, rerank
 from pipeline.plan import check_run_name
-from pipeline.settings import Settings
+from pipeline.service.settings import Settings
 from pipeline.store_keys import calibration_key, feature_weights_key, learned_key, prior_key
 from workers.runtime import Runtime
 

@@ -67,7 +67,7 @@ def fingerprint(committee: str, run: RunConfig, system: str | None, exchanges: S
 class LiveClient(Protocol):
     """What live conversations need of the client that stores and sends their turns.
 
-    ``pipeline.client.BlendClient`` is one; naming the needs here rather than importing
+    ``pipeline.service.client.BlendClient`` is one; naming the needs here rather than importing
     it keeps the arrow one way (the client makes live conversations, not the reverse).
     """
 

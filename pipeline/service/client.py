@@ -29,16 +29,16 @@ from db import live as live_store
 from db.models import Conversation as ConversationRow
 from db.models import Turn
 from db.retry import with_retries
-from pipeline.canvas import final_task_id, start_signature
 from pipeline.committee import Committee
 from pipeline.context import Exchange
 from pipeline.conversation import Conversation, Limits, conversation_from_json
 from pipeline.errors import BlendError, InputError, ServiceUnavailable, TurnTimeout
-from pipeline.live import LiveConversation
 from pipeline.outcomes import OUTCOME_FIELDS, ConversationState, StoredConversation, StoredTurn, TurnOutcome
 from pipeline.plan import DEFAULT_METHOD, RunConfig, check_run, check_run_name
 from pipeline.policy import PolicyStore, check_policy
 from pipeline.records import TurnContext
+from pipeline.service.canvas import final_task_id, start_signature
+from pipeline.service.live import LiveConversation
 
 WAIT_SLICE_S = 2.0  # how often a waiting client re-reads the database
 DATABASE_PATIENCE_S = 600.0  # how long a wait without a deadline waits out an unreachable database
@@ -202,7 +202,7 @@ class BlendClient:
         if self.queue_check is not None:
             self.queue_check([m.name for m in self.committee.members], self.app.conf.task_default_queue)
 
-    # The database side of live conversations (``pipeline.live`` holds their logic).
+    # The database side of live conversations (``pipeline.service.live`` holds their logic).
 
     def conversation_state(self, conversation_id: str) -> ConversationState | None:
         """A stored conversation's settings, questions and blended answers so far; None if unknown."""
