@@ -13,7 +13,11 @@ branching on its name:
 - the aggregate task (``workers.tasks``): ``read`` (its stage's records from the chord);
 - the verdict (``pipeline.verdict``): ``rank`` and ``decided_by`` (a reviewed turn's ranking,
   and the sentence that says which rule made it);
-- the stored rows (``workers.rows``): ``stored_reviews``.
+- the stored rows (``workers.rows``): ``stored_reviews``, and ``stores_ballots`` (whether its
+  rows are ballots, which calibration, the reviewer statistics and ``peerblend rerank`` read:
+  ``pipeline.plan.is_ballot``);
+- the report (``pipeline.evaluation.report``): ``report_role``, ``described``, ``alone`` and
+  ``label`` (its place among the tables' rows and comparisons, and its rows' label).
 
 The base class is a method without a review stage; each variant overrides what its stage
 adds. Fusion is not a method but a finishing step any fusable method may add
@@ -24,7 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal, get_args
 
 from pipeline.aggregate import Standings, decide
 from pipeline.committee import Committee
@@ -37,6 +41,10 @@ from pipeline.weights import ReviewerWeights
 # One entry per task of a review stage: the reviewers it is cast for, the first of them reviewing.
 ReviewGroups = tuple[tuple[str, ...], ...]
 StageRecords = tuple[list[CandidateRecord], list[ReviewRecord], list[Judgement]]
+# A method's part in the report, in the tables' order: one member alone (a baseline the blends are
+# compared with), the committee's blend under study, a committee baseline the blend is compared with.
+ReportRole = Literal["member", "blend", "baseline"]
+REPORT_ROLES: tuple[ReportRole, ...] = get_args(ReportRole)
 
 
 @dataclass(frozen=True)
@@ -93,6 +101,11 @@ class Method:
     signed_scores: ClassVar[bool] = False  # its scores can be negative (``pipeline.policy.turn_scores``)
     fusable: ClassVar[bool] = True  # top_k > 1 fuses its best candidates (``pipeline.fusion``)
     keeps_state: ClassVar[bool] = True  # its turns are decided from stored policy state (p1, p2, p3)
+    # Its review rows are ballots over a turn's candidates (``ReviewRecord``), stored under their
+    # review method; a method whose rows are other records stores them under its own name.
+    stores_ballots: ClassVar[bool] = False
+    report_role: ClassVar[ReportRole] = "blend"
+    described: ClassVar[str] = ""  # what the report's comparison titles call it ("peer review")
 
     @property
     def shown(self) -> str:
@@ -141,3 +154,16 @@ class Method:
     ) -> list[dict[str, Any]]:
         """The fields of each review row the turn stores (``db.models.Review``, less the turn's keys)."""
         return []
+
+    def alone(self, method: str) -> str | None:
+        """The member that answers every turn of ``method`` alone; None: the committee answers."""
+        return None
+
+    def label(self, method: str, policy: str, top_k: int) -> str:
+        """The label of a run's row in the report's tables (``method`` as given)."""
+        return f"{method}{policy_shown(policy)} K={top_k}"
+
+
+def policy_shown(policy: str) -> str:
+    """A report label's policy part: nothing for the full ranking, " p2" for p2."""
+    return "" if policy == "full" else f" {policy}"

@@ -8,7 +8,8 @@ s_i = sum over j != i of (M[i][j] - M[j][i]); higher is better.
 
 Its review stage is one judge task per ordered pair of generators, on the committee's judge's
 queue (``Committee.judge``); a turn stores the N(N-1) judgements as one review row of the judge
-(raw: the matrix). Its scores are signed, so the policy shifts them (``turn_scores``).
+(raw: the matrix), not a ballot. Its scores are signed, so the policy shifts them (``turn_scores``).
+The report compares the blend with it (a committee baseline), labelled "pairwise K=1".
 """
 
 from __future__ import annotations
@@ -120,6 +121,8 @@ class Pairwise(Method):
     name = "pairwise"
     queue_kwarg = "judge"
     signed_scores = True  # max logits lie in [-(n-1), n-1]
+    report_role = "baseline"
+    described = "pairwise ranking"
 
     def check(self, committee: Committee, method: str, policy: str) -> None:
         if committee.judge is None:

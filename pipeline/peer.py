@@ -4,7 +4,8 @@ Each voter group of the turn's reviewers (``pipeline.aggregate.review_groups``) 
 review task, on its first reviewer's queue, and that ballot is cast for the whole group. A
 reviewed turn is ranked by the Borda count of the ballots (with the member prior and the
 reviewer weights), or by the committee's learned decision when it has one
-(``pipeline.learned``). Every ballot is stored as a review row.
+(``pipeline.learned``). Every ballot is stored as a review row. It is the blend the report
+studies ("peer-blend"), compared with the single members and the committee baselines.
 """
 
 from __future__ import annotations
@@ -15,7 +16,15 @@ from typing import Any
 from pipeline.aggregate import Standings, review_groups
 from pipeline.committee import Committee
 from pipeline.learned import decide_learned
-from pipeline.method import Method, ReviewGroups, Rules, StageRecords, StageTask, by_borda
+from pipeline.method import (
+    Method,
+    ReviewGroups,
+    Rules,
+    StageRecords,
+    StageTask,
+    by_borda,
+    policy_shown,
+)
 from pipeline.records import CandidateRecord, Judgement, ReviewRecord
 
 REVIEW = "workers.review"
@@ -24,6 +33,13 @@ REVIEW = "workers.review"
 class Peer(Method):
     name = "peer"
     queue_kwarg = "reviewer"
+    stores_ballots = True
+    report_role = "blend"
+    described = "peer review"
+
+    def label(self, method: str, policy: str, top_k: int) -> str:
+        """peer-blend, peer-blend p2, peer-blend K=3 (K only where it fuses)."""
+        return f"peer-blend{policy_shown(policy)}" + (f" K={top_k}" if top_k > 1 else "")
 
     def review_groups(self, committee: Committee, reviewers: Sequence[str]) -> ReviewGroups:
         """Each judgement reviewed once (``Committee.one_review_per_voter``)."""

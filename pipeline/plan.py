@@ -12,6 +12,7 @@ aggregator fuse the best ``top_k`` (fewer if fewer are usable): pipeline/fusion.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -39,6 +40,16 @@ def method_named(method: str) -> Method | None:
     name, colon, _ = method.partition(":")
     found = VARIANTS.get(name)
     return found if found is not None and bool(colon) == found.takes_member else None
+
+
+def is_ballot(review: Mapping[str, Any]) -> bool:
+    """Whether a stored review row (``db.crud.run_records``) is a ballot over its turn's candidates.
+
+    A method whose rows are other records (``Method.stores_ballots`` false: pairwise's judgement
+    matrix) stores them under its own name; a ballot names its review method ("ranking", ...).
+    """
+    variant = VARIANTS.get(str(review["method"]))
+    return variant is None or variant.stores_ballots
 
 
 MAX_RUN_NAME = 100

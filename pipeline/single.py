@@ -1,7 +1,8 @@
 """The single-member baseline, ``single:<member>``: one member answers every turn alone.
 
 No review stage, no policy (only ``full`` applies) and no fusion: the member's answer is the
-turn's answer, and nothing is stored but the candidate.
+turn's answer, and nothing is stored but the candidate. The report shows it as that member,
+"m0 (single)", a baseline the blends are compared with.
 """
 
 from __future__ import annotations
@@ -17,11 +18,22 @@ class Single(Method):
     takes_member = True
     fusable = False
     keeps_state = False
+    report_role = "member"
 
     @staticmethod
     def member(method: str) -> str:
         """The member of ``single:<member>``."""
         return method.partition(":")[2]
+
+    def named(self, member: str) -> str:
+        """The method by which ``member`` answers alone: ``single:<member>``."""
+        return f"{self.name}:{member}"
+
+    def alone(self, method: str) -> str:
+        return self.member(method)
+
+    def label(self, method: str, policy: str, top_k: int) -> str:
+        return f"{self.member(method)} (single)"
 
     def check(self, committee: Committee, method: str, policy: str) -> None:
         member = self.member(method)

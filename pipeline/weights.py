@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal, Protocol
 
 from pipeline.aggregate import voter_groups
 from pipeline.borda import Ballot, borda_scores
@@ -139,23 +139,40 @@ def calibrate(turns: Iterable[tuple[Sequence[Ballot], Mapping[str, float]]]) -> 
     return {r: max(0.0, total / count) for r, (total, count) in sums.items() if count}
 
 
+class StoredValues(Protocol):
+    """What ``stored_weights`` reads by key: the policy store, or `peerblend rerank`'s copy of it."""
+
+    def get(self, key: str, /) -> Any: ...
+
+
 def stored_weights(
-    store: PolicyStore, committee: Committee, reviews: Sequence[ReviewRecord], *, has_passage: bool = False
+    store: StoredValues | PolicyStore,
+    committee: Committee,
+    reviews: Sequence[ReviewRecord],
+    *,
+    has_passage: bool = False,
+    mode: WeightMode | None = None,
 ) -> ReviewerWeights:
-    """This turn's weights: read what the committee's mode needs from ``store``, then ``select_weights``."""
-    mode = committee.reviewer_weights
+    """This turn's weights: read what the mode needs from ``store``, then ``select_weights``.
+
+    The one rule, for live turns and for `peerblend rerank`. ``mode``: the committee's
+    (``Committee.reviewer_weights``) unless given (a rerank rule's). Weighed: the reviewers whose
+    ballot ranks a candidate; on a turn without one, every reviewer of the turn (so its note says
+    what the weights would have been; no ballot counts either way).
+    """
+    chosen = mode or committee.reviewer_weights
     voters = [r.reviewer for r in reviews if r.ranking] or [r.reviewer for r in reviews]
-    if mode == "learned":  # the learned decision ranks (pipeline.learned); uniform Borda without one
+    if chosen == "learned":  # the learned decision ranks (pipeline.learned); uniform Borda without one
         return ReviewerWeights(None, "uniform (the learned decision ranks where one is fitted)")
-    if mode == "uniform" or not voters:
+    if chosen == "uniform" or not voters:
         return UNIFORM
-    if mode == "online":
-        return select_weights(mode, voters, trust=store.get(trust_key(committee.name)))
+    if chosen == "online":
+        return select_weights(chosen, voters, trust=store.get(trust_key(committee.name)))
     pooled = store.get(calibration_key(committee.name))
-    if mode == "calibrated-passage":
+    if chosen == "calibrated-passage":
         by_feature = store.get(feature_weights_key(committee.name))
-        return select_weights(mode, voters, calibrated=feature_weights(by_feature, pooled, has_passage))
-    return select_weights(mode, voters, calibrated=pooled)
+        return select_weights(chosen, voters, calibrated=feature_weights(by_feature, pooled, has_passage))
+    return select_weights(chosen, voters, calibrated=pooled)
 
 
 def feature_weights(

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import InputError
-from pipeline.evaluation.rerank import METHODS, POLICIES, WEIGHTS
+from pipeline.evaluation.rerank import KINDS, POLICIES, WEIGHTS
 from pipeline.service.settings import Settings
 from workers.cli_args import console, count, names, preload_if_embedded, run_options, run_pair
 from workers.cli_human import add_evaluate_command, human_section
@@ -110,7 +110,7 @@ def _replay_and_report_commands(sub: Any) -> None:
 def _rerank_command(sub: Any) -> None:
     rerank = sub.add_parser("rerank", help="apply a selection rule to a stored run's candidates and ballots")
     rerank.add_argument("run", help="a stored peer run (K=1)")
-    rerank.add_argument("--method", choices=METHODS, default="borda", help="the rule")
+    rerank.add_argument("--method", choices=KINDS, default="borda", help="the rule's kind")
     rerank.add_argument("--weights", choices=WEIGHTS, default="uniform")
     rerank.add_argument(
         "--reviewers", type=names, default=None, help="count only these reviewers' ballots (comma-separated)"

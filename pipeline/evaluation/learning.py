@@ -47,6 +47,7 @@ from pipeline.learned import (
     score,
     voter_names,
 )
+from pipeline.plan import is_ballot
 from pipeline.records import candidate_from_row, review_from_row
 from pipeline.signals import REVIEW, TurnSignals, feature_rows, turn_signals
 
@@ -78,7 +79,7 @@ def examples_from_records(
         if not answerable(row["gold"]):
             continue
         candidates = [candidate_from_row(c) for c in row["candidates"]]
-        reviews = [review_from_row(r) for r in row["reviews"] if r["method"] != "pairwise"]
+        reviews = [review_from_row(r) for r in row["reviews"] if is_ballot(r)]
         conversation = row["conversation"]
         passage = conversation.get("passage")
         signals = turn_signals(candidates, reviews, voters=voters, committee_order=order, passage=passage)

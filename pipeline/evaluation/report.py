@@ -7,8 +7,9 @@ BERTScore scorer, ``scorer(candidates, references) -> list[float]``: one F1 in
 exact match (``pipeline.evaluation.metrics``, the official CoQA/QuAC definitions)
 lead every table and every comparison. Pure: no model, plotting or database import.
 
-Methods get one row each (``method_label``). Two bounds come from the candidates
-stored by a full-policy peer or pairwise run: "random pick" is the mean score of a
+Methods get one row each (``method_label``: each method labels its rows and says its place,
+``pipeline.method.Method.label`` and ``report_role``). Two bounds come from the candidates
+stored by a full-policy run of a committee method: "random pick" is the mean score of a
 turn's usable candidates (what a uniformly random pick scores on average), "oracle"
 is its best candidate (picking by hindsight, per metric). Rows without a gold
 answer, and no-answer questions (CANNOTANSWER by QuAC's rule: only a literal
@@ -47,6 +48,8 @@ from pipeline.evaluation.tables import (
     render_csv,
     render_markdown,
 )
+from pipeline.method import REPORT_ROLES, Method
+from pipeline.plan import METHODS, method_named
 
 Scorer = Callable[[Sequence[str], Sequence[Sequence[str]]], list[float]]
 Row = Mapping[str, Any]
@@ -55,7 +58,6 @@ RANDOM_BOUND = "random pick (bound)"
 ORACLE_BOUND = "oracle (bound)"
 _POLICY_ORDER = {"full": 0, "p1": 1, "p2": 2, "p3": 3}
 BLEND_VS_SINGLE = "Blending (full ranking) vs the best single member"
-PEER_VS_PAIRWISE = "Peer review vs pairwise ranking (full ranking, same K)"
 POLICY_VS_FULL = "Reduced ranking vs full ranking (same method and K)"
 BLEND_VS_RANDOM = "Blending (full ranking) vs a random pick among its candidates"
 VERSUS = "Requested comparisons"
@@ -84,7 +86,7 @@ class RunKey:
     """What a run did; one table row each."""
 
     run: str
-    method: str  # "peer", "pairwise" or "single:<member>"
+    method: str  # a method's name as the run gives it (``pipeline.plan.METHODS``)
     policy: str
     top_k: int
 
@@ -93,30 +95,39 @@ class RunKey:
         return cls(str(row["run"]), str(row["method"]), str(row["policy"]), int(row["top_k"]))
 
     @property
-    def single(self) -> str | None:
-        return self.method.partition(":")[2] if self.method.startswith("single:") else None
+    def alone(self) -> str | None:
+        """The member that answered every turn alone (``Method.alone``); None: the committee did."""
+        variant = method_named(self.method)
+        return None if variant is None else variant.alone(self.method)
 
     @property
     def stores_committee(self) -> bool:
         """Whether every member answered every turn, so candidates give the bounds."""
-        return self.method in ("peer", "pairwise") and self.policy == "full"
+        return method_named(self.method) is not None and self.alone is None and self.policy == "full"
 
     def sort_key(self) -> tuple[int, str, int, int, str]:
-        group = 0 if self.single is not None else 1 if self.method == "peer" else 2
+        """Single members, then the blend, then the committee baselines (``Method.report_role``);
+        unknown methods last (``method_label`` refuses them)."""
+        variant = method_named(self.method)
+        group = len(REPORT_ROLES) if variant is None else REPORT_ROLES.index(variant.report_role)
         policy = _POLICY_ORDER.get(self.policy, len(_POLICY_ORDER))
-        return (group, self.single or "", policy, self.top_k, self.run)
+        return (group, self.alone or "", policy, self.top_k, self.run)
 
 
 def method_label(method: str, policy: str, top_k: int) -> str:
-    """The table label: m0 (single), peer-blend, peer-blend p2 K=3, pairwise K=1; unknown methods raise."""
-    if method.startswith("single:"):
-        return f"{method.partition(':')[2]} (single)"
-    policy_part = "" if policy == "full" else f" {policy}"
-    if method == "peer":
-        return f"peer-blend{policy_part}" + (f" K={top_k}" if top_k > 1 else "")
-    if method == "pairwise":
-        return f"pairwise{policy_part} K={top_k}"
-    raise InputError(f"cannot report unknown method {method!r}; expected peer, pairwise or single:<member>")
+    """The table label (``Method.label``): m0 (single), peer-blend, peer-blend p2 K=3, pairwise K=1;
+    unknown methods raise."""
+    variant = method_named(method)
+    if variant is None:
+        expected = f"{', '.join(METHODS[:-1])} or {METHODS[-1]}"
+        raise InputError(f"cannot report unknown method {method!r}; expected {expected}")
+    return variant.label(method, policy, top_k)
+
+
+def versus_section(blend: Method, baseline: Method) -> str:
+    """The comparisons of a blend with a committee baseline: "Peer review vs pairwise ranking ..."."""
+    title = f"{blend.described} vs {baseline.described} (full ranking, same K)"
+    return title[:1].upper() + title[1:]
 
 
 def label_runs(keys: Iterable[RunKey]) -> dict[RunKey, str]:
@@ -313,7 +324,7 @@ def _what_to_compare(
     quality: Mapping[tuple[str, str], Cell], runs: Mapping[str, RunKey], datasets: Sequence[str]
 ) -> Iterable[tuple[str, str, str, str]]:
     """(section, dataset, method, baseline) for every comparison the report shows."""
-    singles = [label for label, k in runs.items() if k.single is not None]
+    singles = [label for label, k in runs.items() if k.alone is not None]
     blends = [label for label, k in runs.items() if k.stores_committee]
     for dataset in datasets:
         ran = [s for s in singles if (s, dataset) in quality]
@@ -323,10 +334,13 @@ def _what_to_compare(
     for dataset in (d for d in datasets if (RANDOM_BOUND, d) in quality):
         yield from ((BLEND_VS_RANDOM, dataset, b, RANDOM_BOUND) for b in blends if (b, dataset) in quality)
     for a, b in ((a, b) for a in blends for b in blends):
-        if runs[a].method == "peer" and runs[b].method == "pairwise" and runs[a].top_k == runs[b].top_k:
-            yield from ((PEER_VS_PAIRWISE, d, a, b) for d in datasets)
+        blend, baseline = method_named(runs[a].method), method_named(runs[b].method)
+        if blend is None or baseline is None or runs[a].top_k != runs[b].top_k:
+            continue
+        if (blend.report_role, baseline.report_role) == ("blend", "baseline"):
+            yield from ((versus_section(blend, baseline), d, a, b) for d in datasets)
     for label, k in runs.items():
-        if k.single is None and k.policy != "full":
+        if k.alone is None and k.policy != "full":
             fulls = [
                 f
                 for f in blends

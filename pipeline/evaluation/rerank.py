@@ -41,6 +41,7 @@ from pipeline.borda import Ballot
 from pipeline.committee import CALIBRATED_MODES, Committee
 from pipeline.errors import InputError
 from pipeline.learned import LearnedModel, decide_learned, route
+from pipeline.plan import is_ballot
 from pipeline.policy import PolicyState, who_works
 from pipeline.prior import MemberPrior, select_prior
 from pipeline.records import (
@@ -51,20 +52,22 @@ from pipeline.records import (
     per_reviewer,
     review_from_row,
 )
+from pipeline.store_keys import calibration_key, feature_weights_key, trust_key
 from pipeline.verdict import voter_record
 from pipeline.weights import (
     ReviewerWeights,
     WeightMode,
     add_agreement,
     consensus_agreement,
-    feature_weights,
-    select_weights,
+    stored_weights,
 )
 
-RerankMethod = Literal["borda", "borda-all", "prior", "single", "learned"]
+# A rule's kind (`peerblend rerank --method`): how it ranks; not a conversation's method
+# (``pipeline.plan``), though "single" takes one member's answer as a single-member run would.
+RuleKind = Literal["borda", "borda-all", "prior", "single", "learned"]
 RerankPolicy = Literal["full", "p2", "learned-route"]
 RerankWeights = WeightMode
-METHODS: tuple[RerankMethod, ...] = get_args(RerankMethod)
+KINDS: tuple[RuleKind, ...] = get_args(RuleKind)
 WEIGHTS: tuple[RerankWeights, ...] = get_args(WeightMode)
 POLICIES: tuple[RerankPolicy, ...] = get_args(RerankPolicy)
 
@@ -73,28 +76,28 @@ POLICIES: tuple[RerankPolicy, ...] = get_args(RerankPolicy)
 class Rule:
     """A selection rule over stored candidates and ballots."""
 
-    method: RerankMethod = "borda"
+    kind: RuleKind = "borda"
     weights: RerankWeights = "uniform"
-    prior: bool = False  # add the member prior to the count (``method="prior"`` uses it alone)
+    prior: bool = False  # add the member prior to the count (``kind="prior"`` uses it alone)
     exclude_self: bool = False
     reviewers: tuple[str, ...] | None = None  # count only these reviewers' ballots (None: all)
-    member: str | None = None  # ``method="single"``: whose answer
+    member: str | None = None  # ``kind="single"``: whose answer
     # p2: simulate alternate ranking on a full-ranking run; learned-route: where the learned
     # decision is the prior's, only the prior's top member answers and no one reviews
     policy: RerankPolicy = "full"
 
     def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise InputError(f"unknown rerank method {self.method!r}; expected one of {', '.join(METHODS)}")
+        if self.kind not in KINDS:
+            raise InputError(f"unknown rerank method {self.kind!r}; expected one of {', '.join(KINDS)}")
         if self.weights not in WEIGHTS:
             raise InputError(
                 f"unknown reviewer weights {self.weights!r}; expected one of {', '.join(WEIGHTS)}"
             )
-        if (self.method == "single") != (self.member is not None):
+        if (self.kind == "single") != (self.member is not None):
             raise InputError("the single rule needs a member (--member NAME), and only it takes one")
         if self.policy not in POLICIES:
             raise InputError(f"rerank simulates the policies full, p2 and learned-route, not {self.policy!r}")
-        if self.policy != "full" and self.method == "single":
+        if self.policy != "full" and self.kind == "single":
             raise InputError("a single member's answers have no policy to simulate")
         if self.reviewers is not None and not self.reviewers:
             raise InputError("an empty list of reviewers counts no ballot; leave it out to count all")
@@ -117,25 +120,25 @@ class Rule:
 
     @property
     def uses_prior(self) -> bool:
-        return self.prior or self.method == "prior"
+        return self.prior or self.kind == "prior"
 
     @property
     def uses_learned(self) -> bool:
-        return self.method == "learned" or self.policy == "learned-route"
+        return self.kind == "learned" or self.policy == "learned-route"
 
     @property
     def name(self) -> str:
         """A short label: ``borda/calibrated+prior``, ``prior``, ``single:m``, ``borda/uniform[r1,r2]``."""
-        if self.method == "prior":
+        if self.kind == "prior":
             return "prior"
-        if self.method == "single":
+        if self.kind == "single":
             return f"single:{self.member}"
-        if self.method == "learned":
+        if self.kind == "learned":
             return "learned" if self.policy == "full" else f"learned@{self.policy}"
         extras = "".join(s for s, on in (("+prior", self.prior), ("-self", self.exclude_self)) if on)
         panel = f"[{','.join(self.reviewers)}]" if self.reviewers else ""
         policy = "" if self.policy == "full" else f"@{self.policy}"
-        return f"{self.method}/{self.weights}{extras}{panel}{policy}"
+        return f"{self.kind}/{self.weights}{extras}{panel}{policy}"
 
 
 @dataclass(frozen=True)
@@ -156,7 +159,7 @@ def rerank(
     if rule.uses_prior:
         _require_prior(calibrated)
     learned = _require_learned(calibrated, committee) if rule.uses_learned else None
-    voters = judgement_keys(committee) if rule.method == "borda" else None
+    voters = judgement_keys(committee) if rule.kind == "borda" else None
     replay = _Replay(rule, committee, calibrated, learned, voters)
     return [replay.turn(row) for row in rows]
 
@@ -177,13 +180,11 @@ class _Replay:
         """One stored turn's decision under the rule, and its decision-record fields."""
         rule = self.rule
         candidates, reused, extra = self._shortlist(row)
-        reviews = cast_within(
-            [review_from_row(r) for r in row["reviews"] if r["method"] != "pairwise"], rule.reviewers
-        )
+        reviews = cast_within([review_from_row(r) for r in row["reviews"] if is_ballot(r)], rule.reviewers)
         prior = _prior(row, rule, self.calibrated)
         decision, weights, calls, fields = self._decide(row, candidates, reused, reviews, prior)
         self.last_ranking[row["conversation"]["id"]] = decision.ranking
-        used_prior = prior if rule.prior or rule.method == "prior" else None
+        used_prior = prior if rule.prior or rule.kind == "prior" else None
         record = {**_record(decision, weights, used_prior), **extra, **fields, "rule_model_calls": calls}
         return decision, record
 
@@ -224,17 +225,21 @@ class _Replay:
             decision = decide(candidates, [], committee_order=[*reused, *order])
             why = "p2 reuse turn, the previous top" if rule.policy == "p2" else "routed to the prior's top"
             return decision, _unweighted(f"{why} {len(reused)}"), len(reused), {}
-        if rule.method == "prior" and prior is not None:
+        if rule.kind == "prior" and prior is not None:
             decision = decide_by_prior(candidates, prior, committee_order=order)
             return decision, _unweighted("the member prior alone"), answers, {}
         passage = row["conversation"].get("passage")
-        if rule.method == "learned" and self.learned is not None:
+        if rule.kind == "learned" and self.learned is not None:
             decision, fields = decide_learned(
                 candidates, reviews, self.learned, committee_order=order, passage=passage
             )
             return decision, _unweighted("the learned decision"), answers + len(reviews), fields
-        weights = _weights(
-            rule, per_reviewer(reviews), self.trust, self.calibrated, has_passage=bool(passage)
+        weights = stored_weights(
+            _stored(self.committee, self.calibrated, self.trust),
+            self.committee,
+            per_reviewer(reviews),
+            has_passage=bool(passage),
+            mode=rule.weights,
         )
         decision = decide(
             candidates,
@@ -308,19 +313,13 @@ def _prior(row: Mapping[str, Any], rule: Rule, calibrated: Calibrated) -> Member
     )
 
 
-def _weights(
-    rule: Rule,
-    reviews: Sequence[ReviewRecord],
-    trust: Mapping[str, Sequence[float]],
-    calibrated: Calibrated,
-    *,
-    has_passage: bool,
-) -> ReviewerWeights:
-    reviewers = [r.reviewer for r in reviews if r.ranking]
-    stored = calibrated.weights
-    if rule.weights == "calibrated-passage":
-        stored = feature_weights(calibrated.feature_weights, calibrated.weights, has_passage)
-    return select_weights(rule.weights, reviewers, trust=trust, calibrated=stored)
+def _stored(committee: Committee, calibrated: Calibrated, trust: Mapping[str, Any]) -> dict[str, Any]:
+    """What the policy store would hold for ``stored_weights``: the calibration, the online trust so far."""
+    return {
+        calibration_key(committee.name): calibrated.weights,
+        feature_weights_key(committee.name): calibrated.feature_weights,
+        trust_key(committee.name): trust,
+    }
 
 
 def _record(decision: Standings, weights: ReviewerWeights, prior: MemberPrior | None) -> dict[str, Any]:

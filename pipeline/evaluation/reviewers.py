@@ -34,6 +34,7 @@ from pipeline.aggregate import judgement_keys, voter_groups
 from pipeline.committee import Committee
 from pipeline.evaluation.datasets import answerable
 from pipeline.evaluation.metrics import best_f1
+from pipeline.plan import is_ballot
 
 RANKED = ("scored", "ok", "constrained", "structured", "fallback")  # the statuses of a counted ballot
 
@@ -99,7 +100,7 @@ def reviewer_stats(rows: Sequence[Mapping[str, Any]], committee: Committee) -> l
         gold = list(row["gold"])
         f1 = {m: best_f1(t, gold) for m, t in texts.items()} if answerable(gold) else None
         for review in row["reviews"]:
-            if review["method"] == "pairwise":
+            if not is_ballot(review):  # a method's other records (a judgement matrix)
                 continue
             for name in review.get("voters") or [review["reviewer"]]:  # a group's ballot, per member
                 for where in (dataset, "all"):

@@ -23,8 +23,9 @@ from pipeline.aggregate import Standings
 from pipeline.committee import Committee
 from pipeline.errors import InputError
 from pipeline.evaluation.rerank import Calibrated, Rule, rerank
-from pipeline.plan import check_run_name
+from pipeline.plan import VARIANTS, check_run_name, method_named
 from pipeline.service.settings import Settings
+from pipeline.single import SINGLE
 from pipeline.store_keys import calibration_key, feature_weights_key, learned_key, prior_key
 from workers.runtime import Runtime
 
@@ -75,10 +76,13 @@ def _check(records: Sequence[Mapping[str, Any]], run: str, committee: Committee)
     if not records:
         raise InputError(f"run {run!r} has no finished conversation to rerank")
     for conversation in {r["conversation"]["id"]: r["conversation"] for r in records}.values():
-        if conversation["method"] != "peer" or conversation["top_k"] != 1:
+        variant = method_named(conversation["method"])
+        if variant is None or not variant.stores_ballots or conversation["top_k"] != 1:
+            ranked = " or ".join(m.name for m in VARIANTS.values() if m.stores_ballots)
             raise InputError(
                 f"run {run!r} holds {conversation['method']} K={conversation['top_k']} turns; rerank re-decides "
-                "peer runs with K=1 (a fused answer cannot be rewritten without the aggregator)"
+                f"{ranked} runs with K=1 (runs ranked by ballots; a fused answer cannot be rewritten without "
+                "the aggregator)"
             )
         if conversation["committee"] != committee.name:
             raise InputError(
@@ -92,7 +96,7 @@ def _stored_as(rule: Rule) -> dict[str, str]:
     ``single:<member>`` for the single rule, so reports compare it as a single member; the
     simulated policy."""
     fields = {"policy": rule.policy} if rule.policy != "full" else {}
-    return fields | ({"method": f"single:{rule.member}"} if rule.member is not None else {})
+    return fields | ({"method": SINGLE.named(rule.member)} if rule.member is not None else {})
 
 
 def _timings(record: Mapping[str, Any], fields: Mapping[str, Any], rule: Rule) -> dict[str, Any]:
