@@ -6,7 +6,8 @@ import pytest
 
 from db.models import Review
 from pipeline.committee import default_committee
-from pipeline.plan import METHODS, VARIANTS, RunConfig, method_named
+from pipeline.method import REPORT_ROLES
+from pipeline.plan import METHODS, VARIANTS, RunConfig, is_ballot, method_named
 from pipeline.policy import TurnRoles
 from pipeline.records import CandidateRecord, Judgement, ReviewRecord
 from pipeline.service.canvas import task_member
@@ -61,3 +62,28 @@ def test_what_a_method_stores_are_review_columns_and_it_reads_back_its_tasks_rec
     candidates, read_reviews, read_judgements = variant.read([r.to_json() for r in records])
     assert list(candidates) == list(pool)
     assert [*read_reviews, *read_judgements] == ([] if name == "single" else records)
+
+
+@pytest.mark.parametrize("name", sorted(VARIANTS))
+def test_a_stored_review_row_is_a_ballot_exactly_when_its_method_stores_ballots(name: str) -> None:
+    # Given: the rows a turn of each method stores (peer: its ballots; pairwise: the judge's matrix)
+    variant = VARIANTS[name]
+    pool = (CandidateRecord("a", "A"), CandidateRecord("b", "B"))
+    reviews = [ReviewRecord("a", "likelihood", "scored", ranking=("b", "a"), candidates=pool)]
+    judgements = [Judgement("j", "a", "b", p_first=0.7, candidates=pool)]
+
+    rows = variant.stored_reviews(reviews, judgements)
+
+    # Then: calibration, the reviewer statistics and rerank read as ballots only a ballot's rows
+    assert all(is_ballot(row) == variant.stores_ballots for row in rows)
+
+
+@pytest.mark.parametrize("name", sorted(VARIANTS))
+def test_each_method_says_how_the_report_shows_it(name: str) -> None:
+    variant = VARIANTS[name]
+    method = f"{name}:m1" if variant.takes_member else name
+    assert variant.report_role in REPORT_ROLES
+    assert variant.label(method, "full", 1)
+    # One member alone is the "member" role; a committee method says what the comparisons call it
+    assert (variant.alone(method) is not None) == (variant.report_role == "member")
+    assert variant.described or variant.report_role == "member"

@@ -25,6 +25,8 @@ from pipeline.evaluation.report import (
 from pipeline.evaluation.stats import ALL, ScoredTurn, paired_difference
 from pipeline.evaluation.tables import BERTSCORE, CSV_COLUMNS, EXACT, F1, SECONDS
 
+PEER_VS_PAIRWISE = "Peer review vs pairwise ranking (full ranking, same K)"
+
 
 class OverlapScorer:
     """Token-overlap F1, the best over a candidate's references; records its calls."""
@@ -227,6 +229,23 @@ def test_blend_is_compared_with_the_best_single_member_and_policies_with_full() 
     policy = comparisons[(POLICY_VS_FULL, "peer-blend p2", "peer-blend")]
     assert policy.quality.mean == pytest.approx(100 * 2 / 3 - 100)
     assert policy.speedup == pytest.approx(2.0)
+
+
+def test_the_blend_is_compared_with_a_committee_baseline_of_the_same_k_only() -> None:
+    # Given full peer runs with K=1 and K=3 and a pairwise run with K=1
+    rows = []
+    for c in ("A", "B"):
+        candidates = {"m0": "rome", "m1": "paris"}
+        rows += [
+            row(c, 0, "paris", method="peer", run="peer1", candidates=candidates),
+            row(c, 0, "paris", method="peer", run="peer3", top_k=3, candidates=candidates),
+            row(c, 0, "rome", method="pairwise", run="pw1", candidates=candidates),
+        ]
+
+    versus = [(c.method, c.baseline) for c in report(rows).comparisons if c.section == PEER_VS_PAIRWISE]
+
+    # Then: peer-blend against pairwise K=1 only (the section titled by what each method is called)
+    assert versus == [("peer-blend", "pairwise K=1")]
 
 
 def test_a_reduced_run_is_compared_automatically_only_with_the_one_full_run_of_its_method() -> None:

@@ -8,10 +8,12 @@ import uuid
 import pytest
 
 from pipeline.errors import InputError
-from pipeline.evaluation.rerank import Rule
+from pipeline.evaluation.rerank import Calibrated, Rule, rerank
+from pipeline.records import review_from_row
 from pipeline.service.client import BlendClient
 from pipeline.service.settings import Settings
-from pipeline.store_keys import learned_key, prior_key
+from pipeline.store_keys import calibration_key, learned_key, prior_key
+from pipeline.weights import stored_weights
 from tests.conftest import scripted_committee
 from workers import cli
 from workers.evaluation.calibration import calibrate_run
@@ -235,6 +237,34 @@ def test_the_commands_print_the_fit_and_the_comparison(stored, tmp_path, monkeyp
     assert "Requested comparisons" in results and f"[{run}-m2]" in results
     with pytest.raises(SystemExit):
         cli.main([*argv, "--versus", "no-colon"])
+
+
+def test_a_turn_without_ballots_is_weighed_by_the_live_rule() -> None:
+    # Given: a stored turn whose every review failed, and calibrated reviewer weights
+    committee = scripted_committee(3, name="rerank", reviewer_weights="calibrated")
+    calibrated = Calibrated({"m0": 0.0, "m1": 0.5, "m2": 1.0})
+    failed = [
+        {"reviewer": m, "method": "ranking", "status": "error", "ranking": [], "raw": "", "voters": [m]}
+        for m in ("m0", "m1", "m2")
+    ]
+    row = {
+        "conversation": {"id": "c0", "passage": None, "policy": "full"},
+        "turn_index": 0,
+        "candidates": [{"member": m, "text": m, "error": None, "seconds": 1.0} for m in ("m0", "m1", "m2")],
+        "reviews": failed,
+        "result": {"decision": {"preference": []}},
+    }
+
+    # When: rerank re-decides it, and a live turn of the same committee is weighed
+    ((decision, record),) = rerank([row], Rule("borda", "calibrated"), committee, calibrated)
+    live = stored_weights(
+        {calibration_key("rerank"): calibrated.weights}, committee, [review_from_row(r) for r in failed]
+    )
+
+    # Then: the same weights and note (every reviewer of the turn), and no ballot counted
+    assert decision.status == "no_ballots"
+    assert (record["weights"], record["weights_note"]) == (live.weights, live.note)
+    assert record["weights"] == {"m0": 0.0, "m1": 0.5, "m2": 1.0}
 
 
 def _runs(client: BlendClient, run: str) -> list:
