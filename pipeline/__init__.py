@@ -4,13 +4,15 @@ Where each rule of the method lives (one file each):
 
 - who answers, who reviews, which queue ............ committee.py (config), plan.py (run: method, top_k;
   the registry of methods, VARIANTS)
-- what a method declares (stage, ranking, rows) ...... method.py (the Method base: no review stage)
+- what a method declares (stage, ranking, rows) ...... method.py (the Method base: no review stage; also
+  whether its rows are ballots, plan.is_ballot, and how the report labels and orders it)
 - the methods, one module each ....................... peer.py (reviews, Borda or learned), pairwise.py
   (the LLM-Blender baseline: judge tasks, "max logits", its judge stage), single.py (one member)
 - fusion, the finishing step (top_k > 1) ............. fusion.py (its check, queue, texts and stage)
 - the prompts (generate, review, fuse, judge) ....... prompts.py; what a model consumes: backend.py
 - the conversation given to the models ............. context.py (history fitted to a token budget)
 - the stages every method shares (answer, review) .... stages.py; every stage's records: records.py
+- a record's JSON (Celery messages, JSON columns) ... wire.py (pydantic, from the record's dataclass)
 - anonymous labels, shuffles, ballot parsing ......... ballot.py (constrained ballots: ballot_grammar.py)
 - Borda count and its tie-break ...................... borda.py (borda_order: production's order too)
 - ranking a turn's candidates by Borda ............... aggregate.py (also: honest voters and their
@@ -20,7 +22,8 @@ Where each rule of the method lives (one file each):
 - three words kept apart ............................. TurnRoles (who works on a turn: policy.py),
   Standings (a turn's candidates ranked: aggregate.py), decision (only the record a turn stores;
   "the learned decision" names a rule, learned.py)
-- reviewer weights (uniform / online / calibrated) ... weights.py (rank correlation: correlation.py)
+- reviewer weights (uniform / online / calibrated) ... weights.py (stored_weights: live turns and rerank;
+  rank correlation: correlation.py)
 - the member prior (fitted, stored, read, its ballot) prior.py (the Borda count adds its ballot)
 - every key of the policy store ...................... store_keys.py (p3's cycle of three: policy.P3_CYCLE)
 - the learned decision (signals -> a model per bucket) learned.py (a turn's signals: signals.py;

@@ -109,7 +109,7 @@ def _replay_and_report_commands(sub: Any) -> None:
 
 def _rerank_command(sub: Any) -> None:
     rerank = sub.add_parser("rerank", help="apply a selection rule to a stored run's candidates and ballots")
-    rerank.add_argument("run", help="a stored peer run (K=1)")
+    rerank.add_argument("run", help="a stored run ranked by ballots (K=1)")
     rerank.add_argument("--method", choices=KINDS, default="borda", help="the rule's kind")
     rerank.add_argument("--weights", choices=WEIGHTS, default="uniform")
     rerank.add_argument(

@@ -125,7 +125,8 @@ def method_label(method: str, policy: str, top_k: int) -> str:
 
 
 def versus_section(blend: Method, baseline: Method) -> str:
-    """The comparisons of a blend with a committee baseline: "Peer review vs pairwise ranking ..."."""
+    """The section comparing a blend with a committee baseline, each as it calls itself
+    (``Method.described``): "<blend> vs <baseline> (full ranking, same K)"."""
     title = f"{blend.described} vs {baseline.described} (full ranking, same K)"
     return title[:1].upper() + title[1:]
 
