@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from pipeline.ballot_grammar import BallotPath
 from pipeline.errors import ConfigError
+from pipeline.wire import json_of
 
 Role = Literal["system", "user", "assistant"]
 
@@ -55,15 +56,7 @@ class Prompt:
     ballot: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, object]:
-        return {
-            "messages": [{"role": m.role, "content": m.content} for m in self.messages],
-            "prefill": self.prefill,
-            "max_new_tokens": self.max_new_tokens,
-            "stop": list(self.stop),
-            "temperature": self.temperature,
-            "seed": self.seed,
-            "ballot": list(self.ballot),
-        }
+        return json_of(self)
 
 
 @dataclass(frozen=True)

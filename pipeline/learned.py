@@ -28,6 +28,7 @@ from pipeline.policy import PolicyStore
 from pipeline.records import CandidateRecord, ReviewRecord
 from pipeline.signals import TurnSignals, feature_rows, turn_signals
 from pipeline.store_keys import learned_key
+from pipeline.wire import json_of, record_of
 
 LIKELIHOOD_METHODS = ("likelihood", "likelihood-total")
 BUCKETS = ("passage", "no_passage")
@@ -114,56 +115,17 @@ class LearnedModel:
 
     committee: str
     buckets: Mapping[str, BucketModel]
-    voters: Mapping[str, str]  # reviewer -> voter name, as fitted
-    own: Mapping[str, str]  # member -> the voter that gives its confidence
+    voters: Mapping[str, str] = field(default_factory=dict)  # reviewer -> voter name, as fitted
+    own: Mapping[str, str] = field(default_factory=dict)  # member -> the voter that gives its confidence
     version: int = 1
     made: Mapping[str, Any] = field(default_factory=dict)  # run, metric, when, protocol
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "committee": self.committee,
-            "version": self.version,
-            "made": dict(self.made),
-            "voters": dict(self.voters),
-            "own": dict(self.own),
-            "buckets": {
-                name: {
-                    "features": list(b.features),
-                    "weights": list(b.weights),
-                    "decides": b.decides,
-                    "prior": dict(b.prior),
-                    "confidence": {m: list(v) for m, v in b.confidence.items()},
-                    "penalty": b.penalty,
-                    "turns": b.turns,
-                    "cv": dict(b.cv),
-                }
-                for name, b in self.buckets.items()
-            },
-        }
+        return json_of(self)
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> LearnedModel:
-        buckets = {
-            name: BucketModel(
-                features=tuple(b["features"]),
-                weights=tuple(float(w) for w in b["weights"]),
-                decides=b["decides"],
-                prior={str(m): float(q) for m, q in b["prior"].items()},
-                confidence={str(m): [float(x) for x in v] for m, v in b.get("confidence", {}).items()},
-                penalty=float(b.get("penalty", 0.0)),
-                turns=int(b.get("turns", 0)),
-                cv=dict(b.get("cv", {})),
-            )
-            for name, b in data["buckets"].items()
-        }
-        return cls(
-            committee=str(data["committee"]),
-            buckets=buckets,
-            voters=dict(data.get("voters", {})),
-            own=dict(data.get("own", {})),
-            version=int(data.get("version", 1)),
-            made=dict(data.get("made", {})),
-        )
+        return record_of(cls, data)
 
     def fits(self, committee: Committee) -> bool:
         """Whether this model was fitted for ``committee``: same name, same voters."""

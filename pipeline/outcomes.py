@@ -7,11 +7,13 @@ the result row it stored, and ``BlendClient.wait_turn`` hands them over as a
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.context import Exchange
 from pipeline.plan import RunConfig
+from pipeline.wire import record_of
 
 OUTCOME_FIELDS = (
     "conversation_id",
@@ -39,8 +41,8 @@ class TurnOutcome:
     timings: dict[str, float] = field(default_factory=dict)
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> TurnOutcome:
-        return cls(**data)
+    def from_json(cls, data: Mapping[str, Any]) -> TurnOutcome:
+        return record_of(cls, data)
 
 
 @dataclass(frozen=True)

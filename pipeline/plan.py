@@ -27,6 +27,7 @@ from pipeline.peer import PEER
 from pipeline.policy import Policy, TurnRoles, check_policy
 from pipeline.records import TurnContext
 from pipeline.single import SINGLE
+from pipeline.wire import json_of, record_of
 
 # The registry of methods: the only place that lists them. Their order is also the order in which
 # the router looks for a review task's member (``Method.queue_kwarg``).
@@ -94,16 +95,11 @@ class RunConfig:
     live: bool = False  # a live conversation: its length is unknown, each question is sent as asked
 
     def to_json(self) -> dict[str, Any]:
-        return {"method": self.method, "policy": self.policy, "top_k": self.top_k, "live": self.live}
+        return json_of(self)
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> RunConfig:
-        return cls(
-            method=data["method"],
-            policy=data["policy"],
-            top_k=int(data["top_k"]),
-            live=bool(data.get("live", False)),
-        )
+    def from_json(cls, data: Mapping[str, Any]) -> RunConfig:
+        return record_of(cls, data)
 
     @property
     def variant(self) -> Method:

@@ -36,11 +36,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Protocol
 
 from pipeline.committee import Committee
 from pipeline.errors import InputError
+from pipeline.wire import json_of, record_of
 
 Policy = Literal["full", "p1", "p2", "p3", "learned-route"]
 POLICIES: tuple[Policy, ...] = ("full", "p1", "p2", "p3", "learned-route")
@@ -80,19 +81,11 @@ class PolicyState:
     routed: tuple[str, ...] = ()  # learned-route: the members that answer alone (empty: everyone, ranked)
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        return json_of(self)
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> PolicyState:
-        return cls(
-            ordinal=int(data.get("ordinal", 0)),
-            excluded=tuple(data.get("excluded", ())),
-            scores=dict(data.get("scores", {})),
-            last_ranking=tuple(data.get("last_ranking", ())),
-            note=str(data.get("note", "")),
-            applied_turns=int(data.get("applied_turns", 0)),
-            routed=tuple(data.get("routed", ())),
-        )
+        return record_of(cls, data)
 
 
 @dataclass(frozen=True)
@@ -111,17 +104,12 @@ class TurnRoles:
         return bool(self.reviewers)
 
     def to_json(self) -> dict[str, Any]:
-        return {**asdict(self), "ranked": self.ranked}
+        return {**json_of(self), "ranked": self.ranked}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> TurnRoles:
-        return cls(
-            generators=tuple(data["generators"]),
-            reviewers=tuple(data["reviewers"]),
-            reason=str(data["reason"]),
-            excluded=tuple(data.get("excluded", ())),
-            preference=tuple(data.get("preference", ())),
-        )
+        """Its fields of ``data`` (a turn's stored decision record starts with them: the rest is ignored)."""
+        return record_of(cls, data)
 
 
 def turn_scores(

@@ -8,10 +8,22 @@ mapping is explicit in every record; nothing is inferred from completion order.
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import Annotated, Any
+
+from pydantic import BeforeValidator, PlainSerializer
 
 from pipeline.context import Exchange
+from pipeline.wire import json_of, record_of
+
+# On the wire an earlier exchange is a [question, answer] pair.
+History = Annotated[
+    tuple[Exchange, ...],
+    BeforeValidator(lambda pairs: tuple(Exchange(q, a) for q, a in pairs)),
+    PlainSerializer(lambda history: [[e.question, e.answer] for e in history]),
+]
+# Read as () when null: a review stored before groups had none (``ReviewRecord.voters``).
+Voters = Annotated[tuple[str, ...], BeforeValidator(lambda voters: voters or ())]
 
 
 @dataclass(frozen=True)
@@ -22,7 +34,7 @@ class TurnContext:
     turn_index: int  # 0-based
     question: str
     n_turns: int = 1  # questions in the conversation
-    history: tuple[Exchange, ...] = ()
+    history: History = ()
     passage: str | None = None
     enqueued_at: float = 0.0  # epoch seconds when the turn's canvas was sent
     attempt: int = 1  # which sending of this turn (recovery sends a stalled turn again)
@@ -34,14 +46,11 @@ class TurnContext:
     progress: bool = False  # its tasks write progress events (someone watches it: a live turn)
 
     def to_json(self) -> dict[str, Any]:
-        data = _fields(self)
-        data["history"] = [[e.question, e.answer] for e in self.history]
-        return data
+        return json_of(self)
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> TurnContext:
-        history = tuple(Exchange(q, a) for q, a in data.get("history", ()))
-        return cls(**{**data, "history": history, "stop": tuple(data.get("stop", ()))})
+    def from_json(cls, data: Mapping[str, Any]) -> TurnContext:
+        return record_of(cls, data)
 
 
 @dataclass(frozen=True)
@@ -62,11 +71,11 @@ class CandidateRecord:
         return self.error is None and bool(self.text.strip())
 
     def to_json(self) -> dict[str, Any]:
-        return _fields(self)
+        return json_of(self)
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> CandidateRecord:
-        return cls(**data)
+    def from_json(cls, data: Mapping[str, Any]) -> CandidateRecord:
+        return record_of(cls, data)
 
 
 @dataclass(frozen=True)
@@ -93,7 +102,7 @@ class ReviewRecord:
     seconds: float = 0.0
     finished_at: float = 0.0
     candidates: tuple[CandidateRecord, ...] = field(default_factory=tuple)
-    voters: tuple[str, ...] = ()
+    voters: Voters = ()
     prompt_tokens: int = 0  # what its model calls read and wrote (pipeline.usage)
     completion_tokens: int = 0
     tokens_counted: str = "estimate"  # or "tokenizer": the member's own
@@ -103,22 +112,11 @@ class ReviewRecord:
             object.__setattr__(self, "voters", (self.reviewer,))
 
     def to_json(self) -> dict[str, Any]:
-        data = _fields(self)
-        data["candidates"] = [c.to_json() for c in self.candidates]
-        return data
+        return json_of(self)
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> ReviewRecord:
-        candidates = tuple(CandidateRecord.from_json(c) for c in data.get("candidates", ()))
-        return cls(
-            **{
-                **data,
-                "ranking": tuple(data.get("ranking", ())),
-                "shown_order": tuple(data.get("shown_order", ())),
-                "candidates": candidates,
-                "voters": tuple(data.get("voters") or ()),
-            }
-        )
+    def from_json(cls, data: Mapping[str, Any]) -> ReviewRecord:
+        return record_of(cls, data)
 
 
 @dataclass(frozen=True)
@@ -139,14 +137,11 @@ class Judgement:
     tokens_counted: str = "estimate"  # or "tokenizer": the member's own
 
     def to_json(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["candidates"] = [c.to_json() for c in self.candidates]
-        return data
+        return json_of(self)
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Judgement:
-        candidates = tuple(CandidateRecord.from_json(c) for c in data.get("candidates", ()))
-        return cls(**{**data, "candidates": candidates})
+    def from_json(cls, data: Mapping[str, Any]) -> Judgement:
+        return record_of(cls, data)
 
 
 def candidate_from_row(stored: Mapping[str, Any]) -> CandidateRecord:
@@ -192,9 +187,3 @@ def cast_within(reviews: Sequence[ReviewRecord], panel: Collection[str] | None) 
         if voters:
             kept.append(r if voters == r.voters else replace(r, reviewer=voters[0], voters=voters))
     return kept
-
-
-def _fields(record: object) -> dict[str, Any]:
-    """A record's fields, one level deep (``dataclasses.asdict`` deep-copies every nested record,
-    which every task of every turn would pay for; nested records are converted by their owner)."""
-    return dict(vars(record))

@@ -36,6 +36,8 @@ class Usage:
         )
 
     def to_json(self) -> dict[str, Any]:
+        """OpenAI's usage object (its keys, in its order) and how it was counted: a report, not this
+        record's fields (``total_tokens`` is derived, ``counted`` defaults), so not ``pipeline.wire``'s."""
         return {
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
