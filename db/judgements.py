@@ -2,7 +2,7 @@
 
 Plain functions over a Session the caller owns, like db/crud.py; they return rows and
 plain tuples. The rules (which turn next, win rates) are pipeline/evaluation/human.py's,
-and workers/judging.py turns these rows into its shapes: db/ imports nothing from pipeline/.
+and pipeline/service/store.py turns these rows into its shapes: db/ imports nothing from pipeline/.
 """
 
 from __future__ import annotations

@@ -31,9 +31,9 @@ from db.engine import get_engine
 from db.migrate import alembic_config, upgrade
 from db.models import Conversation, HumanJudgement, Turn, TurnResult
 from pipeline.service.client import BlendClient
+from pipeline.service.store import Store
 from tests.screenshots import STORY, browser_problem, chrome, free_port, save_page, serve_in_thread
 from tests.screenshots import story_committee as _story_committee
-from workers import judging
 from workers.serve import ServerOptions, create_api
 from workers.web_pages import Pages
 from workers.web_runs import runs_view
@@ -128,8 +128,7 @@ def _judge(http: TestClient, where: str, choice: str, note: str = "") -> dict[st
 
 
 def _stored(client: BlendClient, pair: tuple[str, str]) -> list[Any]:
-    with Session(client.engine) as session:
-        return judging.pair_judged(session=session, first=pair[0], second=pair[1])
+    return client.store.pair_judged(*pair)
 
 
 def test_a_blind_session_over_http(client: BlendClient, runs: tuple[str, str]) -> None:
@@ -194,7 +193,7 @@ def test_every_turn_is_judged_once_before_any_twice_and_the_report_counts(
     # And `peerblend evaluate export --out` and `peerblend report` say the same
     from workers.cli import main
 
-    monkeypatch.setenv("PEERBLEND_DATABASE_URL", str(client.engine.url))
+    monkeypatch.setenv("PEERBLEND_DATABASE_URL", str(client.store.engine.url))
     assert main(["evaluate", "export", "--out", str(tmp_path / "judged.csv")]) == 0
     lines = list(csv.DictReader((tmp_path / "judged.csv").open(encoding="utf-8")))
     assert [r["choice"] for r in lines if r["first_run"] == pair[0]] == choices
@@ -277,7 +276,7 @@ def test_the_runs_page_without_runs_says_where_its_report_comes_from(tmp_path: P
     url = f"sqlite:///{tmp_path / 'empty.db'}"
     upgrade(url)
     (tmp_path / "results.md").write_text("# only markdown\n", encoding="utf-8")
-    empty: Any = type("Client", (), {"engine": get_engine(url)})()  # the pages' views read client.engine
+    empty: Any = type("Client", (), {"store": Store.at(url)})()  # the pages' views read client.store
     templates = Pages(ServerOptions()).templates
 
     html = templates.get_template("runs.html").render(csrf="", **runs_view(empty, tmp_path))
@@ -333,7 +332,7 @@ def test_the_judgement_table_migrates_up_and_down(database: str) -> None:
 
         first, created = store.save_judgement(session=session, judgement=row())
         again, created_again = store.save_judgement(session=session, judgement=row())
-        (read,) = judging.all_judged(session=session, runs=["a", "b"])
+    (read,) = Store(engine).judged(["a", "b"])
     assert (created, created_again, again.id) == (True, False, first.id)
     assert (read.winner, read.seed, read.turn.external_id) == ("a", 2**62 + 5, "x")  # B was "a"
 
@@ -458,7 +457,7 @@ def test_a_run_the_report_cannot_label_is_named_not_a_500(tmp_path: Path) -> Non
         session.add(Turn(conversation_id="c1", turn_index=0, question="q?", gold=["a"]))
         session.add(TurnResult(conversation_id="c1", turn_index=0, answer="a", status="ok", method="mystery"))
         session.commit()
-    odd: Any = type("Client", (), {"engine": engine})()
+    odd: Any = type("Client", (), {"store": Store(engine)})()
 
     view = runs_view(odd, tmp_path / "absent")
 
@@ -513,7 +512,7 @@ def test_a_judge_reads_the_passage_and_each_sides_own_conversation_so_far(tmp_pa
 
     # Given two runs over one passage-grounded conversation, each with its own earlier answers
     engine = _passage_runs(tmp_path)
-    client: Any = type("Client", (), {"engine": engine})()
+    client: Any = type("Client", (), {"store": Store(engine)})()
 
     # When the judge draws until turn 2 comes (the draw is random between the two turns)
     view = next(

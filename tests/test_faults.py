@@ -235,7 +235,9 @@ def test_a_worker_killed_between_storing_a_turn_and_its_policy_update_is_recover
         lock.execute(text("select 1 from policy_state where key = :key for update"), {"key": key})
         wait_for(
             "turn 1 stored, its policy update waiting",
-            lambda: not isinstance(d.client.poll_turn(conversation, 1), int) and _waiting_on_policy_lock(d),
+            lambda: (
+                not isinstance(d.client.store.progress(conversation, 1), int) and _waiting_on_policy_lock(d)
+            ),
             timeout=30,
         )
         first.kill_all()
@@ -449,7 +451,7 @@ def test_a_redelivered_aggregate_sends_nothing_while_the_next_turn_runs(deploy):
     wait_for(
         "the second delivery ran", lambda: worker.text().count(f"[{task_id}] succeeded") == 2, timeout=30
     )
-    assert isinstance(d.client.poll_turn(conversation, 1), int), "turn 1 had finished: no overlap"
+    assert isinstance(d.client.store.progress(conversation, 1), int), "turn 1 had finished: no overlap"
 
     # Then: it stored and sent nothing: one chain to the end, each turn generated once per member
     counts = wait_all_stored(d.engine, {conversation: 3}, timeout=60)

@@ -198,3 +198,34 @@ def test_the_service_is_its_own_layer() -> None:
     assert _layer("pipeline.service.client") == "pipeline.service"
     assert _layer("pipeline.borda") == "pipeline"
     assert "db" not in ALLOWED_LAYERS["pipeline"] and "pipeline.service" not in ALLOWED_LAYERS["pipeline"]
+
+
+# The server, the pages and the CLI read and write conversations through the client's Store
+# (pipeline/service/store.py), never with db/'s queries or a session of their own.
+EDGES = (
+    "workers.serve",
+    "workers.chat",
+    "workers.web",
+    "workers.cli",
+    "workers.recovery",
+    "workers.evaluation.replay",
+)
+QUERIES = {"db.crud", "db.live", "db.judgements"}
+
+
+def _is_edge(module: str) -> bool:
+    return any(module == e or module.startswith(e + "_") or module.startswith(e + ".") for e in EDGES)
+
+
+def test_the_edges_go_through_the_store() -> None:
+    graph = import_graph(with_type_only=True)
+    edges = [m for m in graph if _is_edge(m)]
+    assert {"workers.serve", "workers.web_runs", "workers.cli_evaluation", "workers.web_evaluate"} <= set(
+        edges
+    )
+
+    around = sorted(f"{m} -> {t}" for m in edges for t in graph[m] if t in QUERIES)
+    sessions = sorted(m for m in edges if "Session(" in _modules()[m].read_text())
+
+    assert around == []
+    assert sessions == []

@@ -151,7 +151,7 @@ def _conversation_reads(client) -> list[str]:
         if statement.lstrip().upper().startswith("SELECT") and "WHERE conversation.id =" in statement:
             seen.append(statement)
 
-    event.listen(client.engine, "before_cursor_execute", count)
+    event.listen(client.store.engine, "before_cursor_execute", count)
     return seen
 
 
@@ -160,7 +160,7 @@ def test_a_chat_request_reads_its_conversation_once_before_its_turn(embedded):
 
     client = embedded()
     run = client.live(client.start().conversation_id)  # any live conversation's settings will do
-    settings = client.conversation_state(run.conversation_id).run
+    settings = client.store.state(run.conversation_id).run
     reads = _conversation_reads(client)
 
     # Given a first question: the conversation is created, not read back
@@ -190,3 +190,40 @@ def test_a_conversation_held_open_while_another_client_asks_on_asks_the_turn_aft
     chat.ask("Who wrote Dune?", timeout=30)  # meanwhile the first question is asked elsewhere
 
     assert held.ask("When?", timeout=30).turn_index == 1  # the aged state is read again, not trusted
+
+
+def test_a_new_chat_checks_the_queues_once_and_stores_nothing_when_refused(embedded):
+    from pipeline.errors import ServiceUnavailable
+
+    client = embedded()
+    checks: list[list[str]] = []
+    refuse = {"now": False}
+
+    def queue_check(queues, default):
+        checks.append(list(queues))
+        if refuse["now"]:
+            raise ServiceUnavailable("no worker consumes queue model0")
+
+    before = client.store.list_conversations(limit=1)[1]
+    client.queue_check = queue_check
+    try:
+        # When a new conversation is opened and asked its first question, then a second one
+        chat = client.start(system="Be brief.")
+        first = chat.send("Who wrote Dune?")
+        once = len(checks)
+        chat.wait(first, timeout=30)
+        chat.send("When was it published?")
+
+        # When the queues have no worker: start refuses before anything is stored
+        refuse["now"] = True
+        stored = client.store.list_conversations(limit=1)[1]
+        with pytest.raises(ServiceUnavailable, match="no worker"):
+            client.start(system="Be brief.")
+        after = client.store.list_conversations(limit=1)[1]
+    finally:
+        client.queue_check = None
+
+    # Then the first question cost one check (start's), the follow-up one more
+    assert once == 1
+    assert len(checks) == 3
+    assert stored == before + 1 and after == stored

@@ -103,7 +103,7 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[BlendClie
 
 
 def _counts(client: BlendClient) -> tuple[int, int]:
-    with Session(client.engine) as session:
+    with Session(client.store.engine) as session:
         conversations = session.exec(select(func.count()).select_from(Conversation)).one()
         turns = session.exec(select(func.count()).select_from(Turn)).one()
     return conversations, turns

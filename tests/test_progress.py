@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from workers.progress import events
-
 
 def test_every_candidate_and_ballot_of_a_live_turn_is_an_event(embedded):
     client = embedded()
     chat = client.start()
     outcome = chat.ask("Who wrote Dune?", timeout=30)
 
-    found = events(client.engine, chat.conversation_id, 0)
+    found = client.store.turn_events(chat.conversation_id, 0)
 
     candidates = {e["member"]: e["record"] for e in found if e["kind"] == "candidate"}
     ballots = {e["member"]: e["record"] for e in found if e["kind"] == "ballot"}
@@ -23,7 +21,7 @@ def test_every_candidate_and_ballot_of_a_live_turn_is_an_event(embedded):
     assert kinds == sorted(kinds, key=lambda k: k != "candidate")
     assert [e["id"] for e in found] == sorted(e["id"] for e in found)
     # Reading after the last id seen gives nothing new.
-    assert events(client.engine, chat.conversation_id, 0, after=found[-1]["id"]) == []
+    assert client.store.turn_events(chat.conversation_id, 0, after=found[-1]["id"]) == []
 
 
 def test_a_submitted_conversation_writes_no_events(embedded):
@@ -32,7 +30,7 @@ def test_a_submitted_conversation_writes_no_events(embedded):
     handle = client.submit(["Who wrote Dune?"])
     handle.wait(timeout=30)
 
-    assert events(client.engine, handle.conversation_id, 0) == []
+    assert client.store.turn_events(handle.conversation_id, 0) == []
 
 
 def test_a_pairwise_turn_writes_its_judgements(embedded):
@@ -40,7 +38,7 @@ def test_a_pairwise_turn_writes_its_judgements(embedded):
     chat = client.start(method="pairwise")
     chat.ask("Who wrote Dune?", timeout=30)
 
-    found = events(client.engine, chat.conversation_id, 0)
+    found = client.store.turn_events(chat.conversation_id, 0)
 
     judgements = [e["record"] for e in found if e["kind"] == "judgement"]
     assert len(judgements) == 6  # every ordered pair of 3 candidates

@@ -227,7 +227,7 @@ def test_a_redelivered_aggregate_does_not_send_the_next_turn_again(embedded):
     # Then turn 1 was not sent again: no new generation, still attempt 1
     time.sleep(0.5)  # a duplicate chain would have started by now on the in-process worker
     assert len(_generations_of("When was it published?")) == second_question_calls == 3
-    with Session(client.engine) as session:
+    with Session(client.store.engine) as session:
         turn = crud.get_turn(session=session, conversation_id=handle.conversation_id, turn_index=1)
         assert turn is not None and turn.attempt == 1
 
@@ -248,7 +248,7 @@ def test_a_start_message_delivered_twice_launches_its_turn_once(embedded):
     time.sleep(0.5)  # a duplicate canvas would have run by now on the in-process worker
     assert [o.turn_index for o in outcomes] == [0, 1]
     assert len(_generations_of(question)) == 3
-    with Session(client.engine) as session:
+    with Session(client.store.engine) as session:
         turn = crud.get_turn(session=session, conversation_id=conversation_id, turn_index=0)
         assert turn is not None and (turn.attempt, turn.started) == (1, 1)
 
@@ -269,7 +269,7 @@ def test_a_stale_start_message_of_a_replaced_attempt_launches_nothing(embedded):
     time.sleep(0.5)
     assert len(_generations_of(question)) == 3
     assert client.wait_turn(conversation_id, 0, timeout=10) == outcome
-    with Session(client.engine) as session:
+    with Session(client.store.engine) as session:
         turn = crud.get_turn(session=session, conversation_id=conversation_id, turn_index=0)
         assert turn is not None and (turn.attempt, turn.started) == (2, 2)
 
@@ -287,7 +287,7 @@ def test_a_resent_first_turn_opens_its_policy_state_in_the_worker(embedded):
     assert [o.turn_index for o in outcomes] == [0, 1, 2]
     decisions = [t.result["decision"]["ranked"] for t in client.fetch(conversation_id).turns]
     assert decisions == [True, False, True]
-    with Session(client.engine) as session:
+    with Session(client.store.engine) as session:
         turns = crud.list_turns(session=session, conversation_id=conversation_id)
         assert [(t.attempt, t.started) for t in turns] == [(2, 2), (1, 1), (1, 1)]
 
@@ -354,7 +354,7 @@ def _stalled_conversation(client, questions: list[str], *, sent_ago_s: float, po
     )
     turns = [Turn(conversation_id=conversation_id, turn_index=i, question=q) for i, q in enumerate(questions)]
     turns[0].attempt, turns[0].sent_at = 1, crud.utc_now() - timedelta(seconds=sent_ago_s)
-    with Session(client.engine) as session:
+    with Session(client.store.engine) as session:
         crud.create_conversation(session=session, conversation=row, turns=turns)
     return conversation_id
 
@@ -370,7 +370,7 @@ def test_a_failed_attempt_is_reported_then_resume_finishes_the_turn(embedded):
     client.resume(conversation_id)
     outcome = client.wait_turn(conversation_id, 0, timeout=30)
     assert outcome.status == "ok"
-    assert client.poll_turn(conversation_id, 0) == outcome
+    assert client.store.progress(conversation_id, 0) == outcome
 
 
 def test_recover_resends_only_conversations_without_progress(embedded):
@@ -383,7 +383,7 @@ def test_recover_resends_only_conversations_without_progress(embedded):
     assert [(c, t) for c, t, _ in resent] == [(stalled, 0)]
     outcomes = client.handle(stalled).wait(timeout=30)
     assert [o.turn_index for o in outcomes] == [0, 1]
-    with Session(client.engine) as session:
+    with Session(client.store.engine) as session:
         rows = session.exec(select(TurnResult).where(TurnResult.conversation_id == stalled)).all()
         assert len(rows) == 2
         assert crud.get_turn(session=session, conversation_id=stalled, turn_index=0).attempt == 2
@@ -417,11 +417,11 @@ def test_limits_refuse_what_cannot_travel_or_be_stored(conversation, message):
 
 def test_submit_refuses_an_oversized_question_and_stores_nothing(embedded):
     client = embedded()
-    with Session(client.engine) as session:
+    with Session(client.store.engine) as session:
         before = len(session.exec(select(Conversation)).all())
 
     with pytest.raises(InputError, match="the limit is 8,000"):
         client.submit(["x" * 1_000_000])
 
-    with Session(client.engine) as session:
+    with Session(client.store.engine) as session:
         assert len(session.exec(select(Conversation)).all()) == before

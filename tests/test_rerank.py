@@ -42,7 +42,7 @@ def _stored_run(client: BlendClient, *, method: str = "peer") -> str:
 
 
 def _settings(client: BlendClient) -> Settings:
-    return Settings(database_url=client.engine.url.render_as_string(hide_password=False))
+    return Settings(database_url=client.store.engine.url.render_as_string(hide_password=False))
 
 
 @pytest.fixture
@@ -272,6 +272,6 @@ def _runs(client: BlendClient, run: str) -> list:
 
     from db import crud
 
-    with Session(client.engine) as session:
+    with Session(client.store.engine) as session:
         ids = [c.id for c in crud.run_conversations(session=session, run=run)]
     return [client.fetch(i) for i in ids]

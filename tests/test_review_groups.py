@@ -280,7 +280,7 @@ def test_everything_that_reads_reviews_reads_a_groups_row_for_each_member(
     handle = client.submit(QUESTIONS, run=run)
     handle.wait(timeout=60)
     stored = client.fetch(handle.conversation_id)
-    with Session(client.engine) as session:
+    with Session(client.store.engine) as session:
         records = crud.run_records(session=session, run=run)
         ballots = crud.run_turns(session=session, runs=[run])
 

@@ -39,7 +39,7 @@ def http(client: BlendClient) -> TestClient:
 
 def _stored(client: BlendClient) -> tuple[int, int]:
     """(conversations, turns) in the database."""
-    with Session(client.engine) as session:
+    with Session(client.store.engine) as session:
         conversations = session.exec(select(func.count()).select_from(Conversation)).one()
         turns = session.exec(select(func.count()).select_from(Turn)).one()
     return conversations, turns
@@ -241,3 +241,20 @@ def test_an_unexpected_failure_is_a_500_in_openais_shape(client, monkeypatch):
 
     error = _error(response, 500)
     assert error["type"] == "server_error" and "RuntimeError" in error["message"]
+
+
+def test_a_new_chat_asks_the_broker_about_its_queues_once(client, http, monkeypatch):
+    # Given a deployment that counts its queue checks (distributed mode asks the broker each time)
+    checks: list[str] = []
+    monkeypatch.setattr(client, "queue_check", lambda queues, default: checks.append(default))
+
+    # When a new chat is asked, and then continued
+    first = _post(http, {"model": "refusals", "messages": [_user("Who wrote Dune?")]})
+    assert first.status_code == 200, first.text
+    once = len(checks)
+    answer = first.json()["choices"][0]["message"]["content"]
+    history = [_user("Who wrote Dune?"), {"role": "assistant", "content": answer}, _user("When?")]
+    assert _post(http, {"model": "refusals", "messages": history}).status_code == 200
+
+    # Then each question cost one check
+    assert (once, len(checks)) == (1, 2)

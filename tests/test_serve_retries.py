@@ -61,7 +61,7 @@ def _turn_of(response: Any) -> tuple[str, int, str]:
 
 
 def _questions(client: BlendClient, conversation_id: str) -> list[str]:
-    with Session(client.engine) as session:
+    with Session(client.store.engine) as session:
         turns = session.exec(
             select(Turn).where(Turn.conversation_id == conversation_id).order_by(Turn.turn_index)
         )
@@ -92,10 +92,10 @@ def test_a_follow_up_continues_a_conversation_nobody_waited_for(client, http):
     chat.send(f"Who wrote Dune? {tag}")
     wait_for(
         "the worker stores the turn",
-        lambda: not isinstance(client.poll_turn(chat.conversation_id, 0), int),
+        lambda: not isinstance(client.store.progress(chat.conversation_id, 0), int),
         timeout=30,
     )
-    answer = client.poll_turn(chat.conversation_id, 0).answer  # type: ignore[union-attr]
+    answer = client.store.progress(chat.conversation_id, 0).answer  # type: ignore[union-attr]
 
     # When: the follow-up repeats the exchange so far
     conversation, turn_index, _ = _turn_of(_ask(http, [f"Who wrote Dune? {tag}", answer, f"And then? {tag}"]))
@@ -112,7 +112,7 @@ def test_an_idempotency_key_asks_once(client, http):
 
     assert again == first
     assert without[0] != first[0]  # the same first question without a key is a new conversation
-    with Session(client.engine) as session:
+    with Session(client.store.engine) as session:
         count = select(func.count()).select_from(Turn).where(Turn.request_key == key)
         assert session.exec(count).one() == 1
 

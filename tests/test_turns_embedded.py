@@ -160,11 +160,11 @@ def test_a_late_aggregator_leaves_the_top_candidate_recorded(embedded):
 def test_bad_input_is_refused_and_nothing_is_stored(embedded, conversation, message):
     client = embedded()
     count = select(func.count()).select_from(Conversation)
-    with Session(client.engine) as session:
+    with Session(client.store.engine) as session:
         before = session.exec(count).one()
     with pytest.raises(InputError, match=message):
         client.submit(conversation)
-    with Session(client.engine) as session:
+    with Session(client.store.engine) as session:
         assert session.exec(count).one() == before
     assert scripted_calls() == []
 
@@ -227,7 +227,7 @@ def test_a_redelivered_aggregate_stores_nothing_twice(embedded):
 
     # Then: the stored result is returned and there is still one result row.
     assert again["answer"] == outcome.answer
-    with Session(client.engine) as session:
+    with Session(client.store.engine) as session:
         count = (
             select(func.count())
             .select_from(TurnResult)

@@ -194,7 +194,7 @@ def _stub(
         created_at=created,
     )
     turn = Turn(conversation_id=conversation_id, turn_index=0, question=f"question of {run} {minutes}?")
-    with Session(client.engine, expire_on_commit=False) as session:
+    with Session(client.store.engine, expire_on_commit=False) as session:
         crud.create_conversation(session=session, conversation=row, turns=[turn])
         if stored:
             result = TurnResultBase(
@@ -367,7 +367,7 @@ def _events(http: TestClient, url: str) -> list[tuple[str, Any]]:
 
 
 def _total(client: BlendClient) -> int:
-    with Session(client.engine) as session:
+    with Session(client.store.engine) as session:
         return crud.list_conversations(session=session, offset=0, limit=1)[1]
 
 
@@ -382,7 +382,7 @@ def test_a_chat_over_http_streams_its_stages(client: BlendClient) -> None:
     # Then it is a live conversation like the API's, and the page is where the answer comes
     assert started.status_code == 303, started.text
     conversation_id = re.fullmatch(r"/conversations/([0-9a-f]+)#turn-1", started.headers["location"])[1]
-    state = client.conversation_state(conversation_id)
+    state = client.store.state(conversation_id)
     assert state is not None and state.run.live and state.run.policy == "p1"
     assert (state.system, state.passage, state.questions) == ("Be brief.", "Dune...", ("Who wrote Dune?",))
 

@@ -261,7 +261,7 @@ def _show(args: argparse.Namespace) -> int:
         if args.json:
             print(_json(_stored_json(stored)))
             return 0
-        state = client.conversation_state(stored.id)  # whether it is live: said as the pages say it
+        state = client.store.state(stored.id)  # whether it is live: said as the pages say it
         console.print(conversation_header(stored, live=state is not None and state.run.live))
         for turn in stored.turns:
             print_turn(console, turn)
@@ -269,18 +269,14 @@ def _show(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
-    from sqlmodel import Session
-
-    from db import crud
-    from db.engine import get_engine
+    from pipeline.service.store import Store
     from workers.services import check_services
 
     settings = Settings()
     check_services(settings)
-    with Session(get_engine(settings.database)) as session:
-        rows, total = crud.list_conversations(
-            session=session, run=args.run, status=args.status, limit=args.limit
-        )
+    rows, total = Store.at(settings.database).list_conversations(
+        run=args.run, status=args.status, limit=args.limit
+    )
     for row, stored, first in rows:
         item = {
             "id": row.id,

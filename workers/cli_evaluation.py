@@ -164,23 +164,20 @@ def _replay(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from sqlmodel import Session
-
-    from db import crud
-    from db.engine import get_engine
     from pipeline.evaluation.report import build_report
+    from pipeline.service.store import Store
     from workers.evaluation.plot import plot_tradeoff
     from workers.evaluation.scoring import BertScorer
 
     settings = Settings()
-    with Session(get_engine(settings.database)) as session:
-        known = crud.list_runs(session=session)
-        runs = args.runs or known
-        unknown = sorted(set(runs) - set(known))
-        if unknown:
-            raise InputError(f"no run named {', '.join(unknown)}; stored runs: {', '.join(known) or 'none'}")
-        rows = crud.run_turns(session=session, runs=runs)
-        human = human_section(session, runs)  # blind judgements (/evaluate) of pairs of these runs
+    store = Store.at(settings.database)
+    known = store.runs()
+    runs = args.runs or known
+    unknown = sorted(set(runs) - set(known))
+    if unknown:
+        raise InputError(f"no run named {', '.join(unknown)}; stored runs: {', '.join(known) or 'none'}")
+    rows = store.run_turns(runs)
+    human = human_section(store, runs)  # blind judgements (/evaluate) of pairs of these runs
     if not rows:
         raise InputError(f"runs {', '.join(runs)} have no finished turns yet")
     # token F1 / exact match always; CANNOTANSWER questions are counted in the notes (QuAC's rule)
@@ -199,16 +196,12 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _reviewers(args: argparse.Namespace) -> int:
-    from sqlmodel import Session
-
-    from db import crud
-    from db.engine import get_engine
     from pipeline.evaluation.reviewers import render_reviewers, reviewer_stats
+    from pipeline.service.store import Store
     from workers.runtime import committee_from_settings
 
     settings = Settings()
-    with Session(get_engine(settings.database)) as session:
-        rows = crud.run_records(session=session, run=args.run)
+    rows = Store.at(settings.database).run_records(args.run)
     if not rows:
         raise InputError(f"run {args.run!r} has no finished conversation")
     table = render_reviewers(reviewer_stats(rows, committee_from_settings(settings)))

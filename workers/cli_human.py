@@ -7,10 +7,13 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipeline.service.settings import Settings
 from workers.cli_args import console
+
+if TYPE_CHECKING:
+    from pipeline.service.store import Store
 
 
 def add_evaluate_command(sub: Any) -> None:
@@ -27,14 +30,10 @@ def add_evaluate_command(sub: Any) -> None:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from sqlmodel import Session
-
-    from db.engine import get_engine
     from pipeline.evaluation.human import render_csv
-    from workers import judging
+    from pipeline.service.store import Store
 
-    with Session(get_engine(Settings().database)) as session:
-        judged = judging.all_judged(session=session, runs=args.runs)
+    judged = Store.at(Settings().database).judged(args.runs)
     text = render_csv(judged)
     if args.out is None:
         sys.stdout.write(text)
@@ -45,14 +44,9 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
-def human_section(session: Any, runs: Sequence[str]) -> str:
+def human_section(store: Store, runs: Sequence[str]) -> str:
     """The report's Markdown on the blind judgements of pairs of ``runs`` ("" when there are none)."""
-    from sqlalchemy import inspect
-
     from pipeline.evaluation.human import render_markdown, win_rates
-    from workers import judging
 
-    if not inspect(session.get_bind()).has_table("human_judgement"):  # a schema before 0008: none yet
-        return ""
-    lines = render_markdown(win_rates(judging.all_judged(session=session, runs=runs)))
+    lines = render_markdown(win_rates(store.judged(runs)))
     return "\n".join(["", *lines]) if lines else ""

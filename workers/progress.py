@@ -2,7 +2,7 @@
 
 The generate, review and judge tasks return their records into the chord, and the turn's rows
 are stored only once, by the aggregation task, at the end. A page or a stream that wants to
-show each candidate as it arrives reads these events instead (``events``): one small row per
+show each candidate as it arrives reads these events instead (``Store.turn_events``): one small row per
 task, in the database, so it works the same embedded and distributed, whichever process runs
 the task. Events are advisory and best effort: a failure to write one is logged and never fails
 the task; a redelivered task writes its event again (readers keep the newest per member).
@@ -12,9 +12,6 @@ from __future__ import annotations
 
 import logging
 from typing import Any
-
-from sqlalchemy.engine import Engine
-from sqlmodel import Session
 
 from db import crud
 from db.engine import get_engine
@@ -51,16 +48,3 @@ def record_event(
         log.warning(
             "turn %s/%s: %s event not written: %s", context.conversation_id, context.turn_index, kind, error
         )
-
-
-def events(engine: Engine, conversation_id: str, turn_index: int, *, after: int = 0) -> list[dict[str, Any]]:
-    """The turn's events written after event id ``after``, oldest first, as
-    ``{"id", "kind", "member", "at", "record"}`` (``at``: seconds since the epoch)."""
-    with Session(engine) as session:
-        rows = crud.turn_events(
-            session=session, conversation_id=conversation_id, turn_index=turn_index, after=after
-        )
-    return [
-        {"id": r.id, "kind": r.kind, "member": r.member, "at": r.created_at.timestamp(), "record": r.payload}
-        for r in rows
-    ]

@@ -9,11 +9,7 @@ visibility timeout.
 from __future__ import annotations
 
 import time
-from datetime import timedelta
 
-from sqlmodel import Session
-
-from db import crud
 from pipeline.outcomes import TurnOutcome
 from pipeline.service.client import BlendClient
 
@@ -23,15 +19,10 @@ def recover(client: BlendClient, *, older_than_s: float) -> list[tuple[str, int,
 
     Returns (conversation id, turn index, new attempt) for each turn resent.
     """
-    cutoff = crud.utc_now() - timedelta(seconds=older_than_s)
-    with Session(client.engine) as session:
-        stalled = [
-            (t.conversation_id, t.turn_index) for t in crud.stalled_turns(session=session, sent_before=cutoff)
-        ]
     resent = []
-    for conversation_id, turn_index in stalled:
+    for conversation_id, turn_index in client.store.stalled(older_than_s):
         client.resume(conversation_id)
-        state = client.poll_turn(conversation_id, turn_index)
+        state = client.store.progress(conversation_id, turn_index)
         if isinstance(state, int):
             resent.append((conversation_id, turn_index, state))
     return resent

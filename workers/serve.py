@@ -49,7 +49,6 @@ from workers.chat import (
     parse_request,
     request_key_of,
 )
-from workers.progress import events
 from workers.server_options import ServerOptions
 from workers.web import web_router
 
@@ -265,7 +264,6 @@ class _Ask:
             earlier = self.asked_in(None)  # its conversation has moved on: the turn is stored
             if earlier is not None:
                 return earlier
-        client.check_queues()  # a missing worker is refused before a new conversation is stored
         if continued is not None:
             chat = client.live(continued)
             try:
@@ -294,7 +292,7 @@ class _Ask:
         """The turn a request with this Idempotency-Key asked, if any (422 if another question)."""
         if not self.request_key:
             return None
-        found = self.client.find_by_key(self.request_key)
+        found = self.client.store.find_by_key(self.request_key)
         if found is None:
             return None
         conversation_id, turn_index, asked = found
@@ -322,7 +320,7 @@ class _Ask:
 
     def running_in(self, conversation_id: str) -> tuple[LiveConversation, int] | None:
         """The conversation's running last turn, if it asks this request's question."""
-        running = self.client.running_turn(conversation_id)
+        running = self.client.store.running_turn(conversation_id)
         if running is None or running[1] != self.question:
             return None
         return LiveConversation(self.client, conversation_id), running[0]
@@ -357,7 +355,7 @@ def _as_chat_error(error: BlendError) -> ChatError:
 
 def _turn_response(client: BlendClient, conversation_id: str, turn_index: int) -> Response:
     try:
-        state = client.poll_turn(conversation_id, turn_index)
+        state = client.store.progress(conversation_id, turn_index)
     except InputError as error:
         raise ChatError(404, str(error), "invalid_request_error", code="turn_not_found") from None
     body: dict[str, Any] = {
@@ -407,7 +405,7 @@ def _usage(extension: dict[str, Any], outcome: TurnOutcome, question: str = "") 
 def _extension(client: BlendClient, outcome: TurnOutcome) -> dict[str, Any]:
     """What the blend did: every candidate, the ranking and scores, the timings (one read of the
     stored turn, after it finished)."""
-    candidates, decision = client.turn_details(outcome.conversation_id, outcome.turn_index)
+    candidates, decision = client.store.turn_details(outcome.conversation_id, outcome.turn_index)
     return {
         "conversation_id": outcome.conversation_id,
         "turn_index": outcome.turn_index,
@@ -437,7 +435,7 @@ async def _stream(
     seen, quiet_since = 0, time.monotonic()
     while not ask.done():
         await asyncio.wait({ask}, timeout=EVENT_POLL_S)
-        for event in await asyncio.to_thread(events, client.engine, *turn, after=seen):
+        for event in await asyncio.to_thread(client.store.turn_events, *turn, after=seen):
             seen = event["id"]
             quiet_since = time.monotonic()
             yield chunk({}, peerblend=_event(event))
@@ -450,7 +448,7 @@ async def _stream(
         yield f"data: {json.dumps(error_body(error))}\n\n"
         yield "data: [DONE]\n\n"
         return
-    for event in await asyncio.to_thread(events, client.engine, *turn, after=seen):
+    for event in await asyncio.to_thread(client.store.turn_events, *turn, after=seen):
         yield chunk({}, peerblend=_event(event))
     extension = await asyncio.to_thread(_extension, client, outcome)
     yield chunk({"content": outcome.answer})

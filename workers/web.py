@@ -28,9 +28,7 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, Field, field_validator
-from sqlmodel import Session
 
-from db import crud
 from pipeline.service.client import BlendClient
 from workers.chat import model_ids
 from workers.server_options import ServerOptions
@@ -106,13 +104,11 @@ def _list_routes(router: APIRouter, client: BlendClient, pages: Pages) -> None:
 
 def _listed(client: BlendClient, filters: ConversationFilters) -> tuple[list[Any], int]:
     """One page of the list: (conversation, turns stored, first question) rows, and the total."""
-    with Session(client.engine) as session:
-        return crud.list_conversations(
-            session=session,
-            **filters.model_dump(include={"run", "committee", "method", "policy", "status"}),
-            offset=(filters.page - 1) * filters.per_page,
-            limit=filters.per_page,
-        )
+    return client.store.list_conversations(
+        **filters.model_dump(include={"run", "committee", "method", "policy", "status"}),
+        offset=(filters.page - 1) * filters.per_page,
+        limit=filters.per_page,
+    )
 
 
 def list_signature(rows: list[Any], total: int) -> str:
@@ -130,8 +126,7 @@ def _list_page(
 ) -> Response:
     """The list, with the chat form above it (``extra``: a refused form's error and fields)."""
     rows, total = _listed(client, filters)
-    with Session(client.engine) as session:
-        facets = crud.conversation_facets(session=session)
+    facets = client.store.facets()
     context = {
         "rows": rows,
         "total": total,
@@ -151,8 +146,7 @@ def _conversation_routes(
 ) -> None:
     @router.get("/conversations/{conversation_id}.json", dependencies=[pages.json_reader])
     def _progress(request: Request, conversation_id: str) -> Response:
-        with Session(client.engine) as session:
-            progress = crud.conversation_progress(session=session, conversation_id=conversation_id)
+        progress = client.store.conversation_progress(conversation_id)
         if progress is None:
             return JSONResponse({"error": f"no conversation with id {conversation_id!r}"}, status_code=404)
         turns, stored = progress

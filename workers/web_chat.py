@@ -63,8 +63,7 @@ def chat_routes(router: APIRouter, client: BlendClient, pages: Pages, retry: Ret
         try:
             method, policy = _variant(client, form["model"])
             question = checked_question(client.limits, form["question"])  # before anything is stored
-            client.check_queues()
-            chat = client.start(
+            chat = client.start(  # refused before anything is stored if a queue has no worker
                 passage=form["passage"].strip() or None,
                 system=form["system"].strip() or None,
                 method=method,

@@ -26,15 +26,13 @@ from urllib.parse import quote, unquote, urlencode
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import RedirectResponse, Response
-from sqlmodel import Session
 
-from db import judgements as store
 from db.models import HumanJudgement
 from pipeline.errors import InputError
 from pipeline.evaluation import human
 from pipeline.evaluation.human import CHOICES, TurnKey
 from pipeline.service.client import BlendClient
-from workers import judging
+from pipeline.service.store import Store
 from workers.web_pages import file_in
 from workers.web_runs import runs_view
 
@@ -111,8 +109,7 @@ def _judging_routes(router: APIRouter, client: BlendClient, pages: Pages) -> Non
 def _export_route(router: APIRouter, client: BlendClient, pages: Pages) -> None:
     @router.get("/evaluate/export.csv", dependencies=[pages.reader])
     def _export(request: Request) -> Response:
-        with Session(client.engine) as session:
-            text = human.render_csv(judging.all_judged(session=session))
+        text = human.render_csv(client.store.judged())
         headers = {"Content-Disposition": 'attachment; filename="judgements.csv"'}
         return Response(text, media_type="text/csv; charset=utf-8", headers=headers)
 
@@ -145,22 +142,19 @@ def _start_page(
     status_code: int = 200,
 ) -> Response:
     """The name, the two runs to compare, and every pair judged so far with its progress."""
-    with Session(client.engine) as session:
-        runs = store.runs_with_answers(session=session)
-        pairs = [
-            {"pair": pair, "url": pair_url(pair), **_pair_state(session, pair)}
-            for pair in store.judged_pairs(session=session)
-        ]
+    runs = client.store.runs_with_answers()
+    pairs = [
+        {"pair": pair, "url": pair_url(pair), **_pair_state(client.store, pair)}
+        for pair in client.store.judged_pairs()
+    ]
     context = {"runs": runs, "pairs": pairs, "chosen": chosen, "judge": judge, "error": error}
     return pages.render(request, "evaluate_start.html", context, status_code=status_code)
 
 
-def _pair_state(session: Session, pair: tuple[str, str]) -> dict[str, Any]:
+def _pair_state(store: Store, pair: tuple[str, str]) -> dict[str, Any]:
     """A pair's pool of turns, its judgements, where the judging stands and its win rate."""
-    pool = human.pair_pool(
-        judging.run_answers(session=session, run=pair[0]), judging.run_answers(session=session, run=pair[1])
-    )
-    judged = judging.pair_judged(session=session, first=pair[0], second=pair[1])
+    pool = human.pair_pool(store.run_answers(pair[0]), store.run_answers(pair[1]))
+    judged = store.pair_judged(*pair)
     rates = human.win_rates(judged, resamples=500)
     return {
         "pool": pool,
@@ -172,19 +166,15 @@ def _pair_state(session: Session, pair: tuple[str, str]) -> dict[str, Any]:
 
 def judging_view(client: BlendClient, pair: tuple[str, str], judge: str) -> dict[str, Any]:
     """The judging page: the pair's next turn for this judge (``item`` None when there is none)."""
-    with Session(client.engine) as session:
-        state = _pair_state(session, pair)
-        drawn = human.next_draw(state["pool"].turns, state["judged"], judge=judge, seed=secrets.randbits(62))
-        item = None
-        if drawn is not None:
-            conversations = state["pool"].turns[drawn.turn]
-            sides = conversations if drawn.first_is_a else conversations[::-1]
-            shown = [
-                store.shown_turn(session=session, conversation_id=c, turn_index=drawn.turn.turn_index)
-                for c in sides
-            ]
-            if shown[0] is not None and shown[1] is not None:
-                item = _item(drawn, shown[0], shown[1])
+    state = _pair_state(client.store, pair)
+    drawn = human.next_draw(state["pool"].turns, state["judged"], judge=judge, seed=secrets.randbits(62))
+    item = None
+    if drawn is not None:
+        conversations = state["pool"].turns[drawn.turn]
+        sides = conversations if drawn.first_is_a else conversations[::-1]
+        shown = [client.store.shown_turn(c, drawn.turn.turn_index) for c in sides]
+        if shown[0] is not None and shown[1] is not None:
+            item = _item(drawn, shown[0], shown[1])
     mine = sum(j.judge == judge for j in state["judged"])
     return {"pair": pair, "judge": judge, "item": item, "mine": mine, **state}
 
@@ -211,15 +201,14 @@ def _store_judgement(request: Request, client: BlendClient, pages: Pages, form: 
     if not judge:
         return RedirectResponse("/evaluate", status_code=303)
     try:
-        with Session(client.engine) as session:
-            store.save_judgement(session=session, judgement=posted_judgement(session, form, judge))
+        client.store.save_judgement(posted_judgement(client.store, form, judge))
     except InputError as error:
         context = {"message": str(error), "title": "Judgement refused"}
         return pages.render(request, "denied.html", context, status_code=400)
     return RedirectResponse(pair_url((form["first"], form["second"])), status_code=303)
 
 
-def posted_judgement(session: Session, form: dict[str, str], judge: str) -> HumanJudgement:
+def posted_judgement(store: Store, form: dict[str, str], judge: str) -> HumanJudgement:
     """The row a posted judging form stands for; InputError naming the field that does not fit."""
     pair = human.run_pair(form["first"], form["second"])
     if pair != (form["first"], form["second"]):
@@ -237,9 +226,7 @@ def posted_judgement(session: Session, form: dict[str, str], judge: str) -> Huma
             f"turn and seed must be integers, got {form['turn']!r} and {form['seed']!r}"
         ) from None
     key = TurnKey(form["dataset"], form["external_id"], turn)
-    pool = human.pair_pool(
-        judging.run_answers(session=session, run=pair[0]), judging.run_answers(session=session, run=pair[1])
-    )
+    pool = human.pair_pool(store.run_answers(pair[0]), store.run_answers(pair[1]))
     if key not in pool.turns:
         raise InputError(
             f"runs {pair[0]} and {pair[1]} do not both answer turn {turn + 1} of {key.external_id}"

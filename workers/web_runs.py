@@ -13,16 +13,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sqlmodel import Session
-
-from db import crud
 from pipeline.errors import InputError
 from pipeline.evaluation import human
 from pipeline.evaluation.report import ORACLE_BOUND, RANDOM_BOUND, RunKey, build_report, label_runs
 from pipeline.evaluation.stats import ALL
 from pipeline.evaluation.tables import F1, delta_cells, metric_tables, read_csv
 from pipeline.service.client import BlendClient
-from workers import judging
 from workers.tradeoff_svg import points_of, tradeoff_svg
 
 RESAMPLES = 1000  # bootstrap resamples on the page: intervals to a few tenths, in well under a second
@@ -30,10 +26,9 @@ RESAMPLES = 1000  # bootstrap resamples on the page: intervals to a few tenths, 
 
 def runs_view(client: BlendClient, report_dir: Path) -> dict[str, Any]:
     """The runs page's context: ``runs``, ``report`` (or None), ``human``, ``committed`` (or None)."""
-    with Session(client.engine) as session:
-        runs = crud.run_summaries(session=session)
-        rows = crud.run_turns(session=session, runs=[r["run"] for r in runs]) if runs else []
-        judged = judging.all_judged(session=session)
+    runs = client.store.run_summaries()
+    rows = client.store.run_turns([r["run"] for r in runs])
+    judged = client.store.judged()
     try:
         labels = label_runs(RunKey.of(r) for r in rows)
         report, problem = database_report(rows, list(labels.values())), None

@@ -24,13 +24,10 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import Request
-from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
 
-from db import crud
 from pipeline.explain import explain_turn
 from pipeline.service.client import BlendClient
-from workers.progress import events
 
 POLL_S = 0.25  # how often a stream re-reads the database
 HEARTBEAT_S = 15.0
@@ -53,27 +50,16 @@ def last_event_id(request: Request) -> int:
 
 
 def turn_exists(client: BlendClient, conversation_id: str, turn_index: int) -> bool:
-    with Session(client.engine) as session:
-        progress = crud.turn_progress(session=session, conversation_id=conversation_id, turn_index=turn_index)
-    return progress is not None
+    return client.store.has_turn(conversation_id, turn_index)
 
 
 def read_turn(
     client: BlendClient, conversation_id: str, turn_index: int, after: int
 ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
     """(the turn's events after ``after``, its decision once stored) — one poll of a stream."""
-    new = events(client.engine, conversation_id, turn_index, after=after)
-    with Session(client.engine) as session:
-        result = crud.get_result(session=session, conversation_id=conversation_id, turn_index=turn_index)
-        if result is None:
-            return new, None
-        reviews = [
-            r.model_dump(mode="json")
-            for r in crud.list_reviews(session=session, conversation_id=conversation_id)
-            if r.turn_index == turn_index
-        ]
-        stored = result.model_dump(mode="json")
-    return new, decision_event(stored, reviews)
+    new = client.store.turn_events(conversation_id, turn_index, after=after)
+    stored = client.store.turn_result(conversation_id, turn_index)
+    return new, None if stored is None else decision_event(*stored)
 
 
 def decision_event(result: dict[str, Any], reviews: list[dict[str, Any]]) -> dict[str, Any]:

@@ -6,9 +6,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlmodel import Session
-
-from db import crud
 from pipeline.errors import InputError
 from pipeline.explain import explain_turn, live_label
 from pipeline.plan import method_named
@@ -27,11 +24,8 @@ def conversation_view(
         stored = client.fetch(conversation_id)
     except InputError:
         return None
-    with Session(client.engine) as session:
-        row = crud.get_conversation(session=session, conversation_id=conversation_id)
-        attempts = {
-            t.turn_index: t.attempt for t in crud.list_turns(session=session, conversation_id=conversation_id)
-        }
+    row = client.store.conversation(conversation_id)
+    attempts = client.store.attempts(conversation_id)
     if row is None:
         return None
     done = sum(t.result is not None for t in stored.turns)

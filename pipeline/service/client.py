@@ -22,10 +22,8 @@ from celery import Celery
 from celery.exceptions import TimeoutError as CeleryTimeout
 from celery.result import AsyncResult
 from sqlalchemy.engine import Engine
-from sqlmodel import Session
 
-from db import crud
-from db import live as live_store
+from db.crud import utc_now
 from db.models import Conversation as ConversationRow
 from db.models import Turn
 from db.retry import with_retries
@@ -33,16 +31,17 @@ from pipeline.committee import Committee
 from pipeline.context import Exchange
 from pipeline.conversation import Conversation, Limits, conversation_from_json
 from pipeline.errors import BlendError, InputError, ServiceUnavailable, TurnTimeout
-from pipeline.outcomes import OUTCOME_FIELDS, ConversationState, StoredConversation, StoredTurn, TurnOutcome
+from pipeline.outcomes import OUTCOME_FIELDS, StoredConversation, StoredTurn, TurnOutcome
 from pipeline.plan import DEFAULT_METHOD, RunConfig, check_run, check_run_name
 from pipeline.policy import PolicyStore, check_policy
 from pipeline.records import TurnContext
+from pipeline.service.broker import BROKER_GRACE_S, BrokerState, connection_error
 from pipeline.service.canvas import final_task_id, start_signature
 from pipeline.service.live import LiveConversation
+from pipeline.service.store import Store, state_of
 
 WAIT_SLICE_S = 2.0  # how often a waiting client re-reads the database
 DATABASE_PATIENCE_S = 600.0  # how long a wait without a deadline waits out an unreachable database
-BROKER_GRACE_S = 10.0  # how long a server's wait tolerates a broker that does not answer
 __all__ = ["OUTCOME_FIELDS", "BlendClient", "BlendHandle", "StoredConversation", "StoredTurn", "TurnOutcome"]
 
 
@@ -80,7 +79,7 @@ class BlendClient:
         broker_epoch: Callable[[], str | None] | None = None,
     ):
         self.app = app
-        self.engine = engine
+        self.store = Store(engine)  # every read and write of a conversation
         self.committee = committee
         self.policy_store = policy_store  # the policies' state (workers decide turns with their own)
         self.poll_interval = poll_interval
@@ -134,9 +133,8 @@ class BlendClient:
             Turn(conversation_id=conversation_id, turn_index=i, question=q.text, gold=list(q.gold))
             for i, q in enumerate(conversation.questions)
         ]
-        turns[0].attempt, turns[0].sent_at = 1, crud.utc_now()  # turn 0 is sent now, once
-        with Session(self.engine, expire_on_commit=False) as session:
-            crud.create_conversation(session=session, conversation=row, turns=turns)
+        turns[0].attempt, turns[0].sent_at = 1, utc_now()  # turn 0 is sent now, once
+        self.store.create(row, turns)
         first = TurnContext(
             conversation_id=conversation_id,
             turn_index=0,
@@ -179,6 +177,7 @@ class BlendClient:
         run = check_run_name(run)
         exchanges = _checked_history(history)
         self.limits.check_context(passage=passage, system=system, history=exchanges)
+        self.check_queues()  # a missing worker is refused before the conversation is stored
         row = ConversationRow(
             id=uuid.uuid4().hex,
             committee=self.committee.name,
@@ -192,88 +191,19 @@ class BlendClient:
             system=system,
             history=[[e.question, e.answer] for e in exchanges],
         )
-        with Session(self.engine, expire_on_commit=False) as session:
-            crud.create_conversation(session=session, conversation=row, turns=[])
+        self.store.create(row, [])
         # What was just written is what its first question would read back: it is handed on.
-        return LiveConversation(self, row.id, _state_of(row, (), {}))
+        return LiveConversation(self, row.id, state_of(row, (), {}), queues_checked=True)
 
     def check_queues(self) -> None:
         """Raise ServiceUnavailable if a queue of the committee has no worker (distributed mode)."""
         if self.queue_check is not None:
             self.queue_check([m.name for m in self.committee.members], self.app.conf.task_default_queue)
 
-    # The database side of live conversations (``pipeline.service.live`` holds their logic).
-
-    def conversation_state(self, conversation_id: str) -> ConversationState | None:
-        """A stored conversation's settings, questions and blended answers so far; None if unknown."""
-        with Session(self.engine) as session:
-            row = crud.get_conversation(session=session, conversation_id=conversation_id)
-            if row is None:
-                return None
-            turns = crud.list_turns(session=session, conversation_id=conversation_id)
-            results = crud.list_results(session=session, conversation_id=conversation_id)
-        return _state_of(row, [t.question for t in turns], {r.turn_index: r.answer for r in results})
-
-    def add_live_turn(
-        self,
-        conversation_id: str,
-        turn_index: int,
-        question: str,
-        history_fingerprint: str | None = None,
-        request_key: str | None = None,
-    ) -> bool:
-        """Store turn ``turn_index`` of a live conversation; False if another question took it first
-        (or another request holds ``request_key``)."""
-        with Session(self.engine) as session:
-            return live_store.append_turn(
-                session=session,
-                conversation_id=conversation_id,
-                turn_index=turn_index,
-                question=question,
-                history_fingerprint=history_fingerprint,
-                request_key=request_key,
-            )
-
-    def find_asked(
-        self, history_fingerprint: str, question: str, *, conversation_id: str | None = None
-    ) -> tuple[str, int] | None:
-        """The newest turn asked as ``question`` under ``history_fingerprint``: (conversation, index)."""
-        with Session(self.engine) as session:
-            turn = live_store.find_asked(
-                session=session,
-                history_fingerprint=history_fingerprint,
-                question=question,
-                conversation_id=conversation_id,
-            )
-        return None if turn is None else (turn.conversation_id, turn.turn_index)
-
-    def running_turn(self, conversation_id: str) -> tuple[int, str] | None:
-        """(index, question) of the conversation's last turn if it is not stored yet; else None."""
-        with Session(self.engine) as session:
-            turns = crud.list_turns(session=session, conversation_id=conversation_id)
-            if not turns:
-                return None
-            last = turns[-1]
-            stored = crud.get_result(
-                session=session, conversation_id=conversation_id, turn_index=last.turn_index
-            )
-        return None if stored is not None else (last.turn_index, last.question)
-
-    def find_by_key(self, request_key: str) -> tuple[str, int, str] | None:
-        """The turn asked by the request with this Idempotency-Key: (conversation, index, question)."""
-        with Session(self.engine) as session:
-            turn = live_store.find_by_key(session=session, request_key=request_key)
-        return None if turn is None else (turn.conversation_id, turn.turn_index, turn.question)
-
-    def find_live(self, fingerprint: str) -> str | None:
-        """The newest live conversation whose exchanges so far have this fingerprint, if any."""
-        with Session(self.engine) as session:
-            return live_store.find_conversation(session=session, fingerprint=fingerprint)
-
     def live(self, conversation_id: str) -> LiveConversation:
         """Re-attach to a live conversation started earlier (by any client); the state read here
         is the one its next question is asked from (one read per question)."""
-        state = self.conversation_state(conversation_id)
+        state = self.store.state(conversation_id)
         if state is None or not state.run.live:
             raise InputError(f"no live conversation with id {conversation_id!r}")
         return LiveConversation(self, conversation_id, state)
@@ -286,24 +216,13 @@ class BlendClient:
         attempt is still running too, whichever finishes first is stored (once) and
         the next turn is sent once.
         """
-        with Session(self.engine, expire_on_commit=False) as session:
-            row = crud.get_conversation(session=session, conversation_id=conversation_id)
-            if row is None:
-                raise InputError(f"no conversation with id {conversation_id!r}")
-            turns = crud.list_turns(session=session, conversation_id=conversation_id)
-            results = crud.list_results(session=session, conversation_id=conversation_id)
-            answers = {r.turn_index: r.answer for r in results}
-            missing = [t for t in turns if t.turn_index not in answers]
-            handle = BlendHandle(self, conversation_id, row.n_turns)
-            if not missing:
-                return handle
-            first = missing[0]
-            attempt = crud.claim_send(
-                session=session,
-                conversation_id=conversation_id,
-                turn_index=first.turn_index,
-                seen_attempt=first.attempt,
-            )
+        row, turns, answers = self.store.unfinished(conversation_id)
+        handle = BlendHandle(self, conversation_id, row.n_turns)
+        missing = [t for t in turns if t.turn_index not in answers]
+        if not missing:
+            return handle
+        first = missing[0]
+        attempt = self.store.claim_send(conversation_id, first.turn_index, seen_attempt=first.attempt)
         if attempt is None:
             return handle  # another client resent it at the same moment
         config = RunConfig(method=row.method, policy=check_policy(row.policy), top_k=row.top_k, live=row.live)
@@ -324,11 +243,14 @@ class BlendClient:
 
     def handle(self, conversation_id: str) -> BlendHandle:
         """Re-attach to a conversation submitted earlier (by any client)."""
-        with Session(self.engine) as session:
-            row = crud.get_conversation(session=session, conversation_id=conversation_id)
+        row = self.store.conversation(conversation_id)
         if row is None:
             raise InputError(f"no conversation with id {conversation_id!r}")
         return BlendHandle(self, conversation_id, row.n_turns)
+
+    def fetch(self, conversation_id: str) -> StoredConversation:
+        """Everything stored about a conversation: questions, candidates, reviews, results."""
+        return self.store.fetch(conversation_id)
 
     def wait_turn(
         self,
@@ -348,7 +270,7 @@ class BlendClient:
         the turn, else the wait goes on for the new attempt.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
-        broker = _BrokerState(self.broker_epoch)
+        broker = BrokerState(self.broker_epoch)
         waiting: AsyncResult | None = None  # one per attempt: every get() of a new one stays subscribed
         where = f"turn {turn_index} of conversation {conversation_id}"
         try:
@@ -379,7 +301,7 @@ class BlendClient:
                         return after
                     if after != attempt:
                         continue  # a newer attempt was sent meanwhile
-                    if broker.watched and _connection_error(failure):  # the result backend is away
+                    if broker.watched and connection_error(failure):  # the result backend is away
                         self._check_broker(broker, conversation_id, turn_index, fail_on_broker_loss)
                         time.sleep(min(WAIT_SLICE_S, max(remaining or WAIT_SLICE_S, 0)))
                         continue
@@ -393,16 +315,16 @@ class BlendClient:
     def _poll_patiently(
         self, conversation_id: str, turn_index: int, deadline: float | None
     ) -> TurnOutcome | int:
-        """``poll_turn``, waiting out a database that does not answer (until the deadline): the
+        """``store.progress``, waiting out a database that does not answer (until the deadline): the
         turn may well be stored meanwhile, and its caller should get it, not an error."""
         budget = DATABASE_PATIENCE_S if deadline is None else max(deadline - time.monotonic(), 0.0)
         return with_retries(
             f"waiting for turn {turn_index} of conversation {conversation_id}",
-            lambda: self.poll_turn(conversation_id, turn_index),
+            lambda: self.store.progress(conversation_id, turn_index),
             budget_s=budget,
         )
 
-    def _check_broker(self, broker: _BrokerState, conversation_id: str, turn_index: int, fail: bool) -> None:
+    def _check_broker(self, broker: BrokerState, conversation_id: str, turn_index: int, fail: bool) -> None:
         """Send the turn again if the broker lost it (and, with ``fail``, say so)."""
         where = f"turn {turn_index} of conversation {conversation_id}"
         lost = broker.lost()
@@ -427,83 +349,6 @@ class BlendClient:
         if result is not None and forget is not None:
             forget(result)
 
-    def poll_turn(self, conversation_id: str, turn_index: int) -> TurnOutcome | int:
-        """The stored outcome of a turn, or (not stored yet) the number of its current attempt."""
-        with Session(self.engine) as session:
-            progress = crud.turn_progress(
-                session=session, conversation_id=conversation_id, turn_index=turn_index
-            )
-        if progress is None:
-            raise InputError(f"conversation {conversation_id!r} has no turn {turn_index}")
-        attempt, stored = progress
-        if stored is None:
-            return attempt
-        return TurnOutcome.from_json(stored.model_dump(include=set(OUTCOME_FIELDS)))
-
-    def turn_details(
-        self, conversation_id: str, turn_index: int
-    ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-        """A stored turn's candidates (member, text, error) and its decision record ({} while it
-        runs): what a chat answer shows besides the outcome, read in one session."""
-        with Session(self.engine) as session:
-            candidates = crud.turn_candidates(
-                session=session, conversation_id=conversation_id, turn_index=turn_index
-            )
-            stored = crud.get_result(session=session, conversation_id=conversation_id, turn_index=turn_index)
-        shown = [{"member": c.member, "text": c.text, "error": c.error} for c in candidates]
-        return shown, (stored.decision if stored is not None else {})
-
-    def fetch(self, conversation_id: str) -> StoredConversation:
-        """Everything stored about a conversation: questions, candidates, reviews, results."""
-        with Session(self.engine) as session:
-            row = crud.get_conversation(session=session, conversation_id=conversation_id)
-            if row is None:
-                raise InputError(f"no conversation with id {conversation_id!r}")
-            results = {
-                r.turn_index: r.model_dump(mode="json")
-                for r in crud.list_results(session=session, conversation_id=conversation_id)
-            }
-            candidates = crud.list_candidates(session=session, conversation_id=conversation_id)
-            reviews = crud.list_reviews(session=session, conversation_id=conversation_id)
-            turns = [
-                StoredTurn(
-                    turn_index=t.turn_index,
-                    question=t.question,
-                    gold=list(t.gold),
-                    result=results.get(t.turn_index),
-                    candidates=[
-                        c.model_dump(mode="json") for c in candidates if c.turn_index == t.turn_index
-                    ],
-                    reviews=[r.model_dump(mode="json") for r in reviews if r.turn_index == t.turn_index],
-                )
-                for t in crud.list_turns(session=session, conversation_id=conversation_id)
-            ]
-            return StoredConversation(
-                id=row.id,
-                external_id=row.external_id,
-                source=row.source,
-                committee=row.committee,
-                method=row.method,
-                policy=row.policy,
-                top_k=row.top_k,
-                run=row.run,
-                turns=turns,
-            )
-
-
-def _state_of(row: ConversationRow, questions: Sequence[str], answers: dict[int, str]) -> ConversationState:
-    """A stored conversation, its questions and its blended answers, as a live turn is asked from them."""
-    return ConversationState(
-        id=row.id,
-        committee=row.committee,
-        run=RunConfig(method=row.method, policy=check_policy(row.policy), top_k=row.top_k, live=row.live),
-        passage=row.passage,
-        system=row.system,
-        history=tuple(Exchange(q, a) for q, a in row.history),
-        questions=tuple(questions),
-        answers=dict(answers),
-    )
-
 
 def _checked_history(history: object) -> tuple[Exchange, ...]:
     """Earlier exchanges as (question, answer) pairs of strings."""
@@ -515,33 +360,3 @@ def _checked_history(history: object) -> tuple[Exchange, ...]:
             raise InputError(f"history item {index} must be a (question, answer) pair of strings")
         exchanges.append(Exchange(pair[0], pair[1]))
     return tuple(exchanges)
-
-
-class _BrokerState:
-    """What one wait has seen of the broker: its run id at first sight, and since when it is away."""
-
-    def __init__(self, epoch: Callable[[], str | None] | None) -> None:
-        self.epoch = epoch
-        self.seen = epoch() if epoch is not None else None
-        self.away_since: float | None = None
-
-    @property
-    def watched(self) -> bool:
-        return self.epoch is not None
-
-    def lost(self) -> str | None:
-        """ "restarted" (a new run id since the last look), "unreachable" (for over the grace), or None."""
-        if self.epoch is None:
-            return None
-        now = self.epoch()
-        if now is None:
-            self.away_since = self.away_since or time.monotonic()
-            return "unreachable" if time.monotonic() - self.away_since > BROKER_GRACE_S else None
-        self.away_since = None
-        before, self.seen = self.seen, now
-        return "restarted" if before is not None and before != now else None
-
-
-def _connection_error(error: BaseException) -> bool:
-    """Whether ``error`` (raised while reading a result) says the result backend is unreachable."""
-    return isinstance(error, (ConnectionError, OSError)) or "ConnectionError" in type(error).__name__

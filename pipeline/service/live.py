@@ -39,6 +39,7 @@ from pipeline.errors import InputError, TurnInProgress
 from pipeline.outcomes import ConversationState, TurnOutcome
 from pipeline.plan import RunConfig
 from pipeline.records import TurnContext
+from pipeline.service.store import Store
 
 # Waiting for turns happens on threads; enough for many chats in flight at once.
 _WAITERS = ThreadPoolExecutor(max_workers=256, thread_name_prefix="peerblend-ask")
@@ -73,19 +74,9 @@ class LiveClient(Protocol):
 
     committee: Committee
     limits: Limits
+    store: Store  # where the conversation is read and its turns stored
 
     def check_queues(self) -> None: ...
-
-    def conversation_state(self, conversation_id: str) -> ConversationState | None: ...
-
-    def add_live_turn(
-        self,
-        conversation_id: str,
-        turn_index: int,
-        question: str,
-        history_fingerprint: str | None = None,
-        request_key: str | None = None,
-    ) -> bool: ...
 
     def send_turn(self, context: TurnContext, run: RunConfig) -> None: ...
 
@@ -98,12 +89,6 @@ class LiveClient(Protocol):
         fail_on_broker_loss: bool = False,
     ) -> TurnOutcome: ...
 
-    def find_live(self, fingerprint: str) -> str | None: ...
-
-    def find_asked(
-        self, history_fingerprint: str, question: str, *, conversation_id: str | None = None
-    ) -> tuple[str, int] | None: ...
-
 
 class LiveConversation:
     """A stored, open-ended conversation of ``client``; ``ask`` one question at a time.
@@ -115,16 +100,22 @@ class LiveConversation:
     """
 
     def __init__(
-        self, client: LiveClient, conversation_id: str, known: ConversationState | None = None
+        self,
+        client: LiveClient,
+        conversation_id: str,
+        known: ConversationState | None = None,
+        *,
+        queues_checked: bool = False,
     ) -> None:
         self.client = client
         self.conversation_id = conversation_id
         self._known = known
+        self._queues_checked = queues_checked  # by ``BlendClient.start``, just now: the first send skips it
 
     def _state(self) -> ConversationState | None:
         """The conversation now: what the caller handed on (once), else read."""
         known, self._known = self._known, None
-        return known if known is not None else self.client.conversation_state(self.conversation_id)
+        return known if known is not None else self.client.store.state(self.conversation_id)
 
     def ask(self, question: str, *, timeout: float | None = None) -> TurnOutcome:
         """Blend the answer to ``question`` (the turn sees every earlier blended answer)."""
@@ -164,7 +155,9 @@ class LiveConversation:
         a turn resent by recovery runs without them).
         """
         question = checked_question(self.client.limits, question)
-        self.client.check_queues()
+        if not self._queues_checked:
+            self.client.check_queues()
+        self._queues_checked = False
         handed_on = self._known is not None
         bounds = (request_key, max_new_tokens, tuple(stop))
         try:
@@ -200,7 +193,7 @@ class LiveConversation:
                 f"conversation {self.conversation_id} has {index} turns; the limit is {client.limits.max_turns}"
             )
         asked_under = fingerprint(state.committee, state.run, state.system, state.exchanges())
-        if not client.add_live_turn(self.conversation_id, index, question, asked_under, request_key):
+        if not client.store.append_live_turn(self.conversation_id, index, question, asked_under, request_key):
             raise TurnInProgress(
                 f"another question was asked in conversation {self.conversation_id} at the same time"
             )
@@ -235,7 +228,7 @@ def find_by_messages(
     client: LiveClient, run: RunConfig, system: str | None, exchanges: Sequence[Exchange]
 ) -> str | None:
     """The id of a live conversation whose settings and exchanges so far equal these, if any (newest)."""
-    return client.find_live(fingerprint(client.committee.name, run, system, exchanges))
+    return client.store.find_live(fingerprint(client.committee.name, run, system, exchanges))
 
 
 def asked_before(
@@ -254,4 +247,4 @@ def asked_before(
     turn instead of asking the committee again.
     """
     asked_under = fingerprint(client.committee.name, run, system, exchanges)
-    return client.find_asked(asked_under, question, conversation_id=conversation_id)
+    return client.store.find_asked(asked_under, question, conversation_id=conversation_id)

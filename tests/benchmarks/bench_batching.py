@@ -136,7 +136,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             concurrency=args.in_flight,
             console=Console(file=sys.stderr, quiet=True),
         )
-        with Session(client.engine) as session:
+        with Session(client.store.engine) as session:
             ids = [row.id for row in crud.run_conversations(session=session, run="bench")]
         turns = [t for i in ids for t in client.fetch(i).turns if t.result is not None]
         backends = {m.model: runtime.backend(m) for m in client.committee.members}

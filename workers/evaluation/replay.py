@@ -16,9 +16,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from sqlalchemy.exc import OperationalError
-from sqlmodel import Session
 
-from db import crud
 from pipeline.conversation import Conversation
 from pipeline.errors import InputError
 from pipeline.evaluation.datasets import dataset_of, load_conversations
@@ -151,9 +149,9 @@ def _pending(
 
     Counts the finished ones as skipped and their stored turns as done.
     """
-    with Session(client.engine) as session:
-        stored = crud.run_conversations(session=session, run=run)
-        done_turns = {c.id: len(crud.list_results(session=session, conversation_id=c.id)) for c in stored}
+    counted = client.store.run_conversations(run)
+    stored = [row for row, _ in counted]
+    done_turns = {row.id: n for row, n in counted}
     for row in stored:
         if (row.method, row.policy, row.top_k) != (config.method, config.policy, config.top_k):
             raise InputError(
@@ -185,7 +183,7 @@ def _poll(client: BlendClient, in_flight: list[_InFlight], summary: ReplaySummar
     for item in list(in_flight):
         conversation_id = item.handle.conversation_id
         while item.next_turn < item.handle.n_turns:
-            state = client.poll_turn(conversation_id, item.next_turn)
+            state = client.store.progress(conversation_id, item.next_turn)
             if isinstance(state, int):
                 if time.monotonic() - item.waiting_since > timeout_s:
                     summary.failed += 1  # gave up waiting: rerunning the run resumes it
@@ -194,7 +192,7 @@ def _poll(client: BlendClient, in_flight: list[_InFlight], summary: ReplaySummar
                 result = client.app.AsyncResult(final_task_id(conversation_id, item.next_turn, max(state, 1)))
                 if not (result.ready() and result.failed()):
                     break
-                if client.poll_turn(conversation_id, item.next_turn) == state:
+                if client.store.progress(conversation_id, item.next_turn) == state:
                     summary.failed += 1
                     in_flight.remove(item)
                     break
