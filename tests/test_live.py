@@ -156,7 +156,8 @@ def _conversation_reads(client) -> list[str]:
 
 
 def test_a_chat_request_reads_its_conversation_once_before_its_turn(embedded):
-    from workers.serve import _Ask, _completion, _send, _wait
+    from workers.chat_ask import Ask, send_turn, wait_turn
+    from workers.serve import _completion
 
     client = embedded()
     run = client.live(client.start().conversation_id)  # any live conversation's settings will do
@@ -164,21 +165,21 @@ def test_a_chat_request_reads_its_conversation_once_before_its_turn(embedded):
     reads = _conversation_reads(client)
 
     # Given a first question: the conversation is created, not read back
-    chat, index = _send(_Ask(client, settings, None, [], "Who wrote Dune?", None, None, (None, ())))
+    chat, index = send_turn(Ask(client, settings, None, [], "Who wrote Dune?", None, None, (None, ())))
     assert reads == []
-    outcome = _wait(chat, index, 30)
+    outcome = wait_turn(chat, index, 30)
     first = _completion(client, outcome, "m", "id", "Who wrote Dune?")
 
     # When the next request repeats that exchange and asks on
     reads.clear()
     exchanges = [Exchange("Who wrote Dune?", first["choices"][0]["message"]["content"])]
-    again, index = _send(_Ask(client, settings, None, exchanges, "When?", None, None, (None, ())))
+    again, index = send_turn(Ask(client, settings, None, exchanges, "When?", None, None, (None, ())))
 
     # Then it continued the same conversation, reading it once (it used to be read twice)
     assert (again.conversation_id, index) == (chat.conversation_id, 1)
     assert len(reads) == 1
     # and its answer shows the stored candidates and the decision record
-    done = _completion(client, _wait(again, index, 30), "m", "id", "When?")
+    done = _completion(client, wait_turn(again, index, 30), "m", "id", "When?")
     assert done["peerblend"]["candidates"] and done["peerblend"]["decision"]["decided_by"]
 
 
