@@ -130,7 +130,7 @@ def test_a_conversation_is_blended_by_real_workers(cluster: BlendClient):
     assert [o.turn_index for o in outcomes] == [0, 1, 2]
     assert all(o.status == "ok" and o.chosen in {"m0", "m1", "m2"} for o in outcomes)
     # Then: PostgreSQL holds every turn once, with the failed member's error recorded.
-    with Session(cluster.engine) as session:
+    with Session(cluster.store.engine) as session:
         conversation_id = outcomes[0].conversation_id
         results = session.exec(select(TurnResult).where(TurnResult.conversation_id == conversation_id)).all()
         assert sorted(r.turn_index for r in results) == [0, 1, 2]
@@ -218,7 +218,7 @@ def test_a_start_message_delivered_twice_launches_its_turn_once(cluster: BlendCl
     conversation_id = uuid.uuid4().hex
     row = Conversation(id=conversation_id, committee=cluster.committee.name, method="peer", n_turns=1)
     turn = Turn(conversation_id=conversation_id, turn_index=0, question=question, attempt=1)
-    with Session(cluster.engine) as session:
+    with Session(cluster.store.engine) as session:
         crud.create_conversation(session=session, conversation=row, turns=[turn])
     context = TurnContext(conversation_id, 0, question)
     cluster.send_turn(context, RunConfig())
@@ -235,7 +235,7 @@ def test_a_start_message_delivered_twice_launches_its_turn_once(cluster: BlendCl
         rf"Task generate\[(m\d)\]\[[^\]]+\] succeeded in [^:]+: .*?{re.escape(question)}", logs
     )
     assert sorted(answered) == ["m0", "m1", "m2"]  # m3 fails, recorded without a text
-    with Session(cluster.engine) as session:
+    with Session(cluster.store.engine) as session:
         stored = crud.get_turn(session=session, conversation_id=conversation_id, turn_index=0)
         assert stored is not None and (stored.attempt, stored.started) == (1, 1)
 
