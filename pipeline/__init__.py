@@ -33,10 +33,11 @@ Where each rule of the method lives (one file each):
 - a turn's token usage (every model call, metered) ... usage.py (Metered wraps the backend a task calls)
 
 Around the method, in service/ (the one part of pipeline/ that touches Celery, the database
-and the environment): client.py (BlendClient: submit, wait, fetch, resume; every read and
-write of a conversation the server, the pages and the CLI make), live.py (live conversations:
-one question at a time), canvas.py (a turn's Celery canvas by task name), settings.py (the
-environment, read at the edges only). Pure, beside the method: conversation.py (the input
+and the environment): client.py (BlendClient: submit, start, send, wait, resume), store.py
+(Store, client.store: every read and write of a conversation that the client, the server, the
+pages and the CLI make), live.py (live conversations: one question at a time), broker.py (a
+waiting client notices a broker restart), canvas.py (a turn's Celery canvas by task name),
+settings.py (the environment, read at the edges only). Pure, beside the method: conversation.py (the input
 shape and its limits), errors.py (the error tree). The method imports nothing from service/
 or db/, service/ may import both, nothing here imports workers/, and no two modules import
 each other (tests/test_imports.py, tests/test_purity.py). Evaluation

@@ -1,10 +1,11 @@
 """The service around the method: the one place in pipeline/ that touches Celery, the
 database and the environment.
 
-- client.py ... ``BlendClient``: submit, wait, fetch, resume; live conversations' storage;
-  the reads the server, the pages and the CLI make (everything that reads or writes a
-  conversation goes through it)
-- live.py ..... a live conversation: one question at a time, from the state the client read
+- client.py ... ``BlendClient``: submit, start, send, wait, resume (a turn's life)
+- store.py .... ``Store`` (``client.store``): every read and write of a conversation that the
+  client, the chat endpoint, the pages and the CLI make, one session each
+- live.py ..... a live conversation: one question at a time, from the state the store read
+- broker.py ... what a waiting client sees of the broker (a restart, an outage)
 - canvas.py ... a turn's Celery canvas, by task name (the only module that builds signatures)
 - settings.py . the environment (``PEERBLEND_*``), read at the edges only
 
