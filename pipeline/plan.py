@@ -44,7 +44,7 @@ def method_named(method: str) -> Method | None:
 
 
 def is_ballot(review: Mapping[str, Any]) -> bool:
-    """Whether a stored review row (``db.crud.run_records``) is a ballot over its turn's candidates.
+    """Whether a stored review row (``db.runs.run_records``) is a ballot over its turn's candidates.
 
     A method whose rows are other records (``Method.stores_ballots`` false: pairwise's judgement
     matrix) stores them under its own name; a ballot names its review method ("ranking", ...).

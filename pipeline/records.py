@@ -145,7 +145,7 @@ class Judgement:
 
 
 def candidate_from_row(stored: Mapping[str, Any]) -> CandidateRecord:
-    """A stored candidate row (``db.crud.run_records``) as a record."""
+    """A stored candidate row (``db.runs.run_records``) as a record."""
     return CandidateRecord(stored["member"], stored["text"], stored["error"], stored["seconds"])
 
 

@@ -200,17 +200,18 @@ def test_the_service_is_its_own_layer() -> None:
     assert "db" not in ALLOWED_LAYERS["pipeline"] and "pipeline.service" not in ALLOWED_LAYERS["pipeline"]
 
 
-# The server, the pages and the CLI read and write conversations through the client's Store
-# (pipeline/service/store.py), never with db/'s queries or a session of their own.
+# The server, the pages and the CLI (its evaluation commands too) read and write conversations
+# through the client's Store (pipeline/service/store.py), never with db/'s queries or a session
+# of their own; only the workers' tasks (turn.py, dispatch.py, progress.py) write with db/ directly.
 EDGES = (
     "workers.serve",
     "workers.chat",
     "workers.web",
     "workers.cli",
     "workers.recovery",
-    "workers.evaluation.replay",
+    "workers.evaluation",
 )
-QUERIES = {"db.crud", "db.live", "db.judgements"}
+QUERIES = {"db.crud", "db.live", "db.judgements", "db.runs", "db.events"}
 
 
 def _is_edge(module: str) -> bool:

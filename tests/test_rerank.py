@@ -270,8 +270,8 @@ def test_a_turn_without_ballots_is_weighed_by_the_live_rule() -> None:
 def _runs(client: BlendClient, run: str) -> list:
     from sqlmodel import Session
 
-    from db import crud
+    from db import runs
 
     with Session(client.store.engine) as session:
-        ids = [c.id for c in crud.run_conversations(session=session, run=run)]
+        ids = [c.id for c in runs.run_conversations(session=session, run=run)]
     return [client.fetch(i) for i in ids]

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from rich.console import Console
 from sqlmodel import Session
 
-from db import crud
+from db import runs
 from pipeline.aggregate import decide, review_groups
 from pipeline.borda import Ballot, borda_scores
 from pipeline.committee import Committee, Generation, Member, default_committee
@@ -281,8 +281,8 @@ def test_everything_that_reads_reviews_reads_a_groups_row_for_each_member(
     handle.wait(timeout=60)
     stored = client.fetch(handle.conversation_id)
     with Session(client.store.engine) as session:
-        records = crud.run_records(session=session, run=run)
-        ballots = crud.run_turns(session=session, runs=[run])
+        records = runs.run_records(session=session, run=run)
+        ballots = runs.run_turns(session=session, runs=[run])
 
     # Then: calibration's ballots give both members the group's ballot
     for turn in ballots:

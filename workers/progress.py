@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from db import crud
+from db import events
 from db.engine import get_engine
 from pipeline.records import TurnContext
 from workers.runtime import Runtime
@@ -36,7 +36,7 @@ def record_event(
     payload = {k: v for k, v in record.items() if k != "candidates"}
     try:
         with get_engine(runtime.settings.database).begin() as connection:
-            crud.add_event(
+            events.add_event(
                 connection,
                 conversation_id=context.conversation_id,
                 turn_index=context.turn_index,

@@ -1,6 +1,6 @@
 """Fitting reviewer weights and the member prior from a run with gold answers (pure).
 
-Input: the rows of ``db.crud.run_turns`` of one calibration run, whether each
+Input: the rows of ``db.runs.run_turns`` of one calibration run, whether each
 conversation had a grounding passage (the prior's question feature), and a quality
 function ``quality(text, golds) -> float`` (token F1 by default; higher is better).
 Questions without a scorable gold (none, or CANNOTANSWER by QuAC's rule) are left out.

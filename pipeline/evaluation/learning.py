@@ -71,7 +71,7 @@ class Example:
 def examples_from_records(
     rows: Sequence[Mapping[str, Any]], committee: Committee, quality: Quality = best_f1
 ) -> list[Example]:
-    """Examples from ``db.crud.run_records`` rows (questions without a scorable gold left out)."""
+    """Examples from ``db.runs.run_records`` rows (questions without a scorable gold left out)."""
     voters = voter_names(committee)
     order = [m.name for m in committee.members]
     examples = []

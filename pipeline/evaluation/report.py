@@ -1,6 +1,6 @@
 """The results of replayed runs: quality and cost per method and dataset, bounds, comparisons.
 
-Input: the rows of ``db.crud.run_turns`` (one per finished turn) and, optionally, a
+Input: the rows of ``db.runs.run_turns`` (one per finished turn) and, optionally, a
 BERTScore scorer, ``scorer(candidates, references) -> list[float]``: one F1 in
 [0, 1] per candidate, the best over that candidate's references
 (``workers.evaluation.scoring.BertScorer``; any callable in tests). Token F1 and

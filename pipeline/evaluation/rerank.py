@@ -154,7 +154,7 @@ class Calibrated:
 def rerank(
     rows: Sequence[Mapping[str, Any]], rule: Rule, committee: Committee, calibrated: Calibrated
 ) -> list[tuple[Standings, dict[str, Any]]]:
-    """A decision and its decision-record fields for each row of ``db.crud.run_records``, in order."""
+    """A decision and its decision-record fields for each row of ``db.runs.run_records``, in order."""
     rule.check(committee)
     if rule.uses_prior:
         _require_prior(calibrated)

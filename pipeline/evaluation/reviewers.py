@@ -1,6 +1,6 @@
 """How good each reviewer is as a judge, from a stored run's ballots and gold answers (pure).
 
-Input: the rows of ``db.crud.run_records`` (every review with its status, every
+Input: the rows of ``db.runs.run_records`` (every review with its status, every
 candidate) and the committee. Per reviewer and dataset:
 
 - ``ballots``: reviews over 2+ usable candidates; ``parsed``: those that gave a

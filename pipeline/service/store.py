@@ -19,8 +19,10 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from db import crud
+from db import events as db_events
 from db import judgements as judgement_rows
 from db import live as live_rows
+from db import runs as db_runs
 from db.engine import get_engine
 from db.models import Conversation as ConversationRow
 from db.models import HumanJudgement, Turn
@@ -149,7 +151,7 @@ class Store:
         """A live turn's events after event id ``after``, oldest first, as ``{"id", "kind",
         "member", "at", "record"}`` (``at``: seconds since the epoch; workers/progress.py writes them)."""
         with Session(self.engine) as session:
-            rows = crud.turn_events(
+            rows = db_events.turn_events(
                 session=session, conversation_id=conversation_id, turn_index=turn_index, after=after
             )
         return [
@@ -301,29 +303,44 @@ class Store:
 
     def runs(self) -> list[str]:
         with Session(self.engine) as session:
-            return crud.list_runs(session=session)
+            return db_runs.list_runs(session=session)
 
     def run_summaries(self) -> list[dict[str, Any]]:
         with Session(self.engine) as session:
-            return crud.run_summaries(session=session)
+            return db_runs.run_summaries(session=session)
 
     def run_turns(self, runs: Sequence[str]) -> list[dict[str, Any]]:
         """Every stored turn of ``runs``, as the report reads them."""
         if not runs:
             return []
         with Session(self.engine) as session:
-            return crud.run_turns(session=session, runs=runs)
+            return db_runs.run_turns(session=session, runs=runs)
 
     def run_conversations(self, run: str) -> list[tuple[ConversationRow, int]]:
         """A run's conversations, each with how many of its turns are stored."""
         with Session(self.engine) as session:
-            rows = crud.run_conversations(session=session, run=run)
+            rows = db_runs.run_conversations(session=session, run=run)
             return [(c, len(crud.list_results(session=session, conversation_id=c.id))) for c in rows]
+
+    def run_passages(self, runs: Sequence[str]) -> dict[str, bool]:
+        """Whether each conversation of ``runs`` was grounded in a passage, by conversation id."""
+        with Session(self.engine) as session:
+            return db_runs.run_passages(session=session, runs=runs)
+
+    def add_copies(self, copies: Sequence[tuple[ConversationRow, Sequence[Any]]]) -> None:
+        """Store conversations made from stored ones (``peerblend rerank --into``): each one's row,
+        then all its turns' rows, in one commit per conversation."""
+        with Session(self.engine) as session:
+            for conversation, rows in copies:
+                session.add(conversation)
+                session.flush()  # the conversation row first: every other row points at it
+                session.add_all(rows)
+                session.commit()
 
     def run_records(self, run: str) -> list[dict[str, Any]]:
         """A run's finished conversations with their candidates and reviews (re-ranking, reviewers)."""
         with Session(self.engine) as session:
-            return crud.run_records(session=session, run=run)
+            return db_runs.run_records(session=session, run=run)
 
     # --- blind judgements (/evaluate) ------------------------------------------------------
 

@@ -35,9 +35,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from rich.console import Console  # noqa: E402
-from sqlmodel import Session  # noqa: E402
 
-from db import crud  # noqa: E402
 from pipeline.committee import default_committee  # noqa: E402
 from pipeline.evaluation.datasets import load_conversations  # noqa: E402
 from pipeline.service.settings import Settings  # noqa: E402
@@ -136,8 +134,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             concurrency=args.in_flight,
             console=Console(file=sys.stderr, quiet=True),
         )
-        with Session(client.store.engine) as session:
-            ids = [row.id for row in crud.run_conversations(session=session, run="bench")]
+        ids = [row.id for row, _ in client.store.run_conversations("bench")]
         turns = [t for i in ids for t in client.fetch(i).turns if t.result is not None]
         backends = {m.model: runtime.backend(m) for m in client.committee.members}
     batchers = {model: b for model, b in backends.items() if isinstance(b, BatchingBackend)}

@@ -30,14 +30,12 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from sqlmodel import Session  # noqa: E402
 
-from db import crud  # noqa: E402
-from db.engine import get_engine  # noqa: E402
 from pipeline.borda import Ballot, borda_ranking  # noqa: E402
 from pipeline.committee import load_committee  # noqa: E402
 from pipeline.correlation import ballot_correlation  # noqa: E402
 from pipeline.evaluation.datasets import answerable  # noqa: E402
+from pipeline.service.store import Store  # noqa: E402
 from pipeline.weights import add_agreement, calibrate, consensus_agreement, trust_weights  # noqa: E402
 from workers.evaluation.scoring import BertScorer  # noqa: E402
 
@@ -48,8 +46,7 @@ def main() -> None:
     parser.add_argument("--run", default="peer-full")
     parser.add_argument("--committee", type=Path, default=ROOT / "docs" / "results" / "committee.json")
     args = parser.parse_args()
-    with Session(get_engine(f"sqlite:///{args.home / 'peerblend.db'}")) as session:
-        rows = crud.run_turns(session=session, runs=[args.run])
+    rows = Store.at(f"sqlite:///{args.home / 'peerblend.db'}").run_turns([args.run])
     rows = [r for r in rows if answerable(r["gold"]) and len(r["candidates"]) >= 2]
     scorer = BertScorer()
     pairs = [(text, r["gold"]) for r in rows for text in r["candidates"].values()]

@@ -16,10 +16,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from sqlmodel import Session
-
-from db import crud
-from db.engine import get_engine
 from pipeline.committee import Committee
 from pipeline.errors import InputError
 from pipeline.evaluation.calibration import Calibration, Quality, fit_calibration
@@ -27,6 +23,7 @@ from pipeline.evaluation.learning import Trial, examples_from_records, fit_learn
 from pipeline.evaluation.metrics import best_f1
 from pipeline.learned import LearnedModel
 from pipeline.service.settings import Settings
+from pipeline.service.store import Store
 from pipeline.store_keys import calibration_key, feature_weights_key, learned_key, prior_key
 from workers.runtime import Runtime
 
@@ -46,10 +43,12 @@ def calibrate_run(
     settings: Settings, committee: Committee, run: str, *, metric: Metric = "f1", note: str | None = None
 ) -> Calibrated:
     """Fit on ``run``'s candidates, ballots and golds; store the weights, prior and learned decision."""
-    with Session(get_engine(settings.database)) as session:
-        rows = crud.run_turns(session=session, runs=[run])
-        passages = crud.run_passages(session=session, runs=[run])
-        records = crud.run_records(session=session, run=run)
+    database = Store.at(settings.database)
+    rows, passages, records = (
+        database.run_turns([run]),
+        database.run_passages([run]),
+        database.run_records(run),
+    )
     quality = best_f1 if metric == "f1" else _bertscore(rows)
     calibration = fit_calibration(rows, passages, quality)
     if not calibration.turns:

@@ -1,6 +1,6 @@
 """`peerblend rerank`: a selection rule applied to a stored run, in seconds, without models.
 
-Reads a run's finished conversations (``db.crud.run_records``), re-decides every
+Reads a run's finished conversations (``db.runs.run_records``), re-decides every
 turn with ``pipeline.evaluation.rerank`` and either returns report rows (the
 rule's answers beside the stored ones) or stores them as a new run whose turns
 copy the stored candidates, reviews and timings and record the rule
@@ -12,12 +12,9 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlmodel import Session
-
-from db import crud
-from db.engine import get_engine
 from db.models import Candidate, Conversation, Review, Turn, TurnResult, TurnResultBase
 from pipeline.aggregate import Standings
 from pipeline.committee import Committee
@@ -25,6 +22,7 @@ from pipeline.errors import InputError
 from pipeline.evaluation.rerank import Calibrated, Rule, rerank
 from pipeline.plan import VARIANTS, check_run_name, method_named
 from pipeline.service.settings import Settings
+from pipeline.service.store import Store
 from pipeline.single import SINGLE
 from pipeline.store_keys import calibration_key, feature_weights_key, learned_key, prior_key
 from workers.runtime import Runtime
@@ -32,7 +30,7 @@ from workers.runtime import Runtime
 
 @dataclass(frozen=True)
 class Reranked:
-    """The stored run's report rows and the rule's, in the same order (``db.crud.run_turns`` shape)."""
+    """The stored run's report rows and the rule's, in the same order (``db.runs.run_turns`` shape)."""
 
     stored: list[dict[str, Any]]
     reranked: list[dict[str, Any]]
@@ -44,9 +42,9 @@ def rerank_run(
     settings: Settings, committee: Committee, run: str, rule: Rule, *, into: str | None = None
 ) -> Reranked:
     """Re-decide ``run`` under ``rule``; with ``into``, store the result as that new run."""
-    with Session(get_engine(settings.database)) as session:
-        records = crud.run_records(session=session, run=run)
-        taken = into is not None and into in crud.list_runs(session=session)
+    database = Store.at(settings.database)
+    records = database.run_records(run)
+    taken = into is not None and into in database.runs()
     _check(records, run, committee)
     if into is not None:
         check_run_name(into)
@@ -158,23 +156,19 @@ def _store(
     by_conversation: dict[str, list[int]] = {}
     for i, record in enumerate(records):
         by_conversation.setdefault(record["conversation"]["id"], []).append(i)
-    with Session(get_engine(settings.database)) as session:
-        for indices in by_conversation.values():
-            new_id = uuid.uuid4().hex
-            source = records[indices[0]]["conversation"]
-            fields = {
-                k: source[k] for k in ("external_id", "source", "committee", "method", "policy", "top_k")
-            }
-            fields |= _stored_as(rule)
-            session.add(
-                Conversation(
-                    **fields, id=new_id, run=into, n_turns=source["n_turns"], passage=source["passage"]
-                )
-            )
-            session.flush()  # the conversation row first: every other row points at it
-            for i in indices:
-                session.add_all(_turn_rows(records[i], decided[i], new_id, rule, run=run))
-            session.commit()
+    copies = []
+    for indices in by_conversation.values():
+        new_id = uuid.uuid4().hex
+        source = records[indices[0]]["conversation"]
+        fields = {k: source[k] for k in ("external_id", "source", "committee", "method", "policy", "top_k")}
+        fields |= _stored_as(rule)
+        row = Conversation(
+            **fields, id=new_id, run=into, n_turns=source["n_turns"], passage=source["passage"]
+        )
+        copies.append(
+            (row, [r for i in indices for r in _turn_rows(records[i], decided[i], new_id, rule, run=run)])
+        )
+    Store.at(settings.database).add_copies(copies)
 
 
 def _turn_rows(
@@ -202,7 +196,11 @@ def _turn_rows(
     )
     return [
         Turn(
-            **where, question=record["question"], gold=list(record["gold"]), attempt=1, sent_at=crud.utc_now()
+            **where,
+            question=record["question"],
+            gold=list(record["gold"]),
+            attempt=1,
+            sent_at=datetime.now(UTC),
         ),
         *(Candidate(**{**c, **where}) for c in record["candidates"]),
         *(Review(**{**r, **where}) for r in record["reviews"]),
