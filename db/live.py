@@ -20,6 +20,8 @@ def append_turn(
     question: str,
     history_fingerprint: str | None = None,
     request_key: str | None = None,
+    max_new_tokens: int | None = None,
+    stop: list[str] | None = None,
 ) -> bool:
     """Add turn ``turn_index`` of a live conversation (sent now, attempt 1); False if another
     question took that index first ((conversation, turn) is unique) or another request holds
@@ -34,6 +36,8 @@ def append_turn(
                 sent_at=utc_now(),
                 history_fingerprint=history_fingerprint,
                 request_key=request_key,
+                max_new_tokens=max_new_tokens,
+                stop=stop or None,
             )
         )
         session.execute(

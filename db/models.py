@@ -71,6 +71,10 @@ class Turn(TurnBase, table=True):
     # before it): a retried request (same history, same question) finds the turn it asked and
     # attaches to it instead of asking again, whether the turn still runs or is stored.
     history_fingerprint: str | None = Field(default=None, index=True)
+    # A live turn's request bounds on the answer (OpenAI's max_tokens and stop; None: none), kept
+    # so that a turn sent again (``peerblend recover``, a broker restart) runs under them too.
+    max_new_tokens: int | None = None
+    stop: list[str] | None = Field(default=None, sa_column=Column(JSON))
 
 
 class Candidate(SQLModel, table=True):

@@ -8,6 +8,7 @@ processes are in test_faults.py.
 from __future__ import annotations
 
 import os
+import re
 import threading
 import time
 from datetime import timedelta
@@ -425,3 +426,23 @@ def test_submit_refuses_an_oversized_question_and_stores_nothing(embedded):
 
     with Session(client.store.engine) as session:
         assert len(session.exec(select(Conversation)).all()) == before
+
+
+def test_a_resent_live_turn_keeps_its_requests_bounds(embedded, monkeypatch):
+    # Given: a live question asked with max_tokens 2 and a stop string, whose message was lost
+    client = embedded()
+    chat = client.start()
+    question = f"Who wrote Dune, in 1965? {time.monotonic_ns()}"
+    with monkeypatch.context() as lost:
+        lost.setattr(client, "send_turn", lambda context, run: None)
+        index = chat.send(question, max_new_tokens=2, stop=[","])
+
+    # When: it is sent again (what `peerblend recover` and a broker restart do)
+    client.resume(chat.conversation_id)
+    outcome = client.wait_turn(chat.conversation_id, index, timeout=30)
+
+    # Then: the new attempt runs under the request's bounds, as the first would have
+    assert re.fullmatch(r"model\d: Who", outcome.answer), outcome.answer
+    with Session(client.store.engine) as session:
+        (turn,) = crud.list_turns(session=session, conversation_id=chat.conversation_id)
+    assert (turn.attempt, turn.max_new_tokens, turn.stop) == (2, 2, [","])

@@ -237,6 +237,8 @@ class BlendClient:
             enqueued_at=time.time(),
             attempt=attempt,
             system=row.system,
+            max_new_tokens=first.max_new_tokens,  # a live turn's request bounds hold for every attempt
+            stop=tuple(first.stop or ()),
         )
         self.send_turn(context, config)  # the worker folds in any stored turn the policy state missed
         return handle

@@ -193,7 +193,10 @@ class LiveConversation:
                 f"conversation {self.conversation_id} has {index} turns; the limit is {client.limits.max_turns}"
             )
         asked_under = fingerprint(state.committee, state.run, state.system, state.exchanges())
-        if not client.store.append_live_turn(self.conversation_id, index, question, asked_under, request_key):
+        bounds = (max_new_tokens, stop)
+        if not client.store.append_live_turn(
+            self.conversation_id, index, question, asked_under, request_key, bounds
+        ):
             raise TurnInProgress(
                 f"another question was asked in conversation {self.conversation_id} at the same time"
             )

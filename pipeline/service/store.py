@@ -221,9 +221,11 @@ class Store:
         question: str,
         history_fingerprint: str | None = None,
         request_key: str | None = None,
+        bounds: tuple[int | None, tuple[str, ...]] = (None, ()),
     ) -> bool:
-        """Store turn ``turn_index`` of a live conversation; False if another question took it first
-        (or another request holds ``request_key``)."""
+        """Store turn ``turn_index`` of a live conversation with its request's ``bounds`` (max new
+        tokens, stop strings); False if another question took it first (or another request holds
+        ``request_key``)."""
         with Session(self.engine) as session:
             return live_rows.append_turn(
                 session=session,
@@ -232,6 +234,8 @@ class Store:
                 question=question,
                 history_fingerprint=history_fingerprint,
                 request_key=request_key,
+                max_new_tokens=bounds[0],
+                stop=list(bounds[1]),
             )
 
     def find_live(self, fingerprint: str) -> str | None:
