@@ -93,10 +93,30 @@ def render_transcript(prompt: Prompt) -> str:
 def cut_at_stop(text: str, stop: Sequence[str]) -> str:
     """``text`` before its first stop string that follows the leading whitespace, stripped (a
     model may write a stop string at once, before its answer; a backend may return the stop
-    string, or run past it)."""
-    text = text.lstrip()
-    cut = min((i for s in stop if s and (i := text.find(s)) >= 0), default=len(text))
-    return text[:cut].strip()
+    string, or run past it). Text that ran into its token limit (``Generated``) keeps saying so
+    unless a stop string ended it first."""
+    text_ = text.lstrip()
+    cut = min((i for s in stop if s and (i := text_.find(s)) >= 0), default=len(text_))
+    kept = text_[:cut].strip()
+    return Generated(kept, ran_out=True) if ran_out(text) and cut == len(text_) else kept
+
+
+class Generated(str):
+    """A generation that ran into its prompt's ``max_new_tokens`` (``ran_out``): what a chat
+    client reads as ``finish_reason: "length"``. Backends that can tell return one; any other
+    str counts as an answer the model ended itself (or a stop string ended)."""
+
+    ran_out: bool
+
+    def __new__(cls, text: str, *, ran_out: bool) -> Generated:
+        made = super().__new__(cls, text)
+        made.ran_out = ran_out
+        return made
+
+
+def ran_out(text: str) -> bool:
+    """Whether ``text`` was cut by its token limit rather than ended (see ``Generated``)."""
+    return isinstance(text, Generated) and text.ran_out
 
 
 class Backend(Protocol):

@@ -65,6 +65,7 @@ class CandidateRecord:
     prompt_tokens: int = 0  # what its model calls read and wrote (pipeline.usage)
     completion_tokens: int = 0
     tokens_counted: str = "estimate"  # or "tokenizer": the member's own
+    ran_out: bool = False  # its text ran into max_new_tokens (OpenAI's finish_reason "length")
 
     @property
     def ok(self) -> bool:

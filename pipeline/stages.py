@@ -17,7 +17,7 @@ from statistics import fmean
 from typing import cast
 
 from pipeline.aggregate import usable
-from pipeline.backend import Backend, Capability, Prompt, ScoreRequest, WritesBallots, cut_at_stop
+from pipeline.backend import Backend, Capability, Prompt, ScoreRequest, WritesBallots, cut_at_stop, ran_out
 from pipeline.ballot import (
     ParseStatus,
     label_map,
@@ -100,6 +100,7 @@ def answer(backend: Backend, member: Member, committee: Committee, context: Turn
         error=None if text else "empty answer",
         seconds=time.perf_counter() - start,
         finished_at=time.time(),
+        ran_out=ran_out(text),
     )
 
 

@@ -27,6 +27,7 @@ from typing import Any
 
 from pipeline import fusion
 from pipeline.aggregate import Standings, top_k_texts
+from pipeline.backend import ran_out
 from pipeline.learned import LearnedModel
 from pipeline.method import Rules, by_borda
 from pipeline.plan import RunConfig
@@ -159,6 +160,15 @@ def with_fusion(verdict: Verdict, fused: str | None, *, error: str | None = None
         return replace(verdict, answer=fused, chosen=None, status="fused")
     why = error or "empty fused answer"
     return replace(verdict, status="fusion_failed", record={**verdict.record, "fusion_error": why[:500]})
+
+
+def answer_finish(verdict: Verdict, candidates: Sequence[CandidateRecord]) -> str:
+    """How the turn's answer ended, as a chat client reads it (``finish_reason``): "length" when
+    the text given ran into its max_new_tokens (the fused text, or the chosen member's), else "stop"."""
+    if verdict.status == "fused":
+        return "length" if ran_out(verdict.answer) else "stop"
+    chosen = next((c for c in candidates if c.member == verdict.chosen), None)
+    return "length" if chosen is not None and chosen.ran_out else "stop"
 
 
 def stage_timings(

@@ -16,7 +16,7 @@ import pytest
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 
-from pipeline.backend import Message, Prompt, ScoreRequest  # noqa: E402
+from pipeline.backend import Message, Prompt, ScoreRequest, ran_out  # noqa: E402
 from pipeline.ballot import LABELS, ParseStatus, parse_ranking  # noqa: E402
 from pipeline.ballot_grammar import BallotPath  # noqa: E402
 from pipeline.committee import default_committee  # noqa: E402
@@ -62,6 +62,20 @@ def test_generate_cuts_at_the_first_stop_string(smollm: hf.TransformersBackend) 
     assert free.startswith(cut)
     assert " of" in free and " of" not in cut
     assert cut == free[: free.index(" of")].strip()
+
+
+def test_an_answer_cut_by_its_token_limit_says_so_row_by_row(smollm: hf.TransformersBackend) -> None:
+    # Given the free answer (which the model ends itself), a 3-token limit, and a stop string
+    short = Prompt(messages=FRANCE.messages, max_new_tokens=3)
+    roomy = Prompt(messages=FRANCE.messages, max_new_tokens=32)
+    stopped = Prompt(messages=FRANCE.messages, max_new_tokens=8, stop=(" of",))
+
+    # When they share one batch
+    cut, free, ended = smollm.generate([short, roomy, stopped])
+
+    # Then only the row that wrote all its tokens ran out (what a chat client reads as "length")
+    assert free.startswith(cut) and len(cut) < len(free)
+    assert [ran_out(cut), ran_out(free), ran_out(ended)] == [True, False, False]
 
 
 def test_stops_apply_per_prompt_within_a_batch(smollm: hf.TransformersBackend) -> None:

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from pipeline.backend import Capability, Message, Prompt, ScoreRequest, render_transcript
+from pipeline.backend import Capability, Message, Prompt, ScoreRequest, ran_out, render_transcript
 from pipeline.ballot import ParsedRanking, ParseStatus, parse_ranking
 from pipeline.ballot_grammar import BallotPath, complete_ballots
 from pipeline.committee import Committee, Member
@@ -153,6 +153,19 @@ def free_port() -> int:
 
 
 # --- generate ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("finish", "ran"), [("length", True), ("stop", False), (None, False)])
+def test_a_reply_cut_at_max_tokens_says_so(server: FakeServer, finish: str | None, ran: bool) -> None:
+    # Given a server that says why it stopped ("length": cut at max_tokens), or says nothing
+    body = chat("The capital of France")
+    if finish is not None:
+        body["choices"][0]["finish_reason"] = finish
+    server.script(Reply(body=body))
+
+    [answer] = backend(server).generate([QUESTION])
+
+    assert answer == "The capital of France" and ran_out(answer) is ran
 
 
 def test_generate_sends_the_chat_request_and_returns_the_content(

@@ -34,14 +34,28 @@ def _ask(sdk: openai.OpenAI, question: str, **fields: Any) -> Any:
 
 def test_max_tokens_bounds_the_answer(sdk):
     question = f"Who wrote the novel Dune in 1965? {uuid.uuid4().hex[:6]}"
-    free = _ask(sdk, question).choices[0].message.content
-    bounded = _ask(sdk, question, max_tokens=2).choices[0].message.content
-    newer = _ask(sdk, question, max_completion_tokens=3).choices[0].message.content
+    free = _ask(sdk, question).choices[0]
+    bounded = _ask(sdk, question, max_tokens=2).choices[0]
+    newer = _ask(sdk, question, max_completion_tokens=3).choices[0]
 
     # (which member wins varies: the scripted rankers shuffle by conversation)
-    assert len(free.split()) > 3 and free.endswith(question)
-    assert re.fullmatch(r"model\d: Who", bounded), bounded
-    assert re.fullmatch(r"model\d: Who wrote", newer), newer
+    assert len(free.message.content.split()) > 3 and free.message.content.endswith(question)
+    assert re.fullmatch(r"model\d: Who", bounded.message.content), bounded
+    assert re.fullmatch(r"model\d: Who wrote", newer.message.content), newer
+    # and the caller is told which answers were cut (the scripted members write a word a token)
+    assert [free.finish_reason, bounded.finish_reason, newer.finish_reason] == ["stop", "length", "length"]
+
+
+def test_a_streamed_answer_cut_at_max_tokens_ends_with_length(sdk):
+    question = f"Who wrote the novel Dune in 1965? {uuid.uuid4().hex[:6]}"
+    chunks = list(
+        sdk.chat.completions.create(
+            model=COMMITTEE.name, messages=[{"role": "user", "content": question}], max_tokens=2, stream=True
+        )
+    )
+
+    reasons = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert reasons == ["length"]
 
 
 def test_a_stop_sequence_ends_the_answer_before_it(sdk):

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
+from pipeline.backend import Generated, cut_at_stop, ran_out
 from pipeline.plan import RunConfig
 from pipeline.policy import TurnRoles
 from pipeline.records import CandidateRecord, Judgement, ReviewRecord, TurnContext
-from pipeline.verdict import TurnInputs, decide_turn, finish_timings, with_fusion
+from pipeline.verdict import TurnInputs, answer_finish, decide_turn, finish_timings, with_fusion
 from pipeline.weights import UNIFORM, ReviewerWeights, select_weights
 
 MEMBERS = ["m0", "m1", "m2"]
@@ -135,6 +138,29 @@ def test_fusion_outcomes():
 
     empty = with_fusion(verdict, "")
     assert empty.status == "fusion_failed" and empty.record["fusion_error"] == "empty fused answer"
+
+
+def test_an_answer_that_ran_into_its_token_limit_finishes_with_length():
+    # Given m1 wins (its answer cut at its token limit) and m0 ran out too
+    verdict = _decide([_review("m0", "m1", "m0", "m2")], run=RunConfig(top_k=2))
+    cut = [replace(c, ran_out=c.member in ("m0", "m1")) for c in CANDIDATES]
+
+    # Then the chosen answer's end is the turn's; a fused answer's is its own
+    assert answer_finish(with_fusion(verdict, None, error="down"), cut) == "length"
+    assert answer_finish(with_fusion(verdict, None, error="down"), CANDIDATES) == "stop"
+    assert (
+        answer_finish(with_fusion(verdict, Generated("Frank Herbert wrote", ran_out=True)), CANDIDATES)
+        == "length"
+    )
+    assert answer_finish(with_fusion(verdict, "Frank Herbert wrote Dune."), cut) == "stop"
+
+
+def test_a_stop_string_ends_an_answer_whatever_its_token_limit():
+    long = Generated(" Frank Herbert, in 1965", ran_out=True)
+
+    assert ran_out(cut_at_stop(long, ["\n"])) and cut_at_stop(long, ["\n"]) == "Frank Herbert, in 1965"
+    assert not ran_out(cut_at_stop(long, [","])) and cut_at_stop(long, [","]) == "Frank Herbert"
+    assert not ran_out(cut_at_stop("Frank Herbert", []))
 
 
 def test_finishing_timings_adds_the_fusion_time_to_aggregate_and_total():

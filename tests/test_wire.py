@@ -21,10 +21,11 @@ from pipeline.records import CandidateRecord, Judgement, ReviewRecord, TurnConte
 
 CANDIDATE = (
     '{"member": "m1", "text": "Frank Herbert ✓", "error": null, "seconds": 1.25, "finished_at": 1700000002.5, '
-    '"prompt_tokens": 812, "completion_tokens": 17, "tokens_counted": "tokenizer"}'
+    '"prompt_tokens": 812, "completion_tokens": 17, "tokens_counted": "tokenizer", "ran_out": true}'
 )
 # Each record as the hand-written to_json of commit a08fe07 wrote it (json.dumps, ensure_ascii=False):
-# in Celery messages, and in the JSON columns of stored turns and the policy store.
+# in Celery messages, and in the JSON columns of stored turns and the policy store; a candidate
+# with the field added since ("ran_out", an answer cut at its token limit).
 STORED: dict[type[Any], str] = {
     TurnContext: (
         '{"conversation_id": "c-7", "turn_index": 1, "question": "And the sequel?", "n_turns": 3, '
@@ -84,6 +85,7 @@ def test_records_stored_before_a_field_existed_load_with_its_default() -> None:
     assert Judgement.from_json({"judge": "j", "first": "a", "second": "b"}) == Judgement("j", "a", "b")
     candidate = {"member": "m", "text": "t", "error": None, "seconds": 1.0, "finished_at": 2.0}
     assert CandidateRecord.from_json(candidate) == CandidateRecord("m", "t", None, 1.0, 2.0)
+    assert not CandidateRecord.from_json(candidate).ran_out  # stored before answers said so
 
 
 def test_a_stored_decision_record_reads_back_its_roles() -> None:

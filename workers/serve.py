@@ -237,7 +237,7 @@ def _completion(
             {
                 "index": 0,
                 "message": {"role": "assistant", "content": outcome.answer},
-                "finish_reason": "stop",
+                "finish_reason": _finish(extension),
             }
         ],
         "usage": _usage(extension, outcome, question),
@@ -253,6 +253,12 @@ def _usage(extension: dict[str, Any], outcome: TurnOutcome, question: str = "") 
         return {k: int(counted[k]) for k in ("prompt_tokens", "completion_tokens", "total_tokens")}
     read, written = estimate_tokens(question), estimate_tokens(outcome.answer)
     return {"prompt_tokens": read, "completion_tokens": written, "total_tokens": read + written}
+
+
+def _finish(extension: dict[str, Any]) -> str:
+    """OpenAI's finish_reason: "length" when the answer ran into max_tokens (every turn stored
+    before the decision record said so counts as "stop")."""
+    return str(extension["decision"].get("finish", "stop"))
 
 
 def _extension(client: BlendClient, outcome: TurnOutcome) -> dict[str, Any]:
@@ -305,7 +311,7 @@ async def _stream(
         yield chunk({}, peerblend=_event(event))
     extension = await asyncio.to_thread(_extension, client, outcome)
     yield chunk({"content": outcome.answer})
-    yield chunk({}, "stop", peerblend=extension)
+    yield chunk({}, _finish(extension), peerblend=extension)
     if include_usage:
         yield chunk(None, usage=_usage(extension, outcome))
     yield "data: [DONE]\n\n"

@@ -24,7 +24,7 @@ from pipeline.records import TurnContext, per_reviewer
 from pipeline.service.live import fingerprint
 from pipeline.shortlist import advance
 from pipeline.usage import Metered, Usage, turn_usage
-from pipeline.verdict import TurnInputs, Verdict, decide_turn, finish_timings, with_fusion
+from pipeline.verdict import TurnInputs, Verdict, answer_finish, decide_turn, finish_timings, with_fusion
 from pipeline.weights import learn_trust, stored_weights
 from workers.deadline import call_with_deadline
 from workers.dispatch import send_next_turn
@@ -52,7 +52,8 @@ def finish_turn(app: Celery, inputs: TurnInputs) -> dict[str, Any]:
     result = result_row(
         context, verdict, run, timings=finish_timings(verdict.timings, ranked_at=ranked_at, now=time.time())
     )
-    result.decision = {**result.decision, "usage": turn_usage(inputs.calls, fusion)}
+    finish = answer_finish(verdict, inputs.candidates)  # "length": the answer ran into max_tokens
+    result.decision = {**result.decision, "usage": turn_usage(inputs.calls, fusion), "finish": finish}
     rows = review_rows(context, run.variant.stored_reviews(inputs.reviews, inputs.judgements))
 
     def store_and_send() -> Any:

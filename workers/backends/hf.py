@@ -36,6 +36,7 @@ from transformers import (
 from transformers.cache_utils import Cache, CacheLayerMixin
 
 from pipeline.backend import (
+    Generated,
     Message,
     Prompt,
     ScoreRequest,
@@ -318,10 +319,21 @@ class TransformersBackend:
             )
         new = output[:, width:]
         texts = [
-            str(self.tokenizer.decode(new[row, :limit], skip_special_tokens=True))
+            Generated(
+                str(self.tokenizer.decode(new[row, :limit], skip_special_tokens=True)),
+                ran_out=self._ran_out(new[row], limit),
+            )
             for row, limit in enumerate(limits)
         ]
         return [cut_at_stop(text, stop) for text, stop in zip(texts, stops, strict=True)]
+
+    def _ran_out(self, row: torch.Tensor, limit: int) -> bool:
+        """Whether a row wrote all ``limit`` tokens without ending: no end-of-text and no padding
+        among them (generate pads a row once it has ended, by EOS or by its own stop)."""
+        if row.shape[0] < limit:
+            return False
+        ends = {self.tokenizer.eos_token_id, self.tokenizer.pad_token_id} - {None}
+        return not any(token in ends for token in row[:limit].tolist())
 
     def score(self, requests: Sequence[ScoreRequest]) -> list[float]:
         """Mean log-probability per continuation token (natural log, <= 0).

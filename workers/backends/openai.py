@@ -63,12 +63,14 @@ import httpx
 import openai
 
 from pipeline.backend import (
+    Generated,
     Message,
     OpenAIOptions,
     Prompt,
     ScoreRequest,
     cut_at_stop,
     parse_options,
+    ran_out,
     render_transcript,
 )
 from pipeline.ballot_grammar import MAX_BALLOT_CHOICES, BallotPath, complete_ballots
@@ -271,7 +273,8 @@ class OpenAIBackend:
                 self._ballot_form = None
                 logger.warning("%s; ranking reviews are free text from now on", error)
         text = self._chat(prompt, {}, max_tokens=prompt.max_new_tokens)
-        return cut_at_stop(_strip_prefill(text, prompt.prefill), prompt.stop)
+        answer = Generated(_strip_prefill(text, prompt.prefill), ran_out=ran_out(text))
+        return cut_at_stop(answer, prompt.stop)
 
     def _chat(self, prompt: Prompt, fields: dict[str, Any], *, max_tokens: int) -> str:
         """One chat completion's content; ``fields`` join the request body (before ``extra_body``)."""
@@ -301,7 +304,8 @@ class OpenAIBackend:
             raise BackendError(
                 f"{self._where('/chat/completions')}: reply has no choices[0].message"
             ) from None
-        return str(text)
+        # The server's own word on why it stopped: "length" is a reply cut at max_tokens.
+        return Generated(str(text), ran_out=getattr(reply.choices[0], "finish_reason", None) == "length")
 
     def _find_ballot_form(self) -> BallotForm | None:
         """The first form of structured outputs this server honours, asked with one allowed reply."""

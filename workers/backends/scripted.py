@@ -31,7 +31,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from pipeline.backend import Prompt, ScoreRequest, ScriptedOptions, parse_options
+from pipeline.backend import Generated, Prompt, ScoreRequest, ScriptedOptions, parse_options
 from pipeline.ballot_grammar import BallotPath
 from pipeline.errors import BackendError
 from pipeline.prompts import CONTENT_FREE_QUESTION, RANKING_PREFIX
@@ -70,7 +70,9 @@ class ScriptedBackend:
                 reply = next(self._replies)
         else:
             reply = f"{self.model}: {question}"
-        return " ".join(reply.split(" ")[: prompt.max_new_tokens])  # a word stands for a token here
+        words = reply.split(" ")  # a word stands for a token here
+        kept = " ".join(words[: prompt.max_new_tokens])
+        return Generated(kept, ran_out=True) if len(words) > prompt.max_new_tokens else kept
 
     def ballot_path(self, labels: Sequence[str]) -> BallotPath:
         return BallotPath(self.options.ballot) if self.options.ballot else BallotPath.PARSED
