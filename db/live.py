@@ -4,7 +4,7 @@ fingerprint it was asked under and its question, or by the request's Idempotency
 
 from __future__ import annotations
 
-from sqlalchemy import update
+from sqlalchemy import delete, exists, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
@@ -48,6 +48,18 @@ def append_turn(
         session.rollback()
         return False
     return True
+
+
+def delete_unasked(*, session: Session, conversation_id: str) -> bool:
+    """Delete a live conversation without turns (one statement: a turn added meanwhile keeps it)."""
+    has_turn = exists().where(col(Turn.conversation_id) == conversation_id)
+    deleted = session.execute(
+        delete(Conversation).where(
+            col(Conversation.id) == conversation_id, col(Conversation.live).is_(True), ~has_turn
+        )
+    )
+    session.commit()
+    return bool(deleted.rowcount)  # type: ignore[attr-defined]
 
 
 def find_conversation(*, session: Session, fingerprint: str) -> str | None:

@@ -117,6 +117,34 @@ def test_an_idempotency_key_asks_once(client, http):
         assert session.exec(count).one() == 1
 
 
+def test_a_twin_that_loses_the_race_for_its_key_leaves_no_empty_conversation(client, http, monkeypatch):
+    # Given a first request with a key, and its twin racing it: the twin looked the key up before
+    # the first stored its turn (simulated: its first lookup finds nothing), so it opens a
+    # conversation of its own and then loses the key to the first
+    from db.models import Conversation
+    from workers.chat_ask import Ask
+
+    tag, key = _tag(), f"key-{uuid.uuid4()}"
+    first = _turn_of(_ask(http, [f"Who wrote Dune? {tag}"], **{"Idempotency-Key": key}))
+    real, looked = Ask.by_key, []
+
+    def late(self: Ask) -> Any:
+        looked.append(key)
+        return None if len(looked) == 1 else real(self)
+
+    monkeypatch.setattr(Ask, "by_key", late)
+    with Session(client.store.engine) as session:
+        before = session.exec(select(func.count()).select_from(Conversation)).one()
+
+    # When the twin arrives
+    twin = _turn_of(_ask(http, [f"Who wrote Dune? {tag}"], **{"Idempotency-Key": key}))
+
+    # Then it attaches to the first's turn, and the conversation it opened is gone
+    assert twin == first and len(looked) == 2
+    with Session(client.store.engine) as session:
+        assert session.exec(select(func.count()).select_from(Conversation)).one() == before
+
+
 def test_an_idempotency_key_reused_for_another_question_is_refused(client, http):
     key = f"key-{uuid.uuid4()}"
     conversation, _, _ = _turn_of(_ask(http, [f"Who wrote Dune? {_tag()}"], **{"Idempotency-Key": key}))

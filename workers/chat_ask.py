@@ -98,6 +98,7 @@ class Ask:
             earlier = self.by_key()  # only a request key that a racing twin holds gets here
             if earlier is None:
                 raise
+            client.store.discard_unasked(chat.conversation_id)  # the twin's conversation has the turn
             return earlier
 
     def by_key(self) -> tuple[LiveConversation, int] | None:

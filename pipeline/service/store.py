@@ -238,6 +238,12 @@ class Store:
                 stop=list(bounds[1]),
             )
 
+    def discard_unasked(self, conversation_id: str) -> bool:
+        """Delete a live conversation that was never asked anything (a request that lost a race
+        to its twin with the same Idempotency-Key opened it); False, deleting nothing, otherwise."""
+        with Session(self.engine) as session:
+            return live_rows.delete_unasked(session=session, conversation_id=conversation_id)
+
     def find_live(self, fingerprint: str) -> str | None:
         """The newest live conversation whose exchanges so far have this fingerprint, if any."""
         with Session(self.engine) as session:
