@@ -61,6 +61,8 @@ def explain_turn(
     for member, why in sorted(failed.items()):
         dropped = " and its ballot dropped" if member in both else ""
         sentences.append(f"{member}'s answer was left out{dropped}: {_short(why)}.")
+    if decision.get("finish") == "length":  # pipeline.verdict.answer_finish
+        sentences.append("The answer was cut at its token limit (max_tokens): it may end mid-sentence.")
     return sentences
 
 

@@ -110,6 +110,14 @@ def test_dropped_ballots_and_failed_members_say_why() -> None:
     assert not [s for s in sentences if s.startswith("m4")], "a skipped review dropped no ballot"
 
 
+def test_an_answer_cut_at_its_token_limit_says_so() -> None:
+    cut = explain_turn(_result(finish="length"), rule=False)
+    ended = explain_turn(_result(finish="stop"), rule=False) + explain_turn(_result(), rule=False)
+
+    assert any("cut at its token limit" in s for s in cut)
+    assert not any("token limit" in s for s in ended)
+
+
 def test_one_label_for_live_conversations() -> None:
     assert live_label(source=None, live=True) == "live"
     assert live_label(source="doqa", live=False) == "doqa"
