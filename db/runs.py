@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from sqlalchemy import func
 from sqlmodel import Session, col, select
 
 from db.models import Candidate, Conversation, Review, Turn, TurnResult
@@ -17,9 +18,15 @@ def list_runs(*, session: Session) -> list[str]:
     return sorted(r for r in session.exec(query) if r)
 
 
-def run_conversations(*, session: Session, run: str) -> list[Conversation]:
-    query = select(Conversation).where(Conversation.run == run).order_by(col(Conversation.created_at))
-    return list(session.exec(query))
+def run_conversations(*, session: Session, run: str) -> list[tuple[Conversation, int]]:
+    """A run's conversations, oldest first, each with how many of its turns are stored (one query)."""
+    stored = (
+        select(func.count(col(TurnResult.id)))
+        .where(col(TurnResult.conversation_id) == col(Conversation.id))
+        .scalar_subquery()
+    )
+    query = select(Conversation, stored).where(Conversation.run == run).order_by(col(Conversation.created_at))
+    return [(c, int(n)) for c, n in session.exec(query)]
 
 
 def run_turns(*, session: Session, runs: Sequence[str]) -> list[dict[str, Any]]:
@@ -107,7 +114,6 @@ def run_records(*, session: Session, run: str) -> list[dict[str, Any]]:
 
 def run_summaries(*, session: Session) -> list[dict[str, Any]]:
     """Each replay run: conversations, turns asked, turns stored, when its last conversation started."""
-    from sqlalchemy import func  # local: this module's imports belong to its other functions
 
     runs = session.exec(
         select(

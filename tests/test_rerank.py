@@ -273,5 +273,5 @@ def _runs(client: BlendClient, run: str) -> list:
     from db import runs
 
     with Session(client.store.engine) as session:
-        ids = [c.id for c in runs.run_conversations(session=session, run=run)]
+        ids = [c.id for c, _ in runs.run_conversations(session=session, run=run)]
     return [client.fetch(i) for i in ids]

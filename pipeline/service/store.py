@@ -329,8 +329,7 @@ class Store:
     def run_conversations(self, run: str) -> list[tuple[ConversationRow, int]]:
         """A run's conversations, each with how many of its turns are stored."""
         with Session(self.engine) as session:
-            rows = db_runs.run_conversations(session=session, run=run)
-            return [(c, len(crud.list_results(session=session, conversation_id=c.id))) for c in rows]
+            return db_runs.run_conversations(session=session, run=run)
 
     def run_passages(self, runs: Sequence[str]) -> dict[str, bool]:
         """Whether each conversation of ``runs`` was grounded in a passage, by conversation id."""
