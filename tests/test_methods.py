@@ -49,12 +49,19 @@ def test_each_review_task_goes_to_the_queue_of_the_member_its_method_names(name:
         assert member in decision.reviewers
 
 
+def _records(
+    review_method: str, status: str
+) -> tuple[tuple[CandidateRecord, ...], list[ReviewRecord], list[Judgement]]:
+    """Two candidates, a's review of them and a pairwise judgement of them (every method's inputs)."""
+    pool = (CandidateRecord("a", "A"), CandidateRecord("b", "B"))
+    reviews = [ReviewRecord("a", review_method, status, ranking=("b", "a"), candidates=pool)]
+    return pool, reviews, [Judgement("j", "a", "b", p_first=0.7, candidates=pool)]
+
+
 @pytest.mark.parametrize("name", sorted(VARIANTS))
 def test_what_a_method_stores_are_review_columns_and_it_reads_back_its_tasks_records(name: str) -> None:
     variant = VARIANTS[name]
-    pool = (CandidateRecord("a", "A"), CandidateRecord("b", "B"))
-    reviews = [ReviewRecord("a", "ranking", "ok", ranking=("b", "a"), candidates=pool)]
-    judgements = [Judgement("j", "a", "b", p_first=0.7, candidates=pool)]
+    pool, reviews, judgements = _records("ranking", "ok")
     stored = variant.stored_reviews(reviews, judgements)
     columns = set(Review.model_fields)
     assert all(set(fields) <= columns for fields in stored)
@@ -68,9 +75,7 @@ def test_what_a_method_stores_are_review_columns_and_it_reads_back_its_tasks_rec
 def test_a_stored_review_row_is_a_ballot_exactly_when_its_method_stores_ballots(name: str) -> None:
     # Given: the rows a turn of each method stores (peer: its ballots; pairwise: the judge's matrix)
     variant = VARIANTS[name]
-    pool = (CandidateRecord("a", "A"), CandidateRecord("b", "B"))
-    reviews = [ReviewRecord("a", "likelihood", "scored", ranking=("b", "a"), candidates=pool)]
-    judgements = [Judgement("j", "a", "b", p_first=0.7, candidates=pool)]
+    _, reviews, judgements = _records("likelihood", "scored")
 
     rows = variant.stored_reviews(reviews, judgements)
 
